@@ -1,0 +1,139 @@
+"""A web page that classifies uploaded photos with a trained checkpoint (the tutorial's Gradio demo).
+
+    python app.py                                  # checkpoint/best_checkpoint.pth, http://127.0.0.1:7860
+    python app.py --checkpoint path/to/model.pth --port 8000 --share
+
+The API endpoint is /predict (one image in, the label with every class's probability out):
+    from gradio_client import Client, handle_file
+    Client("http://127.0.0.1:7860/").predict(handle_file("cat.jpg"), api_name="/predict")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: many users are offline
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from common import IMAGE_EXTENSIONS, checkpoint_transform, load_checkpoint, open_image, pick_device  # noqa: E402
+
+MAX_UPLOAD = "20mb"
+EXAMPLES_PER_CLASS = 2
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Serve a trained checkpoint as a Gradio web page.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default=None,
+                        help="default: checkpoint/best_checkpoint.pth, else checkpoint/latest_checkpoint.pth")
+    parser.add_argument("--data-dir", default="datasets", help="example photos are taken from DATA_DIR/val/ when present")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes the page reachable from other machines")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also publish a temporary public link through Gradio")
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def find_checkpoint(path: str | None) -> Path:
+    candidates = [Path(path)] if path else [Path("checkpoint/best_checkpoint.pth"), Path("checkpoint/latest_checkpoint.pth")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"no checkpoint at {' or '.join(map(str, candidates))}; train one first: python train.py")
+
+
+def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
+    """A few photos from each class folder under DATA_DIR/val/, so the page can be tried in one click."""
+    val_dir = Path(data_dir) / "val"
+    if not val_dir.is_dir():
+        return []
+    folders = sorted(p for p in val_dir.iterdir() if p.is_dir()) or [val_dir]
+    examples = []
+    for folder in folders:
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        examples += [str(p) for p in photos[:per_class]]
+    return examples
+
+
+def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device) -> Callable[[str | None], dict[str, float]]:
+    transform = checkpoint_transform(meta)
+    class_names = meta["class_names"]
+
+    @torch.inference_mode()
+    def predict(image_path: str | None) -> dict[str, float]:
+        if not image_path:
+            raise gr.Error("Please upload a photo first.")
+        try:
+            image = open_image(image_path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise gr.Error(f"This file could not be read as a photo ({error}). Try a JPEG or PNG file.") from None
+        batch = transform(image).unsqueeze(0).to(device)
+        probabilities = torch.softmax(model(batch).float(), dim=1)[0].tolist()
+        return {name: probability for name, probability in zip(class_names, probabilities, strict=True)}
+
+    return predict
+
+
+def readable_upload_errors(component: gr.Image) -> gr.Image:
+    """Gradio opens uploads itself before `predict` runs; turn its failures into plain words.
+
+    Without this a text file named .jpg gives the page only "Error" and the log a traceback.
+    """
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise gr.Error(f"This file is not a photo that can be opened ({type(error).__name__}). "
+                           "Upload a JPEG, PNG, BMP, GIF or WebP image.") from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.device, examples: list[str]) -> gr.Interface:
+    class_names = meta["class_names"]
+    accuracy = meta.get("metrics", {}).get("val_acc")
+    details = f"{meta['arch']}, classes: {', '.join(class_names)}"
+    if meta.get("epoch") is not None:
+        details += f", epoch {meta['epoch']}"
+    if accuracy is not None:
+        details += f", val accuracy {accuracy:.1f}%"
+    image_input = readable_upload_errors(gr.Image(type="filepath", image_mode=None, label="Photo"))
+    return gr.Interface(
+        fn=make_predict(model, meta, device),
+        inputs=image_input,
+        outputs=gr.Label(num_top_classes=len(class_names), label="Prediction"),
+        title=" vs ".join(name.capitalize() for name in class_names) + " classifier",
+        description=f"Upload a photo and the model says which class it is. Model: {details}.",
+        examples=examples or None,
+        cache_examples=False,
+        flagging_mode="never",
+        api_name="predict",
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    checkpoint_path = find_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    try:
+        model, meta = load_checkpoint(checkpoint_path, device)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise SystemExit(f"cannot load {checkpoint_path}: {error}") from None
+    print(f"loaded {checkpoint_path} ({meta['arch']}, classes {meta['class_names']}) on {device}", flush=True)
+    demo = build_demo(model, meta, device, find_examples(args.data_dir))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
+                allowed_paths=[str(Path(args.data_dir).resolve())], show_error=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,203 @@
+"""What train.py, app.py and the later scripts share: model, preprocessing, device, checkpoints.
+
+Keeping these in one place is what guarantees that the web page sees a photo exactly
+the way the model saw photos during training.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from PIL import Image, ImageOps
+from torch import nn
+from torchvision import transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODEL_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
+CHECKPOINT_FORMAT = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- device
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` prefers cuda, then Apple's mps, then cpu; anything else is taken as given."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"--device {name} was asked for, but PyTorch sees no CUDA GPU. Use --device auto or cpu.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise SystemExit(f"--device {name} was asked for, but MPS is not available here. Use --device auto or cpu.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- images
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open any photo a user may have as an upright RGB image.
+
+    Phones store rotation in EXIF instead of rotating pixels, and user folders hold
+    grayscale, palette, CMYK and transparent files: all become plain RGB here.
+    Transparent areas are put on white, since black would look like a dark photo.
+    """
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        return image.convert("RGB")
+
+
+def eval_transform(image_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
+    """The tutorial's preprocessing: squash to size×size, then ImageNet normalization."""
+    return transforms.Compose([
+        transforms.Resize((image_size, image_size)),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def train_transform(image_size: int = 256, augment: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
+    """Light augmentation on top of the tutorial's pipeline; augment=False is the tutorial exactly."""
+    if not augment:
+        return eval_transform(image_size, mean, std)
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=(0.6, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+# --------------------------------------------------------------------------- model
+def _pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's weights API, or a local .pth for offline machines."""
+    if weights not in ("IMAGENET1K_V1", "IMAGENET1K_V2"):
+        path = Path(weights)
+        if not path.is_file():
+            raise SystemExit(
+                f"--weights {weights!r}: no such file. Use IMAGENET1K_V2, IMAGENET1K_V1, none, or the path of a .pth file."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model_state" in state:  # one of our own checkpoints
+            state = state["model_state"]
+        return state
+
+    enum = torchvision.models.get_model_weights(arch)
+    if not hasattr(enum, weights):
+        # resnet18/34 were only ever published as V1.
+        print(f"{arch} has no {weights} weights; using IMAGENET1K_V1.")
+        weights = "IMAGENET1K_V1"
+    weight_entry = enum[weights]
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a blocked network should fail in seconds, not hang forever
+    try:
+        return weight_entry.get_state_dict(progress=True, check_hash=False)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise SystemExit(
+            f"Could not download the {arch} {weights} ImageNet weights ({error}).\n"
+            "Ways out:\n"
+            f"  - connect to the internet once: the file is cached in {torch.hub.get_dir()}/checkpoints\n"
+            f"  - download {weight_entry.url} elsewhere and pass --weights path/to/file.pth\n"
+            "  - train from scratch with --weights none (much lower accuracy on small datasets)"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "none") -> nn.Module:
+    """A torchvision ResNet with its 1000-class ImageNet head replaced by `num_classes` outputs."""
+    if arch not in MODEL_NAMES:
+        raise SystemExit(f"--model {arch!r} is not supported; choose one of {', '.join(MODEL_NAMES)}.")
+    model = torchvision.models.get_model(arch, weights=None)
+    if weights and weights.lower() != "none":
+        state = _pretrained_state_dict(arch, weights)
+        own = model.state_dict()
+        # A head trained for other classes cannot be reused: keep only tensors that fit.
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if len(fitting) < len(own) - 2:
+            raise SystemExit(f"--weights {weights}: that file does not hold {arch} weights "
+                             f"({len(fitting)} of {len(own)} tensors match).")
+        model.load_state_dict(fitting, strict=False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+# --------------------------------------------------------------------------- classes
+def default_class_names(num_classes: int) -> list[str]:
+    return ["cat", "dog"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write to a temporary file, then rename: a kill during the save never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], image_size: int,
+                    epoch: int, metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
+    """Everything needed to use the weights later without the training command line."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "arch": arch,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_size": image_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "epoch": epoch,
+        "metrics": dict(metrics),
+        "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load one of our checkpoints, or the bare state dict the tutorial's train.py saved.
+
+    Returns the model in eval mode on `device` and the checkpoint's metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
+    if "model_state" not in checkpoint:
+        # The tutorial saved model.state_dict() of a 2-class ResNet50 and nothing else.
+        num_classes = checkpoint["fc.weight"].shape[0] if "fc.weight" in checkpoint else 2
+        checkpoint = {"model_state": checkpoint, "arch": "resnet50", "num_classes": num_classes,
+                      "class_names": default_class_names(num_classes), "image_size": 256,
+                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "epoch": None, "metrics": {}}
+    model = build_model(checkpoint["arch"], checkpoint["num_classes"], weights="none")
+    model.load_state_dict(checkpoint["model_state"])
+    model.to(device).eval()
+    meta = {k: v for k, v in checkpoint.items() if k not in ("model_state", "optimizer_state")}
+    return model, meta
+
+
+def checkpoint_transform(meta: dict[str, Any]) -> transforms.Compose:
+    """The evaluation preprocessing a checkpoint was trained with."""
+    return eval_transform(meta["image_size"], meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD))

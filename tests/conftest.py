@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny generated photo datasets, a trained checkpoint, script runners.
+
+Cats are drawn reddish and dogs bluish, so that even a from-scratch ResNet learns them
+in an epoch or two at 32×32; real photos come from $CATS_DOGS_TUTORIAL_DIR when set.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Settings that keep every test run small and offline.
+FAST_TRAIN_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+
+
+def make_photo(path: Path, label: int, seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Path:
+    """A small noisy image whose dominant color gives away its class."""
+    rng = random.Random(seed)
+    base = (200, 60, 50) if label == 0 else (50, 80, 200)
+    image = Image.new("RGB", size)
+    image.putdata([tuple(max(0, min(255, c + rng.randint(-40, 40))) for c in base) for _ in range(size[0] * size[1])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.convert(mode).save(path)
+    return path
+
+
+def make_dataset(root: Path, per_class_train: int = 8, per_class_val: int = 4, class_names=("cat", "dog")) -> Path:
+    """The tutorial's layout: train/<class>/…, val/<class>/…, train.csv and val.csv."""
+    for split, count in (("train", per_class_train), ("val", per_class_val)):
+        rows = []
+        for label, name in enumerate(class_names):
+            for i in range(count):
+                relative = f"{split}/{name}/{name}.{i}.jpg"
+                make_photo(root / relative, label, seed=(split == "val") * 1000 + label * 100 + i)
+                rows.append(f"{relative},{label}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one of the repo's scripts for real, with no stdin (as in CI, nohup, an IDE)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "datasets")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real two-epoch training run, shared by the tests that only read its outputs."""
+    workdir = tmp_path_factory.mktemp("trained")
+    make_dataset(workdir / "datasets")
+    run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", cwd=workdir)
+    return workdir
+
+
+def read_swanlab_runs(log_dir: Path) -> list[dict]:
+    """What a local SwanLab log dir holds, read the way the dashboard reads it (its SQLite index + log files).
+
+    Returns one dict per experiment: name, run folder, {metric: [values]} and {image key: [captions]}.
+    """
+    import json
+    import sqlite3
+
+    connection = sqlite3.connect(log_dir / "runs.swanlab")
+    runs = []
+    for experiment_id, run_id, name in connection.execute("select id, run_id, name from experiment order by id"):
+        run_dir = log_dir / run_id
+        metrics, captions = {}, {}
+        for tag, folder, kind in connection.execute("select name, folder, type from tag where experiment_id = ?",
+                                                    (experiment_id,)):
+            records = [json.loads(line) for log in sorted((run_dir / "logs" / folder).glob("*.log"))
+                       for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if kind == "image":
+                captions[tag] = [more["caption"] for record in records for more in record.get("more", [])]
+            else:
+                metrics[tag] = [record["data"] for record in records]
+        runs.append({"name": name, "dir": run_dir, "metrics": metrics, "captions": captions})
+    connection.close()
+    return runs

@@ -1,0 +1,133 @@
+"""The shared pieces: image opening, model building, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from common import (
+    build_model,
+    checkpoint_transform,
+    eval_transform,
+    load_checkpoint,
+    make_checkpoint,
+    open_image,
+    pick_device,
+    save_checkpoint,
+    train_transform,
+)
+from conftest import REPO
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA", "1", "I;16"])
+def test_open_image_gives_rgb_for_every_mode(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / f"photo_{mode.replace(';', '')}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
+    Image.new("RGB", (20, 10), (10, 200, 30)).convert(mode).save(path)
+    image = open_image(path)
+    assert image.mode == "RGB"
+    assert image.size == (20, 10)
+
+
+def test_open_image_puts_transparency_on_white(tmp_path: Path) -> None:
+    path = tmp_path / "transparent.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(path)
+    assert open_image(path).getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_open_image_applies_exif_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "rotated.jpg"
+    image = Image.new("RGB", (40, 20), "red")
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(path, exif=exif)
+    assert Image.open(path).size == (40, 20)
+    assert open_image(path).size == (20, 40)
+
+
+def test_transforms_give_normalized_square_tensors() -> None:
+    image = Image.new("RGB", (50, 30), (124, 116, 104))  # ≈ ImageNet mean color
+    for transform in (eval_transform(32), train_transform(32), train_transform(32, augment=False)):
+        tensor = transform(image)
+        assert tensor.shape == (3, 32, 32)
+        assert tensor.abs().max() < 0.05
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_build_model_replaces_the_head(arch: str) -> None:
+    model = build_model(arch, num_classes=3, weights="none").eval()
+    assert model.fc.out_features == 3
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_build_model_loads_a_local_state_dict(tmp_path: Path) -> None:
+    imagenet_like = build_model("resnet18", num_classes=1000, weights="none")
+    torch.save(imagenet_like.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model("resnet18", num_classes=2, weights=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.conv1.weight, imagenet_like.conv1.weight)
+    assert model.fc.out_features == 2
+
+
+def test_build_model_refuses_weights_of_another_architecture(tmp_path: Path) -> None:
+    torch.save(build_model("resnet18", 2).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(SystemExit, match="does not hold resnet50 weights"):
+        build_model("resnet50", 2, weights=str(tmp_path / "r18.pth"))
+    with pytest.raises(SystemExit, match="no such file"):
+        build_model("resnet50", 2, weights=str(tmp_path / "missing.pth"))
+
+
+def test_failed_weight_download_names_the_ways_out(tmp_path: Path) -> None:
+    # A proxy on a closed port makes the download fail at once, with or without internet.
+    env = {**os.environ, "TORCH_HOME": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+    code = "import common; common.build_model('resnet18', 2, weights='IMAGENET1K_V2')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Could not download the resnet18 IMAGENET1K_V1 ImageNet weights" in result.stderr
+    assert "--weights none" in result.stderr and "--weights path/to/file.pth" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pick_device_auto_and_explicit() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
+    model = build_model("resnet18", 3)
+    checkpoint = make_checkpoint(model, arch="resnet18", class_names=["a", "b", "c"], image_size=64,
+                                 epoch=4, metrics={"val_acc": 75.0})
+    path = tmp_path / "out" / "model.pth"
+    save_checkpoint(checkpoint, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pth"]  # no temp file left behind
+    loaded, meta = load_checkpoint(path)
+    assert meta["class_names"] == ["a", "b", "c"] and meta["epoch"] == 4 and meta["metrics"]["val_acc"] == 75.0
+    assert not loaded.training
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert checkpoint_transform(meta)(Image.new("RGB", (10, 10))).shape == (3, 64, 64)
+
+
+def test_the_tutorials_bare_state_dict_loads(tmp_path: Path) -> None:
+    model = build_model("resnet50", 2)
+    torch.save(model.state_dict(), tmp_path / "latest_checkpoint.pth")  # what the tutorial's train.py saved
+    loaded, meta = load_checkpoint(tmp_path / "latest_checkpoint.pth")
+    assert meta["arch"] == "resnet50" and meta["class_names"] == ["cat", "dog"] and meta["image_size"] == 256
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_load_checkpoint_names_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pth is not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "broken.pth")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pth")

@@ -1,0 +1,77 @@
+"""Reading the tutorial's CSVs, the ones people really have included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_photo
+from load_datasets import CsvError, DatasetLoader, infer_num_classes, read_class_names, read_csv_rows
+
+
+def test_reads_the_tutorial_format(dataset: Path) -> None:
+    samples = read_csv_rows(dataset / "train.csv")
+    assert len(samples) == 16
+    assert samples[0] == (dataset / "train/cat/cat.0.jpg", 0)
+    assert {label for _, label in samples} == {0, 1}
+
+
+def test_accepts_excel_csv_with_bom_header_crlf_quotes_and_chinese_names(tmp_path: Path) -> None:
+    make_photo(tmp_path / "train" / "猫" / "我的 猫,1.jpg", 0, seed=1)
+    make_photo(tmp_path / "train" / "dog" / "dog 2.png", 1, seed=2)
+    text = 'path,label\r\n"train/猫/我的 猫,1.jpg",0\r\n\r\n  train\\dog\\dog 2.png , 1 \r\n'
+    (tmp_path / "train.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    samples = read_csv_rows(tmp_path / "train.csv")
+    assert samples == [(tmp_path / "train/猫/我的 猫,1.jpg", 0), (tmp_path / "train/dog/dog 2.png", 1)]
+
+
+def test_lists_every_bad_row_by_line_number(tmp_path: Path) -> None:
+    make_photo(tmp_path / "a.jpg", 0, seed=1)
+    (tmp_path / "train.csv").write_text("a.jpg,0\nmissing.jpg,1\na.jpg,cat\na.jpg,7\na.jpg,0,extra\na.jpg,1\n")
+    with pytest.raises(CsvError) as error:
+        read_csv_rows(tmp_path / "train.csv", num_classes=2)
+    message = str(error.value)
+    assert "4 bad row(s)" in message
+    assert "line 2: file not found" in message and "missing.jpg" in message
+    assert "line 3: label 'cat' is not an integer" in message
+    assert "line 4: label 7 is out of range 0..1" in message
+    assert "line 5: expected 2 fields" in message
+    assert "line 1" not in message and "line 6" not in message
+
+
+def test_refuses_an_empty_csv(tmp_path: Path) -> None:
+    (tmp_path / "val.csv").write_text("\n\n")
+    with pytest.raises(CsvError, match="val.csv: no rows"):
+        read_csv_rows(tmp_path / "val.csv")
+
+
+def test_class_names_from_classes_txt_or_defaults(tmp_path: Path) -> None:
+    assert read_class_names(tmp_path, 2) == ["cat", "dog"]
+    assert read_class_names(tmp_path, 3) == ["class_0", "class_1", "class_2"]
+    (tmp_path / "classes.txt").write_text("\ufeffbird\nfish\n\nhorse\n", encoding="utf-8")
+    assert read_class_names(tmp_path, 3) == ["bird", "fish", "horse"]
+    with pytest.raises(CsvError, match="names 3 classes"):
+        read_class_names(tmp_path, 4)
+
+
+def test_dataset_gives_normalized_tensors_and_labels(dataset: Path) -> None:
+    val = DatasetLoader(dataset / "val.csv", image_size=32)
+    image, label = val[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 0
+    assert len(val) == 8 and val.num_classes == 2
+    # Evaluation preprocessing is deterministic; training augmentation is not.
+    assert torch.equal(val[1][0], val[1][0])
+    train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
+    assert not all(torch.equal(train[0][0], train[0][0]) for _ in range(5))
+    plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=False)
+    assert torch.equal(plain[0][0], val.transform(plain.load_image(0)))
+
+
+def test_number_of_classes_is_the_run_of_labels_used_from_zero(tmp_path: Path) -> None:
+    csv = tmp_path / "train.csv"
+    csv.write_text("a.jpg,0\nb.jpg,1\nc.jpg,2\nd.jpg,5\n")
+    assert infer_num_classes(csv) == 3  # so the stray 5 is reported as out of range
+    csv.write_text("path,label\na.jpg,0\n")
+    assert infer_num_classes(csv) == 2

@@ -1,0 +1,106 @@
+"""train.py run for real, in a subprocess, on generated photos (and real ones when available)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import load_checkpoint
+from conftest import FAST_TRAIN_FLAGS, make_dataset, read_swanlab_runs, run_script
+
+
+def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: Path) -> None:
+    latest = torch.load(trained_run / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    best = torch.load(trained_run / "checkpoint/best_checkpoint.pth", weights_only=True)
+    assert latest["epoch"] == 2
+    assert latest["arch"] == "resnet50" and latest["class_names"] == ["cat", "dog"] and latest["image_size"] == 32
+    assert latest["mean"] == [0.485, 0.456, 0.406] and latest["std"] == [0.229, 0.224, 0.225]
+    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc"}
+    assert 0 <= latest["metrics"]["val_acc"] <= 100
+    assert "optimizer_state" in latest and latest["config"]["lr"] == 1e-4 and latest["config"]["batch_size"] == 4
+    assert best["metrics"]["val_acc"] == latest["best_val_acc"] == max(best["metrics"]["val_acc"], latest["metrics"]["val_acc"])
+    assert "optimizer_state" not in best and best["class_names"] == ["cat", "dog"]
+    assert not list((trained_run / "checkpoint").glob("*.tmp"))
+
+
+def test_training_logs_metrics_and_a_captioned_gallery_to_swanlab(trained_run: Path) -> None:
+    [run] = read_swanlab_runs(trained_run / "swanlog")
+    assert run["name"] == "resnet50"
+    assert len(run["metrics"]["train_loss"]) == 2 * 4  # 16 photos, batch 4, 2 epochs
+    assert len(run["metrics"]["val_acc"]) == 2 and len(run["metrics"]["val_loss"]) == 2
+    assert run["metrics"]["lr"][0] == pytest.approx(1e-4)
+    captions = run["captions"]["val_examples"]
+    assert len(captions) == 2 * 8  # every val photo (8 < 30), at each evaluation
+    assert all(caption.split(" / ")[0] in ("cat", "dog") and caption.split(" / ")[1] in ("cat", "dog")
+               for caption in captions)
+    assert {caption.split(" / ")[1] for caption in captions} == {"cat", "dog"}
+    latest = torch.load(trained_run / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    assert run["metrics"]["val_acc"][-1] == pytest.approx(latest["metrics"]["val_acc"])
+
+
+def test_resume_continues_up_to_the_new_epoch_count(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets")
+    run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", cwd=tmp_path)
+    first = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert "resuming from" in result.stdout and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
+    second = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    assert second["epoch"] == 2
+    assert not torch.equal(first["model_state"]["fc.weight"], second["model_state"]["fc.weight"])
+    # Adam's step counter carried on rather than restarting at zero.
+    steps = [state["step"] for state in second["optimizer_state"]["state"].values()]
+    assert all(step == 8 for step in steps)
+    done = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert "already been trained for 2 epochs" in done.stdout
+
+
+def test_same_seed_gives_the_same_result(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets")
+    results = []
+    for name in ("a", "b"):
+        run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", "--output-dir", name, "--swanlab-mode", "disabled",
+                   cwd=tmp_path)
+        results.append(torch.load(tmp_path / name / "latest_checkpoint.pth", weights_only=True))
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert torch.equal(results[0]["model_state"]["fc.weight"], results[1]["model_state"]["fc.weight"])
+
+
+def test_missing_csv_says_what_to_do(tmp_path: Path) -> None:
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "No train.csv in" in result.stderr and "datasets/README.md" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_csv_stops_before_anything_is_written(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "datasets")
+    with open(data / "train.csv", "a", encoding="utf-8") as csv:
+        csv.write("train/cat/nope.jpg,0\ntrain/cat/cat.0.jpg,5\n")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "2 bad row(s)" in result.stderr and "line 17: file not found" in result.stderr
+    assert "line 18: label 5 is out of range 0..1" in result.stderr
+    assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "swanlog").exists()
+
+
+def test_help_lists_every_flag(tmp_path: Path) -> None:
+    out = run_script("train.py", "--help", cwd=tmp_path).stdout
+    for flag in ("--data-dir", "--epochs", "--batch-size", "--lr", "--image-size", "--model", "--weights", "--device",
+                 "--num-workers", "--eval-interval", "--seed", "--output-dir", "--resume", "--no-augment",
+                 "--swanlab-mode", "--project", "--experiment-name"):
+        assert flag in out
+
+
+def test_resnet18_with_eval_interval_and_class_names(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2, class_names=("a", "b", "c"))
+    (data / "classes.txt").write_text("apple\nbanana\ncherry\n", encoding="utf-8")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "3", "--eval-interval", "2",
+                        "--num-workers", "1", "--no-augment", "--swanlab-mode", "disabled", cwd=tmp_path)
+    assert "val_acc" in result.stdout.splitlines()[-2]  # the last epoch is always evaluated
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert ["val_acc" in line for line in lines] == [False, True, True]
+    model, meta = load_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert meta["arch"] == "resnet18" and meta["class_names"] == ["apple", "banana", "cherry"]
+    assert model.fc.out_features == 3

@@ -1,0 +1,220 @@
+"""Fine-tune a torchvision ResNet on your photos, logging to SwanLab.
+
+    python train.py                          # the tutorial: ResNet50, ImageNet weights, 20 epochs
+    python train.py --weights none --epochs 5  # offline: train from scratch
+    swanlab watch swanlog                    # the dashboard, in another terminal
+
+Reads datasets/train.csv and datasets/val.csv (rows `relative/path.jpg,label`) and writes
+checkpoint/latest_checkpoint.pth after every epoch and checkpoint/best_checkpoint.pth
+whenever the validation accuracy improves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import swanlab
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common import MODEL_NAMES, build_model, make_checkpoint, pick_device, save_checkpoint
+from load_datasets import CsvError, DatasetLoader, infer_num_classes, read_class_names
+
+GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
+SWANLAB_LOG_DIR = "swanlog"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fine-tune a ResNet on a CSV dataset (the SwanLab cats-vs-dogs tutorial).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="datasets", help="folder with train.csv, val.csv and optionally classes.txt")
+    parser.add_argument("--epochs", type=int, default=20, help="total number of epochs (also with --resume)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    parser.add_argument("--image-size", type=int, default=256, help="photos are resized to this many pixels square")
+    parser.add_argument("--model", default="resnet50", choices=MODEL_NAMES)
+    parser.add_argument("--weights", default="IMAGENET1K_V2",
+                        help="IMAGENET1K_V2, IMAGENET1K_V1, none (from scratch), or a path to a local .pth state dict")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--num-workers", type=int, default=min(4, max(1, (os.cpu_count() or 2) - 1)),
+                        help="processes that decode photos in the background (0 = in the training process)")
+    parser.add_argument("--eval-interval", type=int, default=1, help="evaluate on val every N epochs (and after the last)")
+    parser.add_argument("--seed", type=int, default=42, help="same seed, same machine: same val accuracy")
+    parser.add_argument("--output-dir", default="checkpoint", help="where the checkpoints are written")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/latest_checkpoint.pth up to --epochs")
+    parser.add_argument("--no-augment", action="store_true", help="no random crop/flip: the tutorial's exact preprocessing")
+    parser.add_argument("--swanlab-mode", default="local", choices=("local", "cloud", "offline", "disabled"),
+                        help="local: dashboard on this machine via `swanlab watch swanlog`; cloud needs a SwanLab account")
+    parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project name")
+    parser.add_argument("--experiment-name", default=None, help="SwanLab experiment name (default: the model name)")
+    return parser
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                    device: torch.device, epoch: int, epochs: int, global_step: int) -> tuple[float, int]:
+    """One pass over the training photos; returns the mean loss and the updated step count."""
+    model.train()
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
+    for images, labels in progress:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+        global_step += 1
+        seen += labels.size(0)
+        total_loss += loss.item() * labels.size(0)
+        swanlab.log({"train_loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}, step=global_step)
+        progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
+    return total_loss / max(seen, 1), global_step
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device) -> tuple[float, float, list[int]]:
+    """Mean loss, accuracy in percent, and every prediction in the loader's order."""
+    model.eval()
+    total_loss, correct, predictions = 0.0, 0, []
+    for images, labels in tqdm(loader, desc="val", unit="batch", leave=False, dynamic_ncols=True):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        logits = model(images)
+        total_loss += criterion(logits, labels).item() * labels.size(0)
+        batch_predictions = logits.argmax(dim=1)
+        correct += (batch_predictions == labels).sum().item()
+        predictions += batch_predictions.tolist()
+    count = max(len(predictions), 1)
+    return total_loss / count, 100.0 * correct / count, predictions
+
+
+def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple[int, Image.Image]]:
+    """Small real-color copies of val photos spread over the CSV (it is often sorted by class)."""
+    count = min(size, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
+    gallery = []
+    for index in indices:
+        image = dataset.load_image(index)
+        image.thumbnail((160, 160))
+        gallery.append((index, image))
+    return gallery
+
+
+def load_data(args: argparse.Namespace) -> tuple[list[str], DatasetLoader, DatasetLoader]:
+    """Check both CSVs up front so that a data mistake stops the run before anything is written."""
+    data_dir = Path(args.data_dir)
+    train_csv, val_csv = data_dir / "train.csv", data_dir / "val.csv"
+    for csv_path in (train_csv, val_csv):
+        if not csv_path.is_file():
+            raise SystemExit(
+                f"No {csv_path.name} in {data_dir.resolve()}.\n"
+                "Put your photos there with train.csv and val.csv (rows like 'train/cat/cat.1.jpg,0'), "
+                "as described in datasets/README.md, or point --data-dir at a folder that has them."
+            )
+    try:
+        class_file = data_dir / "classes.txt"
+        num_classes = None if class_file.is_file() else infer_num_classes(train_csv)
+        class_names = read_class_names(data_dir, num_classes or 0)
+        num_classes = len(class_names)
+        train_set = DatasetLoader(train_csv, args.image_size, train=True, augment=not args.no_augment, num_classes=num_classes)
+        val_set = DatasetLoader(val_csv, args.image_size, train=False, num_classes=num_classes)
+    except CsvError as error:
+        raise SystemExit(f"Cannot train on this data: {error}") from None
+    return class_names, train_set, val_set
+
+
+def main(args: argparse.Namespace) -> None:
+    class_names, train_set, val_set = load_data(args)
+    output_dir = Path(args.output_dir)
+    latest_path, best_path = output_dir / "latest_checkpoint.pth", output_dir / "best_checkpoint.pth"
+
+    resume_from = None
+    if args.resume:
+        if not latest_path.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
+        resume_from = torch.load(latest_path, map_location="cpu", weights_only=True)
+        if resume_from["epoch"] >= args.epochs:
+            print(f"{latest_path} has already been trained for {resume_from['epoch']} epochs; "
+                  f"pass a larger --epochs to train further.")
+            return
+        args.model, args.image_size = resume_from["arch"], resume_from["image_size"]
+
+    device = pick_device(args.device)
+    generator = seed_everything(args.seed)
+    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos  |  classes: {', '.join(class_names)}")
+
+    model = build_model(args.model, len(class_names), weights="none" if resume_from else args.weights)
+    if resume_from:
+        model.load_state_dict(resume_from["model_state"])
+    model.to(device)  # before the optimizer, so that its restored state lands on the same device
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start_epoch, best_val_acc = 1, -1.0
+    if resume_from:
+        optimizer.load_state_dict(resume_from["optimizer_state"])
+        start_epoch, best_val_acc = resume_from["epoch"] + 1, resume_from.get("best_val_acc", -1.0)
+        print(f"resuming from {latest_path} at epoch {start_epoch}")
+    criterion = nn.CrossEntropyLoss()
+
+    use_workers = args.num_workers > 0
+    loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                          persistent_workers=use_workers)
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size, generator=generator,
+                              **loader_options)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_options)
+    gallery = load_gallery(val_set)
+
+    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
+    args.experiment_name = args.experiment_name or args.model
+    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
+              "train_size": len(train_set), "val_size": len(val_set)}
+    swanlab.init(project=args.project, name=args.experiment_name, mode=swanlab_mode,
+                 log_dir=SWANLAB_LOG_DIR, config=config,
+                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
+    if swanlab_mode == "local":
+        print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
+
+    global_step = (start_epoch - 1) * len(train_loader)
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.perf_counter()
+        train_loss, global_step = train_one_epoch(model, train_loader, optimizer, criterion, device,
+                                                  epoch, args.epochs, global_step)
+        metrics = {"train_loss": train_loss}
+        summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
+        if epoch % args.eval_interval == 0 or epoch == args.epochs:
+            val_loss, val_acc, predictions = evaluate(model, val_loader, criterion, device)
+            metrics.update(val_loss=val_loss, val_acc=val_acc)
+            summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
+            captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
+                         for i, image in gallery]
+            swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch, "val_examples": captioned},
+                        step=global_step)
+        print(f"{summary}  time {time.perf_counter() - started:.1f}s", flush=True)
+
+        is_best = "val_acc" in metrics and metrics["val_acc"] > best_val_acc
+        best_val_acc = max(best_val_acc, metrics.get("val_acc", -1.0))
+        checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
+                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc,
+                                     optimizer_state=optimizer.state_dict(), config=config, weights=args.weights)
+        save_checkpoint(checkpoint, latest_path)
+        if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
+            save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
+
+    swanlab.finish()
+    print(f"done. best val_acc {best_val_acc:.2f}%  |  checkpoints in {output_dir}/  |  "
+          f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
