@@ -21,11 +21,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: m
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
 
-from common import IMAGE_EXTENSIONS, checkpoint_transform, load_checkpoint, open_image, pick_device  # noqa: E402
+from common import (  # noqa: E402
+    IMAGE_EXTENSIONS,
+    UNREADABLE_IMAGE_ERRORS,
+    checkpoint_transform,
+    explain_unreadable,
+    load_checkpoint,
+    open_image,
+    pick_device,
+)
 
 MAX_UPLOAD = "20mb"
+UPLOAD_HINT = "Upload a photo: JPEG, PNG, BMP, GIF or WebP, at most 20 MB."
 EXAMPLES_PER_CLASS = 2
 
 
@@ -73,8 +81,8 @@ def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.dev
             raise gr.Error("Please upload a photo first.")
         try:
             image = open_image(image_path)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise gr.Error(f"This file could not be read as a photo ({error}). Try a JPEG or PNG file.") from None
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}") from None
         batch = transform(image).unsqueeze(0).to(device)
         probabilities = torch.softmax(model(batch).float(), dim=1)[0].tolist()
         return {name: probability for name, probability in zip(class_names, probabilities, strict=True)}
@@ -92,9 +100,8 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
     def preprocess(payload: Any) -> Any:
         try:
             return original(payload)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise gr.Error(f"This file is not a photo that can be opened ({type(error).__name__}). "
-                           "Upload a JPEG, PNG, BMP, GIF or WebP image.") from None
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}") from None
 
     component.preprocess = preprocess
     return component

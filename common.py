@@ -10,12 +10,13 @@ import datetime
 import os
 import socket
 import urllib.error
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torchvision
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from torchvision import transforms
 
@@ -25,6 +26,8 @@ MODEL_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
 CHECKPOINT_FORMAT = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# What Pillow raises for a file that is not a usable image: truncated, empty, not an image, too large.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 # --------------------------------------------------------------------------- device
@@ -45,20 +48,38 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 # --------------------------------------------------------------------------- images
-def open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike | IO[bytes]) -> Image.Image:
     """Open any photo a user may have as an upright RGB image.
 
     Phones store rotation in EXIF instead of rotating pixels, and user folders hold
     grayscale, palette, CMYK and transparent files: all become plain RGB here.
     Transparent areas are put on white, since black would look like a dark photo.
+    Images over Pillow's pixel limit (~89 megapixels) are refused as possible
+    decompression bombs: one such file could take gigabytes of memory.
+    Raises one of UNREADABLE_IMAGE_ERRORS for anything that is not a usable image.
     """
-    with Image.open(path) as image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, image)
         return image.convert("RGB")
+
+
+def explain_unreadable(error: Exception) -> str:
+    """Plain words for why a file could not be used as a photo."""
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return (f"too many pixels (over {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels), "
+                "refused as a possible decompression bomb")
+    if "truncated" in str(error) or "broken data stream" in str(error):
+        return "the file is cut short (truncated, e.g. by an interrupted download)"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file, or a format Pillow cannot read"
+    return f"cannot be decoded ({error})"
 
 
 def eval_transform(image_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
-from common import default_class_names, eval_transform, open_image, train_transform
+from common import UNREADABLE_IMAGE_ERRORS, default_class_names, eval_transform, explain_unreadable, open_image, train_transform
 
 
 class CsvError(ValueError):
@@ -112,25 +112,31 @@ class DatasetLoader(Dataset):
 
     `train=True` adds the light augmentation of `common.train_transform`
     (unless augment=False); otherwise this is the tutorial's Resize + Normalize.
+    A photo that cannot be decoded yields None and the reason instead of crashing
+    the run; `collate_readable` leaves it out of the batch. Empty files are left
+    out at once and listed in `empty_files`.
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
                  augment: bool = True, num_classes: int | None = None) -> None:
         self.csv_path = Path(csv_path)
-        self.samples = read_csv_rows(self.csv_path, num_classes)
+        samples = read_csv_rows(self.csv_path, num_classes)
+        # Empty files are common in interrupted downloads and cost nothing to find now.
+        self.empty_files = [str(path) for path, _ in samples if path.stat().st_size == 0]
+        self.samples = [(path, label) for path, label in samples if str(path) not in self.empty_files]
         # Built once here, not per image as the tutorial did.
         self.transform = train_transform(image_size, augment) if train else eval_transform(image_size)
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.samples[index][0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int, str | None]:
+        """(image tensor or None, label, index, why it could not be read)."""
         path, label = self.samples[index]
         try:
-            image = self.load_image(index)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise RuntimeError(f"cannot read image {path}: {error}") from None
-        return self.transform(image), label
+            return self.transform(self.load_image(index)), label, index, None
+        except UNREADABLE_IMAGE_ERRORS as error:
+            return None, label, index, f"{path}: {explain_unreadable(error)}"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -138,3 +144,16 @@ class DatasetLoader(Dataset):
     @property
     def num_classes(self) -> int:
         return max(label for _, label in self.samples) + 1
+
+
+def collate_readable(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Stack the readable photos; pass the unreadable ones' reasons along so the run can report them.
+
+    Returns images, labels, their dataset indices, and the problems of the photos left out.
+    """
+    readable = [(image, label, index) for image, label, index, problem in batch if problem is None]
+    problems = [problem for *_, problem in batch if problem is not None]
+    if not readable:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), problems
+    images, labels, indices = default_collate(readable)
+    return images, labels, indices, problems

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import MODEL_NAMES, build_model, make_checkpoint, pick_device, save_checkpoint
-from load_datasets import CsvError, DatasetLoader, infer_num_classes, read_class_names
+from common import MODEL_NAMES, UNREADABLE_IMAGE_ERRORS, build_model, make_checkpoint, pick_device, save_checkpoint
+from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names
 
 GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 SWANLAB_LOG_DIR = "swanlog"
@@ -63,13 +63,25 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
+    """Warn once per photo that fails to decode; the run goes on without it."""
+    for problem in problems:
+        if problem not in unreadable:
+            unreadable.add(problem)
+            tqdm.write(f"warning: skipped unreadable photo {problem}")
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                    device: torch.device, epoch: int, epochs: int, global_step: int) -> tuple[float, int]:
+                    device: torch.device, epoch: int, epochs: int, global_step: int,
+                    unreadable: set[str]) -> tuple[float, int]:
     """One pass over the training photos; returns the mean loss and the updated step count."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
-    for images, labels in progress:
+    for images, labels, _, problems in progress:
+        report_unreadable(problems, unreadable)
+        if len(labels) < 2:  # BatchNorm cannot train on a single photo
+            continue
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(images), labels)
@@ -85,17 +97,21 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device) -> tuple[float, float, list[int]]:
-    """Mean loss, accuracy in percent, and every prediction in the loader's order."""
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
+             unreadable: set[str]) -> tuple[float, float, dict[int, int]]:
+    """Mean loss, accuracy in percent, and {dataset index: predicted label} for every readable photo."""
     model.eval()
-    total_loss, correct, predictions = 0.0, 0, []
-    for images, labels in tqdm(loader, desc="val", unit="batch", leave=False, dynamic_ncols=True):
+    total_loss, correct, predictions = 0.0, 0, {}
+    for images, labels, indices, problems in tqdm(loader, desc="val", unit="batch", leave=False, dynamic_ncols=True):
+        report_unreadable(problems, unreadable)
+        if len(labels) == 0:
+            continue
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         logits = model(images)
         total_loss += criterion(logits, labels).item() * labels.size(0)
         batch_predictions = logits.argmax(dim=1)
         correct += (batch_predictions == labels).sum().item()
-        predictions += batch_predictions.tolist()
+        predictions.update(zip(indices.tolist(), batch_predictions.tolist(), strict=True))
     count = max(len(predictions), 1)
     return total_loss / count, 100.0 * correct / count, predictions
 
@@ -106,7 +122,10 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
     indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
     gallery = []
     for index in indices:
-        image = dataset.load_image(index)
+        try:
+            image = dataset.load_image(index)
+        except UNREADABLE_IMAGE_ERRORS:
+            continue  # reported when the evaluation meets it
         image.thumbnail((160, 160))
         gallery.append((index, image))
     return gallery
@@ -119,9 +138,11 @@ def load_data(args: argparse.Namespace) -> tuple[list[str], DatasetLoader, Datas
     for csv_path in (train_csv, val_csv):
         if not csv_path.is_file():
             raise SystemExit(
-                f"No {csv_path.name} in {data_dir.resolve()}.\n"
-                "Put your photos there with train.csv and val.csv (rows like 'train/cat/cat.1.jpg,0'), "
-                "as described in datasets/README.md, or point --data-dir at a folder that has them."
+                f"No {csv_path.name} in {data_dir.resolve()}. To make one:\n"
+                "  python prepare_data.py --download              (a sample of Kaggle's cats vs dogs photos)\n"
+                "  python prepare_data.py --from your_folder      (your photos: a folder per class, or cat.1.jpg names)\n"
+                "or write train.csv and val.csv yourself as described in datasets/README.md, "
+                "or point --data-dir at a folder that has them."
             )
     try:
         class_file = data_dir / "classes.txt"
@@ -169,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
 
     use_workers = args.num_workers > 0
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                          persistent_workers=use_workers)
+                          persistent_workers=use_workers, collate_fn=collate_readable)
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size, generator=generator,
                               **loader_options)
     val_loader = DataLoader(val_set, shuffle=False, **loader_options)
@@ -186,18 +207,20 @@ def main(args: argparse.Namespace) -> None:
         print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
 
     global_step = (start_epoch - 1) * len(train_loader)
+    unreadable: set[str] = set()
+    report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         train_loss, global_step = train_one_epoch(model, train_loader, optimizer, criterion, device,
-                                                  epoch, args.epochs, global_step)
+                                                  epoch, args.epochs, global_step, unreadable)
         metrics = {"train_loss": train_loss}
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
-            val_loss, val_acc, predictions = evaluate(model, val_loader, criterion, device)
+            val_loss, val_acc, predictions = evaluate(model, val_loader, criterion, device, unreadable)
             metrics.update(val_loss=val_loss, val_acc=val_acc)
             summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
             captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
-                         for i, image in gallery]
+                         for i, image in gallery if i in predictions]
             swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch, "val_examples": captioned},
                         step=global_step)
         print(f"{summary}  time {time.perf_counter() - started:.1f}s", flush=True)
@@ -212,6 +235,10 @@ def main(args: argparse.Namespace) -> None:
             save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
 
     swanlab.finish()
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
+        for problem in sorted(unreadable):
+            print(f"  {problem}")
     print(f"done. best val_acc {best_val_acc:.2f}%  |  checkpoints in {output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
 

@@ -102,3 +102,18 @@ def read_swanlab_runs(log_dir: Path) -> list[dict]:
         runs.append({"name": name, "dir": run_dir, "metrics": metrics, "captions": captions})
     connection.close()
     return runs
+
+
+def make_broken_files(folder: Path) -> dict[str, Path]:
+    """One file of each kind that must never crash anything: name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = make_photo(folder / "whole.jpg", 0, seed=7, size=(64, 64))
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    empty = folder / "empty.jpg"
+    empty.write_bytes(b"")
+    text = folder / "text.jpg"
+    text.write_text("this is not a photo", encoding="utf-8")
+    bomb = folder / "bomb.png"
+    Image.new("1", (12_000, 8_000)).save(bomb)  # 96 megapixels in a few kB
+    return {"truncated": truncated, "empty": empty, "text": text, "bomb": bomb}

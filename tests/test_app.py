@@ -67,7 +67,7 @@ def test_unreadable_upload_gets_a_readable_error_and_the_server_keeps_serving(tr
     empty.write_bytes(b"")
     with running_app(cwd=trained_run) as (client, _):
         for bad in (not_a_photo, empty):
-            with pytest.raises(Exception, match="not a photo that can be opened"):
+            with pytest.raises(Exception, match="This file could not be used: not an image file"):
                 client.predict(handle_file(str(bad)), api_name="/predict")
         answer = client.predict(handle_file(str(trained_run / "datasets/val/cat/cat.0.jpg")), api_name="/predict")
         assert sum(confidences(answer).values()) == pytest.approx(1.0, abs=1e-5)
@@ -122,3 +122,24 @@ def test_end_to_end_on_the_tutorials_photos(tmp_path: Path) -> None:
         probabilities = confidences(client.predict(handle_file(str(val_photo)), api_name="/predict"))
         assert set(probabilities) == {"cat", "dog"} and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     shutil.rmtree(tmp_path / "checkpoint")  # ~560 MB; don't let runs pile up in the temp dir
+
+
+def test_broken_huge_and_oversized_uploads_get_plain_words(trained_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from conftest import make_broken_files
+
+    broken = make_broken_files(tmp_path / "broken")
+    big_photo = tmp_path / "50mp.jpg"
+    Image.new("RGB", (8_660, 5_780), (200, 60, 50)).save(big_photo, quality=50)  # a 50-megapixel photo
+    too_large = tmp_path / "too_large.jpg"
+    too_large.write_bytes(os.urandom(21 * 1024 * 1024))
+    with running_app(cwd=trained_run) as (client, _):
+        for kind, message in (("truncated", "the file is cut short"), ("bomb", "too many pixels"),
+                              ("text", "not an image file")):
+            with pytest.raises(Exception, match=f"This file could not be used: {message}"):
+                client.predict(handle_file(str(broken[kind])), api_name="/predict")
+        with pytest.raises(Exception, match="(?i)too large|exceeds|413"):
+            client.predict(handle_file(str(too_large)), api_name="/predict")
+        answer = client.predict(handle_file(str(big_photo)), api_name="/predict")
+        assert sum(confidences(answer).values()) == pytest.approx(1.0, abs=1e-5)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_photo
-from load_datasets import CsvError, DatasetLoader, infer_num_classes, read_class_names, read_csv_rows
+from conftest import make_broken_files, make_photo
+from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
 
 
 def test_reads_the_tutorial_format(dataset: Path) -> None:
@@ -58,8 +58,9 @@ def test_class_names_from_classes_txt_or_defaults(tmp_path: Path) -> None:
 
 def test_dataset_gives_normalized_tensors_and_labels(dataset: Path) -> None:
     val = DatasetLoader(dataset / "val.csv", image_size=32)
-    image, label = val[0]
+    image, label, index, problem = val[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 0
+    assert index == 0 and problem is None
     assert len(val) == 8 and val.num_classes == 2
     # Evaluation preprocessing is deterministic; training augmentation is not.
     assert torch.equal(val[1][0], val[1][0])
@@ -75,3 +76,17 @@ def test_number_of_classes_is_the_run_of_labels_used_from_zero(tmp_path: Path) -
     assert infer_num_classes(csv) == 3  # so the stray 5 is reported as out of range
     csv.write_text("path,label\na.jpg,0\n")
     assert infer_num_classes(csv) == 2
+
+
+def test_unreadable_photos_are_left_out_of_the_batch_with_their_reason(tmp_path: Path) -> None:
+    broken = make_broken_files(tmp_path / "photos")
+    rows = [f"photos/{name}.{'png' if name == 'bomb' else 'jpg'},{i % 2}" for i, name in
+            enumerate(("whole", "truncated", "empty", "text", "bomb"))]
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    dataset = DatasetLoader(tmp_path / "val.csv", image_size=16)
+    assert dataset.empty_files == [str(broken["empty"])] and len(dataset) == 4
+    images, labels, indices, problems = collate_readable([dataset[i] for i in range(len(dataset))])
+    assert images.shape == (1, 3, 16, 16) and labels.tolist() == [0] and indices.tolist() == [0]
+    assert [problem.split(": ")[0] for problem in problems] == [str(broken[k]) for k in ("truncated", "text", "bomb")]
+    images, labels, indices, problems = collate_readable([dataset[1]])
+    assert images.numel() == 0 and labels.numel() == 0 and len(problems) == 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common import load_checkpoint
-from conftest import FAST_TRAIN_FLAGS, make_dataset, read_swanlab_runs, run_script
+from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
 
 
 def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: Path) -> None:
@@ -104,3 +104,23 @@ def test_resnet18_with_eval_interval_and_class_names(tmp_path: Path) -> None:
     model, meta = load_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert meta["arch"] == "resnet18" and meta["class_names"] == ["apple", "banana", "cherry"]
     assert model.fc.out_features == 3
+
+
+def test_unreadable_photos_are_skipped_named_and_counted(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "datasets")
+    broken = make_broken_files(data / "broken")
+    with open(data / "train.csv", "a", encoding="utf-8") as csv:
+        csv.write(f"broken/{broken['truncated'].name},0\nbroken/{broken['text'].name},1\nbroken/{broken['empty'].name},0\n")
+    with open(data / "val.csv", "a", encoding="utf-8") as csv:
+        csv.write(f"broken/{broken['bomb'].name},1\n")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--num-workers", "1", cwd=tmp_path)
+    assert "skipped 4 unreadable photo(s)" in result.stdout
+    for kind, reason in (("truncated", "the file is cut short"), ("text", "not an image file"), ("empty", "empty file"),
+                         ("bomb", "too many pixels")):
+        assert f"{Path('datasets/broken') / broken[kind].name}: {reason}" in result.stdout
+    # Warned once per photo, not once per epoch.
+    assert result.stdout.count("warning: skipped unreadable photo datasets/broken/text.jpg") == 1
+    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    # val accuracy counts the 8 readable val photos only.
+    assert checkpoint["metrics"]["val_acc"] * 8 / 100 == pytest.approx(round(checkpoint["metrics"]["val_acc"] * 8 / 100))
