@@ -27,6 +27,7 @@ from common import (  # noqa: E402
     UNREADABLE_IMAGE_ERRORS,
     checkpoint_transform,
     explain_unreadable,
+    find_checkpoint,
     load_checkpoint,
     open_image,
     pick_device,
@@ -48,14 +49,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also publish a temporary public link through Gradio")
     parser.add_argument("--device", default="auto")
     return parser
-
-
-def find_checkpoint(path: str | None) -> Path:
-    candidates = [Path(path)] if path else [Path("checkpoint/best_checkpoint.pth"), Path("checkpoint/latest_checkpoint.pth")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(f"no checkpoint at {' or '.join(map(str, candidates))}; train one first: python train.py")
 
 
 def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:

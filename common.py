@@ -157,6 +157,20 @@ def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "no
     return model
 
 
+def count_parameters_and_flops(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """Parameters, and floating-point operations of one forward pass on one image (a multiply-add = 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    parameters = sum(p.numel() for p in model.parameters())
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return parameters, counter.get_total_flops()
+
+
 # --------------------------------------------------------------------------- classes
 def default_class_names(num_classes: int) -> list[str]:
     return ["cat", "dog"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
@@ -190,6 +204,15 @@ def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], imag
         "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def find_checkpoint(path: str | os.PathLike | None = None, output_dir: str | os.PathLike = "checkpoint") -> Path:
+    """The checkpoint a user means: the one named, else the best one, else the latest one."""
+    candidates = [Path(path)] if path else [Path(output_dir) / "best_checkpoint.pth", Path(output_dir) / "latest_checkpoint.pth"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"no checkpoint at {' or '.join(map(str, candidates))}; train one first: python train.py")
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -107,25 +108,19 @@ def read_class_names(data_dir: str | os.PathLike, num_classes: int) -> list[str]
     return names
 
 
-class DatasetLoader(Dataset):
-    """The tutorial's dataset: (normalized image tensor, label) for each CSV row.
+class ImageList(Dataset):
+    """(normalized image tensor, label) for a list of (path, label) pairs, robust to broken files.
 
-    `train=True` adds the light augmentation of `common.train_transform`
-    (unless augment=False); otherwise this is the tutorial's Resize + Normalize.
-    A photo that cannot be decoded yields None and the reason instead of crashing
-    the run; `collate_readable` leaves it out of the batch. Empty files are left
-    out at once and listed in `empty_files`.
+    A photo that cannot be decoded yields None and the reason instead of crashing the
+    run; `collate_readable` leaves it out of the batch. Empty files are left out at
+    once and listed in `empty_files`.
     """
 
-    def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
-                 augment: bool = True, num_classes: int | None = None) -> None:
-        self.csv_path = Path(csv_path)
-        samples = read_csv_rows(self.csv_path, num_classes)
+    def __init__(self, samples: list[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]) -> None:
         # Empty files are common in interrupted downloads and cost nothing to find now.
         self.empty_files = [str(path) for path, _ in samples if path.stat().st_size == 0]
-        self.samples = [(path, label) for path, label in samples if str(path) not in self.empty_files]
-        # Built once here, not per image as the tutorial did.
-        self.transform = train_transform(image_size, augment) if train else eval_transform(image_size)
+        self.samples = [(path, label) for path, label in samples if path.stat().st_size > 0]
+        self.transform = transform
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.samples[index][0])
@@ -140,6 +135,24 @@ class DatasetLoader(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+class DatasetLoader(ImageList):
+    """The tutorial's dataset, read from a `path,label` CSV.
+
+    `train=True` adds the light augmentation of `common.train_transform`
+    (unless augment=False); otherwise this is the tutorial's Resize + Normalize.
+    `transform` replaces both (evaluate.py passes the one stored in a checkpoint).
+    """
+
+    def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
+                 augment: bool = True, num_classes: int | None = None,
+                 transform: Callable[[Image.Image], torch.Tensor] | None = None) -> None:
+        self.csv_path = Path(csv_path)
+        # Built once here, not per image as the tutorial did.
+        if transform is None:
+            transform = train_transform(image_size, augment) if train else eval_transform(image_size)
+        super().__init__(read_csv_rows(self.csv_path, num_classes), transform)
 
     @property
     def num_classes(self) -> int:

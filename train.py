@@ -73,8 +73,8 @@ def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                     device: torch.device, epoch: int, epochs: int, global_step: int,
-                    unreadable: set[str]) -> tuple[float, int]:
-    """One pass over the training photos; returns the mean loss and the updated step count."""
+                    unreadable: set[str]) -> tuple[float, int, int]:
+    """One pass over the training photos; returns the mean loss, the updated step count and the photos seen."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
@@ -93,7 +93,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         total_loss += loss.item() * labels.size(0)
         swanlab.log({"train_loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}, step=global_step)
         progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
-    return total_loss / max(seen, 1), global_step
+    return total_loss / max(seen, 1), global_step, seen
 
 
 @torch.inference_mode()
@@ -129,6 +129,30 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
         image.thumbnail((160, 160))
         gallery.append((index, image))
     return gallery
+
+
+def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window, also on machines without a display
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    evaluated = [h for h in history if "val_loss" in h]
+    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
+    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
+    loss_axis.legend()
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def load_data(args: argparse.Namespace) -> tuple[list[str], DatasetLoader, DatasetLoader]:
@@ -181,10 +205,11 @@ def main(args: argparse.Namespace) -> None:
         model.load_state_dict(resume_from["model_state"])
     model.to(device)  # before the optimizer, so that its restored state lands on the same device
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start_epoch, best_val_acc = 1, -1.0
+    start_epoch, best_val_acc, history = 1, -1.0, []
     if resume_from:
         optimizer.load_state_dict(resume_from["optimizer_state"])
         start_epoch, best_val_acc = resume_from["epoch"] + 1, resume_from.get("best_val_acc", -1.0)
+        history = resume_from.get("history", [])
         print(f"resuming from {latest_path} at epoch {start_epoch}")
     criterion = nn.CrossEntropyLoss()
 
@@ -211,9 +236,9 @@ def main(args: argparse.Namespace) -> None:
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
-        train_loss, global_step = train_one_epoch(model, train_loader, optimizer, criterion, device,
-                                                  epoch, args.epochs, global_step, unreadable)
-        metrics = {"train_loss": train_loss}
+        train_loss, global_step, seen = train_one_epoch(model, train_loader, optimizer, criterion, device,
+                                                        epoch, args.epochs, global_step, unreadable)
+        metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
             val_loss, val_acc, predictions = evaluate(model, val_loader, criterion, device, unreadable)
@@ -223,23 +248,26 @@ def main(args: argparse.Namespace) -> None:
                          for i, image in gallery if i in predictions]
             swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch, "val_examples": captioned},
                         step=global_step)
-        print(f"{summary}  time {time.perf_counter() - started:.1f}s", flush=True)
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
+        history.append({"epoch": epoch, **metrics})
 
         is_best = "val_acc" in metrics and metrics["val_acc"] > best_val_acc
         best_val_acc = max(best_val_acc, metrics.get("val_acc", -1.0))
         checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
-                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc,
+                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, history=history,
                                      optimizer_state=optimizer.state_dict(), config=config, weights=args.weights)
         save_checkpoint(checkpoint, latest_path)
         if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
             save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
+        save_training_curves(history, output_dir / "training_curves.png")
 
     swanlab.finish()
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    print(f"done. best val_acc {best_val_acc:.2f}%  |  checkpoints in {output_dir}/  |  "
+    print(f"done. best val_acc {best_val_acc:.2f}%  |  checkpoints and training_curves.png in {output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
 
 

@@ -96,7 +96,7 @@ def read_swanlab_runs(log_dir: Path) -> list[dict]:
             records = [json.loads(line) for log in sorted((run_dir / "logs" / folder).glob("*.log"))
                        for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
             if kind == "image":
-                captions[tag] = [more["caption"] for record in records for more in record.get("more", [])]
+                captions[tag] = [(more or {}).get("caption") for record in records for more in record.get("more") or []]
             else:
                 metrics[tag] = [record["data"] for record in records]
         runs.append({"name": name, "dir": run_dir, "metrics": metrics, "captions": captions})

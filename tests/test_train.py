@@ -17,12 +17,17 @@ def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: P
     assert latest["epoch"] == 2
     assert latest["arch"] == "resnet50" and latest["class_names"] == ["cat", "dog"] and latest["image_size"] == 32
     assert latest["mean"] == [0.485, 0.456, 0.406] and latest["std"] == [0.229, 0.224, 0.225]
-    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc"}
+    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc", "train_images_per_s", "epoch_time_s"}
+    assert [h["epoch"] for h in latest["history"]] == [1, 2] and latest["history"][-1]["val_acc"] == latest["metrics"]["val_acc"]
     assert 0 <= latest["metrics"]["val_acc"] <= 100
     assert "optimizer_state" in latest and latest["config"]["lr"] == 1e-4 and latest["config"]["batch_size"] == 4
     assert best["metrics"]["val_acc"] == latest["best_val_acc"] == max(best["metrics"]["val_acc"], latest["metrics"]["val_acc"])
     assert "optimizer_state" not in best and best["class_names"] == ["cat", "dog"]
     assert not list((trained_run / "checkpoint").glob("*.tmp"))
+    from PIL import Image
+
+    with Image.open(trained_run / "checkpoint/training_curves.png") as curves:
+        assert curves.size == (1000, 400)
 
 
 def test_training_logs_metrics_and_a_captioned_gallery_to_swanlab(trained_run: Path) -> None:
@@ -48,6 +53,8 @@ def test_resume_continues_up_to_the_new_epoch_count(tmp_path: Path) -> None:
     assert "resuming from" in result.stdout and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
     second = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
     assert second["epoch"] == 2
+    assert [h["epoch"] for h in second["history"]] == [1, 2]  # the curves span both runs
+    assert second["history"][0] == first["history"][0]
     assert not torch.equal(first["model_state"]["fc.weight"], second["model_state"]["fc.weight"])
     # Adam's step counter carried on rather than restarting at zero.
     steps = [state["step"] for state in second["optimizer_state"]["state"].values()]
@@ -63,7 +70,8 @@ def test_same_seed_gives_the_same_result(tmp_path: Path) -> None:
         run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", "--output-dir", name, "--swanlab-mode", "disabled",
                    cwd=tmp_path)
         results.append(torch.load(tmp_path / name / "latest_checkpoint.pth", weights_only=True))
-    assert results[0]["metrics"] == results[1]["metrics"]
+    for metric in ("train_loss", "val_loss", "val_acc"):
+        assert results[0]["metrics"][metric] == results[1]["metrics"][metric]
     assert torch.equal(results[0]["model_state"]["fc.weight"], results[1]["model_state"]["fc.weight"])
 
 

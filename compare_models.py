@@ -1,0 +1,85 @@
+"""Train several ResNets on the same split with the same seed and compare them in one table.
+
+    python compare_models.py                                   # resnet18, resnet34, resnet50 with train.py's defaults
+    python compare_models.py --models resnet18 resnet50 -- --epochs 5 --weights none
+
+Everything after `--` goes to train.py unchanged. Each model is its own SwanLab experiment
+in one project, so `swanlab watch swanlog` overlays their curves; checkpoints go to
+OUTPUT_ROOT/<model>/. The table is printed and written to OUTPUT_ROOT/comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import MODEL_NAMES, count_parameters_and_flops, load_checkpoint
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Compare ResNet depths on the same data, seed and settings.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet34", "resnet50"], choices=MODEL_NAMES)
+    parser.add_argument("--output-root", default="checkpoint/compare", help="one sub-folder of checkpoints per model")
+    parser.add_argument("--project", default="cats-vs-dogs-compare", help="SwanLab project holding every run")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: flags passed to train.py")
+    return parser
+
+
+def train(model_name: str, output_dir: Path, project: str, train_args: list[str]) -> float:
+    """Run train.py for one model; returns its wall time in seconds."""
+    command = [sys.executable, str(Path(__file__).with_name("train.py")), *train_args, "--model", model_name,
+               "--output-dir", str(output_dir), "--project", project, "--experiment-name", model_name]
+    print(f"\n=== {model_name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"training {model_name} failed; the comparison stops here")
+    return time.perf_counter() - started
+
+
+def table_row(model_name: str, output_dir: Path, wall_time: float) -> dict:
+    checkpoint = torch.load(output_dir / "latest_checkpoint.pth", map_location="cpu", weights_only=True)
+    model, meta = load_checkpoint(output_dir / "best_checkpoint.pth")
+    parameters, flops = count_parameters_and_flops(model, meta["image_size"])
+    history = checkpoint["history"]
+    return {
+        "model": model_name,
+        "best val acc (%)": meta["metrics"]["val_acc"],
+        "val loss": meta["metrics"]["val_loss"],
+        "params (M)": parameters / 1e6,
+        "GFLOPs": flops / 1e9,
+        "train time (s)": wall_time,
+        "images/s": sum(h["train_images_per_s"] for h in history) / len(history),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [value if isinstance(value, str) else f"{value:.2f}" for value in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> None:
+    train_args = [a for a in args.train_args if a != "--"]
+    output_root = Path(args.output_root)
+    rows = []
+    for model_name in args.models:
+        wall_time = train(model_name, output_root / model_name, args.project, train_args)
+        rows.append(table_row(model_name, output_root / model_name, wall_time))
+    table = format_table(rows)
+    output_root.mkdir(parents=True, exist_ok=True)
+    (output_root / "comparison.md").write_text(table + "\n", encoding="utf-8")
+    print("\n" + table)
+    print(f"\nwrote {output_root / 'comparison.md'}; curves side by side: swanlab watch swanlog (project {args.project})")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

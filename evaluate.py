@@ -1,0 +1,179 @@
+"""Measure a checkpoint on a labelled CSV: accuracy, per-class precision/recall/F1, confusion matrix.
+
+    python evaluate.py --checkpoint checkpoint/best_checkpoint.pth --csv datasets/val.csv --out eval/
+
+Writes OUT/report.json, OUT/confusion_matrix.png (counts and row-normalized) and
+OUT/mistakes.png (the most confident wrong answers). --swanlab logs them to a SwanLab run too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common import checkpoint_transform, find_checkpoint, load_checkpoint, open_image, pick_device
+from load_datasets import CsvError, DatasetLoader, collate_readable
+
+MISTAKES_SHOWN = 16
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a labelled CSV.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="default: checkpoint/best_checkpoint.pth, else latest")
+    parser.add_argument("--csv", default="datasets/val.csv", help="rows `relative/path.jpg,label`, as for training")
+    parser.add_argument("--out", default="eval", help="folder for report.json and the PNGs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--swanlab", action="store_true", help="also log the report and pictures to a local SwanLab run")
+    parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project for --swanlab")
+    return parser
+
+
+@torch.inference_mode()
+def predict_all(model: torch.nn.Module, loader: DataLoader,
+                device: torch.device) -> tuple[list[int], list[int], list[list[float]], list[str]]:
+    """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones."""
+    indices, labels, probabilities, problems = [], [], [], []
+    for images, batch_labels, batch_indices, batch_problems in tqdm(loader, desc="evaluating", unit="batch"):
+        problems += batch_problems
+        if len(batch_labels) == 0:
+            continue
+        probabilities += torch.softmax(model(images.to(device)).float(), dim=1).cpu().tolist()
+        labels += batch_labels.tolist()
+        indices += batch_indices.tolist()
+    return indices, labels, probabilities, problems
+
+
+def build_report(labels: list[int], predictions: list[int], class_names: list[str]) -> dict:
+    """Accuracy as a fraction, per-class and macro precision/recall/F1/support, confusion matrix (rows = true)."""
+    classes = list(range(len(class_names)))
+    matrix = confusion_matrix(labels, predictions, labels=classes)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=classes, zero_division=0)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(class_names)}
+    return {
+        "accuracy": float(matrix.trace() / max(matrix.sum(), 1)),
+        "count": int(matrix.sum()),
+        "per_class": per_class,
+        "macro_avg": {key: float(sum(c[key] for c in per_class.values()) / len(per_class))
+                      for key in ("precision", "recall", "f1")},
+        "class_names": class_names,
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def save_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.array(matrix)
+    normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 3 + 0.6 * len(class_names)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for axis, values, title, fmt in ((axes[0], counts, "Counts", "d"), (axes[1], normalized, "Row-normalized", ".2f")):
+        image = axis.imshow(values, cmap="Blues", vmin=0)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+        axis.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xticklabels=class_names,
+                 yticklabels=class_names, xlabel="predicted", ylabel="true", title=title)
+        threshold = values.max() / 2
+        for (row, column), value in np.ndenumerate(values):
+            axis.text(column, row, format(value, fmt), ha="center", va="center",
+                      color="white" if value > threshold else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_mistakes(mistakes: list[tuple[Path, str, float, str]], path: Path) -> None:
+    """A grid of photos, each captioned `predicted probability / true`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 4
+    rows = max(1, -(-len(mistakes) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (photo, predicted, probability, true) in zip(axes.flat, mistakes, strict=False):
+        image = open_image(photo)
+        image.thumbnail((256, 256))
+        axis.imshow(image)
+        axis.set_title(f"{predicted} {probability:.0%} / true {true}\n{photo.name}", fontsize=9)
+    if not mistakes:
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def print_report(report: dict) -> None:
+    width = max(len(name) for name in [*report["class_names"], "macro avg"]) + 2
+    print(f"\n{'':{width}}precision    recall        f1   support")
+    for name, metrics in report["per_class"].items():
+        print(f"{name:{width}}{metrics['precision']:9.3f} {metrics['recall']:9.3f} {metrics['f1']:9.3f} {metrics['support']:9d}")
+    macro = report["macro_avg"]
+    print(f"{'macro avg':{width}}{macro['precision']:9.3f} {macro['recall']:9.3f} {macro['f1']:9.3f} {report['count']:9d}")
+    print(f"\naccuracy {report['accuracy']:.4f} ({report['accuracy']:.2%}) on {report['count']} photos")
+    print("confusion matrix (rows = true, columns = predicted):")
+    for name, row in zip(report["class_names"], report["confusion_matrix"], strict=True):
+        print(f"  {name:{width}}" + " ".join(f"{count:6d}" for count in row))
+
+
+def main(args: argparse.Namespace) -> None:
+    checkpoint_path = find_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    model, meta = load_checkpoint(checkpoint_path, device)
+    class_names = meta["class_names"]
+    try:
+        dataset = DatasetLoader(args.csv, num_classes=len(class_names), transform=checkpoint_transform(meta))
+    except CsvError as error:
+        raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
+    print(f"evaluating {checkpoint_path} on {args.csv} ({len(dataset)} photos) with {device}")
+
+    indices, labels, probabilities, problems = predict_all(model, loader, device)
+    problems += [f"{path}: empty file" for path in dataset.empty_files]
+    predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
+    report = build_report(labels, predictions, class_names)
+    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), unreadable=sorted(problems))
+
+    wrong = [(probabilities[i][predictions[i]], i) for i in range(len(labels)) if predictions[i] != labels[i]]
+    mistakes = [(dataset.samples[indices[i]][0], class_names[predictions[i]], confidence, class_names[labels[i]])
+                for confidence, i in sorted(wrong, reverse=True)[:MISTAKES_SHOWN]]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    save_confusion_matrix(report["confusion_matrix"], class_names, out / "confusion_matrix.png")
+    save_mistakes(mistakes, out / "mistakes.png")
+    print_report(report)
+    for problem in problems:
+        print(f"skipped unreadable photo {problem}")
+    print(f"\nwrote {out / 'report.json'}, {out / 'confusion_matrix.png'}, {out / 'mistakes.png'}")
+
+    if args.swanlab:
+        import swanlab
+
+        swanlab.init(project=args.project, name=f"eval {checkpoint_path.parent.name}/{checkpoint_path.stem}",
+                     mode="local", log_dir="swanlog", config={"checkpoint": str(checkpoint_path), "csv": str(args.csv)})
+        swanlab.log({"eval_accuracy": report["accuracy"], "eval_macro_f1": report["macro_avg"]["f1"],
+                     "confusion_matrix": swanlab.Image(str(out / "confusion_matrix.png")),
+                     "mistakes": swanlab.Image(str(out / "mistakes.png"))})
+        swanlab.finish()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

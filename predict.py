@@ -1,0 +1,117 @@
+"""Classify photos from the command line: files, or whole folders walked recursively.
+
+    python predict.py my_cat.jpg
+    python predict.py holiday_photos/ --csv predictions.csv --sort-into sorted/
+    python predict.py photos/ --top-k 2 --checkpoint checkpoint/best_checkpoint.pth
+
+--sort-into copies each photo into OUT/<class>/; the originals are never moved or deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from common import IMAGE_EXTENSIONS, checkpoint_transform, find_checkpoint, load_checkpoint, pick_device
+from load_datasets import ImageList, collate_readable
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Predict the class of photos with a trained checkpoint.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--checkpoint", default=None, help="default: checkpoint/best_checkpoint.pth, else latest")
+    parser.add_argument("--csv", default=None, help="also write `path,class,probability` rows to this file")
+    parser.add_argument("--sort-into", default=None, metavar="OUT_DIR", help="copy each photo into OUT_DIR/<class>/")
+    parser.add_argument("--top-k", type=int, default=1, help="how many classes to print per photo")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def collect_images(arguments: list[str]) -> list[Path]:
+    """The files named, and every image file under the folders named, in a stable order."""
+    found: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SystemExit(f"{path}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+@torch.inference_mode()
+def predict_paths(model: torch.nn.Module, meta: dict, paths: list[Path], device: torch.device, batch_size: int = 16,
+                  num_workers: int = 0) -> tuple[dict[Path, list[float]], list[str]]:
+    """{path: class probabilities} for every readable photo, and why the others could not be read."""
+    photos = ImageList([(path, -1) for path in paths], checkpoint_transform(meta))
+    loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable)
+    results, problems = {}, [f"{path}: empty file" for path in photos.empty_files]
+    for images, _, indices, batch_problems in loader:
+        problems += batch_problems
+        if len(indices) == 0:
+            continue
+        probabilities = torch.softmax(model(images.to(device)).float(), dim=1).cpu().tolist()
+        results.update((photos.samples[i][0], p) for i, p in zip(indices.tolist(), probabilities, strict=True))
+    return results, problems
+
+
+def copy_into(photo: Path, folder: Path) -> Path:
+    """Copy without overwriting: a second `IMG_0001.jpg` becomes `IMG_0001_1.jpg`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / photo.name, 1
+    while target.exists():
+        target = folder / f"{photo.stem}_{n}{photo.suffix}"
+        n += 1
+    shutil.copy2(photo, target)
+    return target
+
+
+def main(args: argparse.Namespace) -> None:
+    paths = collect_images(args.images)
+    if not paths:
+        raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
+    checkpoint_path = find_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    model, meta = load_checkpoint(checkpoint_path, device)
+    class_names = meta["class_names"]
+
+    results, problems = predict_paths(model, meta, paths, device, args.batch_size, args.num_workers)
+    rows = []
+    for path in paths:
+        if path not in results:
+            continue
+        ranked = sorted(enumerate(results[path]), key=lambda item: item[1], reverse=True)
+        best, probability = ranked[0]
+        rows.append((path, class_names[best], probability))
+        shown = ", ".join(f"{class_names[i]} {p:.1%}" for i, p in ranked[: args.top_k])
+        print(f"{path}\t{shown}")
+
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["path", "class", "probability"])
+            writer.writerows((str(path), name, f"{probability:.6f}") for path, name, probability in rows)
+        print(f"wrote {len(rows)} rows to {args.csv}")
+    if args.sort_into:
+        for path, name, _ in rows:
+            copy_into(path, Path(args.sort_into) / name)
+        counts = {name: sum(1 for _, n, _ in rows if n == name) for name in class_names}
+        print(f"copied into {args.sort_into}/: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    if problems:
+        print(f"could not read {len(problems)} file(s):")
+        for problem in problems:
+            print(f"  {problem}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,36 @@
+"""export.py run for real: the ONNX file answers like PyTorch, for any batch size."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from common import load_checkpoint
+from conftest import run_script
+
+
+def test_onnx_export_with_parity_check_and_dynamic_batch(trained_run: Path, tmp_path: Path) -> None:
+    onnx_path = tmp_path / "model.onnx"
+    result = run_script("export.py", "--onnx", str(onnx_path), "--info", "--repeats", "3", cwd=trained_run)
+    difference = float(re.search(r"max \|Δ probability\| = (\S+)", result.stdout).group(1))
+    assert difference <= 1e-4
+    assert re.search(r"PyTorch [\d.]+ ms, onnxruntime [\d.]+ ms", result.stdout)
+    assert "23.51 M parameters" in result.stdout and "GFLOPs per image" in result.stdout  # resnet50, 2 classes
+
+    model, _ = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch = torch.randn(3, 3, 32, 32)
+    onnx_logits = session.run(["logits"], {"images": batch.numpy()})[0]
+    with torch.inference_mode():
+        assert np.abs(onnx_logits - model(batch).numpy()).max() < 1e-3
+
+
+def test_info_alone_and_nothing_to_do(trained_run: Path) -> None:
+    result = run_script("export.py", "--info", cwd=trained_run)
+    assert "resnet50 (2 classes) at 32×32" in result.stdout
+    idle = run_script("export.py", cwd=trained_run, check=False)
+    assert idle.returncode != 0 and "nothing to do" in idle.stderr

@@ -1,0 +1,47 @@
+"""predict.py run for real on files and folders."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+from conftest import make_broken_files, make_photo, run_script
+
+
+def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(trained_run: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(3):
+        make_photo(photos / f"red{i}.jpg", 0, seed=300 + i)
+        make_photo(photos / "nested" / "deeper" / f"blue{i}.png", 1, seed=400 + i)
+    make_photo(photos / "nested" / "red0.jpg", 0, seed=999)  # same name as another photo
+    broken = make_broken_files(tmp_path / "photos" / "broken")
+    broken_names = {p.name for p in broken.values()}
+    before = {p: hashlib.sha1(p.read_bytes()).hexdigest() for p in photos.rglob("*") if p.is_file()}
+
+    result = run_script("predict.py", str(photos), "--checkpoint", str(trained_run / "checkpoint/best_checkpoint.pth"),
+                        "--csv", str(tmp_path / "out.csv"), "--sort-into", str(tmp_path / "sorted"), "--top-k", "2",
+                        "--batch-size", "3", cwd=tmp_path)
+
+    with open(tmp_path / "out.csv", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    readable = {p for p in before if p.name not in broken_names} | {broken["bomb"].parent / "whole.jpg"}
+    assert {Path(row["path"]) for row in rows} == readable
+    assert all(row["class"] in ("cat", "dog") and 0.5 <= float(row["probability"]) <= 1 for row in rows)
+    for name in ("cat", "dog"):
+        predicted = sorted(hashlib.sha1(Path(r["path"]).read_bytes()).hexdigest() for r in rows if r["class"] == name)
+        copied = sorted(hashlib.sha1(p.read_bytes()).hexdigest() for p in (tmp_path / "sorted" / name).glob("*"))
+        assert copied == predicted  # exactly the photos predicted for that class, none overwritten
+    assert {p: hashlib.sha1(p.read_bytes()).hexdigest() for p in photos.rglob("*") if p.is_file()} == before
+    assert "could not read 4 file(s)" in result.stdout
+    assert f"{broken['truncated']}: the file is cut short" in result.stdout
+    first = result.stdout.splitlines()[0]
+    assert first.count("%") == 2 and ("cat" in first and "dog" in first)  # --top-k 2
+
+
+def test_single_file_and_missing_path(trained_run: Path) -> None:
+    photo = trained_run / "datasets/val/dog/dog.0.jpg"
+    result = run_script("predict.py", str(photo), cwd=trained_run)
+    assert result.stdout.startswith(f"{photo}\t") and result.stdout.count("%") == 1
+    missing = run_script("predict.py", "nowhere.jpg", cwd=trained_run, check=False)
+    assert missing.returncode != 0 and "nowhere.jpg: no such file or folder" in missing.stderr
