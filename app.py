@@ -25,12 +25,14 @@ import torch  # noqa: E402
 from common import (  # noqa: E402
     IMAGE_EXTENSIONS,
     UNREADABLE_IMAGE_ERRORS,
+    autocast_dtype,
     checkpoint_transform,
     explain_unreadable,
     find_checkpoint,
     load_checkpoint,
     open_image,
     pick_device,
+    prepare_for_inference,
 )
 
 MAX_UPLOAD = "20mb"
@@ -48,6 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also publish a temporary public link through Gradio")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="mixed precision (default: where the device computes it natively)")
     return parser
 
 
@@ -64,9 +68,17 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
     return examples
 
 
-def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device) -> Callable[[str | None], dict[str, float]]:
+def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
+                 amp_dtype: torch.dtype | None = None) -> Callable[[str | None], dict[str, float]]:
+    """The page's function: a photo's path in, {class name: probability} out.
+
+    The transform is built once here, not per call; the model is a folded, NHWC copy in
+    bf16/fp16 where the device computes it natively (see common.prepare_for_inference).
+    """
     transform = checkpoint_transform(meta)
     class_names = meta["class_names"]
+    fast_model = prepare_for_inference(model, device, amp_dtype)
+    channels_last = device.type in ("cpu", "cuda")
 
     @torch.inference_mode()
     def predict(image_path: str | None) -> dict[str, float]:
@@ -76,8 +88,10 @@ def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.dev
             image = open_image(image_path)
         except UNREADABLE_IMAGE_ERRORS as error:
             raise gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}") from None
-        batch = transform(image).unsqueeze(0).to(device)
-        probabilities = torch.softmax(model(batch).float(), dim=1)[0].tolist()
+        batch = transform(image).unsqueeze(0).to(device, dtype=amp_dtype or torch.float32)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        probabilities = torch.softmax(fast_model(batch).float(), dim=1)[0].tolist()
         return {name: probability for name, probability in zip(class_names, probabilities, strict=True)}
 
     return predict
@@ -100,7 +114,8 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
     return component
 
 
-def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.device, examples: list[str]) -> gr.Interface:
+def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.device, examples: list[str],
+               amp_dtype: torch.dtype | None = None) -> gr.Interface:
     class_names = meta["class_names"]
     accuracy = meta.get("metrics", {}).get("val_acc")
     details = f"{meta['arch']}, classes: {', '.join(class_names)}"
@@ -110,7 +125,7 @@ def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.devic
         details += f", val accuracy {accuracy:.1f}%"
     image_input = readable_upload_errors(gr.Image(type="filepath", image_mode=None, label="Photo"))
     return gr.Interface(
-        fn=make_predict(model, meta, device),
+        fn=make_predict(model, meta, device, amp_dtype),
         inputs=image_input,
         outputs=gr.Label(num_top_classes=len(class_names), label="Prediction"),
         title=" vs ".join(name.capitalize() for name in class_names) + " classifier",
@@ -130,7 +145,10 @@ def main(args: argparse.Namespace) -> None:
     except (ValueError, KeyError, RuntimeError) as error:
         raise SystemExit(f"cannot load {checkpoint_path}: {error}") from None
     print(f"loaded {checkpoint_path} ({meta['arch']}, classes {meta['class_names']}) on {device}", flush=True)
-    demo = build_demo(model, meta, device, find_examples(args.data_dir))
+    amp_dtype = autocast_dtype(device) if args.amp is not False else None
+    if args.amp and amp_dtype is None:
+        amp_dtype = torch.bfloat16
+    demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(Path(args.data_dir).resolve())], show_error=True)
 

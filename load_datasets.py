@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
+from tqdm import tqdm
 
-from common import UNREADABLE_IMAGE_ERRORS, default_class_names, eval_transform, explain_unreadable, open_image, train_transform
+from common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    UNREADABLE_IMAGE_ERRORS,
+    default_class_names,
+    explain_unreadable,
+    open_image,
+    resize_transform,
+    tensor_transform,
+)
 
 
 class CsvError(ValueError):
@@ -108,30 +117,57 @@ def read_class_names(data_dir: str | os.PathLike, num_classes: int) -> list[str]
     return names
 
 
+CACHE_BUDGET_BYTES = 3 * 1024**3  # decoded photos kept in memory up to this size (--cache auto)
+
+
 class ImageList(Dataset):
     """(normalized image tensor, label) for a list of (path, label) pairs, robust to broken files.
 
+    Preprocessing runs in two stages (common.resize_transform, then common.tensor_transform):
+    `cache_images()` runs the first, expensive one (JPEG decoding and resizing) once for
+    every photo and keeps the uint8 result in memory, so later epochs only augment.
     A photo that cannot be decoded yields None and the reason instead of crashing the
     run; `collate_readable` leaves it out of the batch. Empty files are left out at
     once and listed in `empty_files`.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256, augment: bool = False,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         # Empty files are common in interrupted downloads and cost nothing to find now.
         self.empty_files = [str(path) for path, _ in samples if path.stat().st_size == 0]
         self.samples = [(path, label) for path, label in samples if path.stat().st_size > 0]
-        self.transform = transform
+        # Built once here, not per image as the tutorial did.
+        self.resize = resize_transform(image_size)
+        self.transform = tensor_transform(image_size, augment, mean, std)
+        self.cache: list[torch.Tensor | str] | None = None
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.samples[index][0])
 
+    def resized(self, index: int) -> torch.Tensor | str:
+        """The photo as a uint8 size×size tensor, or why it cannot be read."""
+        if self.cache is not None:
+            return self.cache[index]
+        try:
+            return self.resize(self.load_image(index))
+        except UNREADABLE_IMAGE_ERRORS as error:
+            return f"{self.samples[index][0]}: {explain_unreadable(error)}"
+
+    def cache_images(self) -> None:
+        self.cache = None
+        self.cache = [self.resized(i) for i in tqdm(range(len(self)), desc="decoding photos into memory",
+                                                    unit="photo", leave=False, dynamic_ncols=True)]
+
+    def cache_bytes(self) -> int:
+        size = self.resize.transforms[0].size[0]
+        return len(self) * 3 * size * size
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int, str | None]:
         """(image tensor or None, label, index, why it could not be read)."""
-        path, label = self.samples[index]
-        try:
-            return self.transform(self.load_image(index)), label, index, None
-        except UNREADABLE_IMAGE_ERRORS as error:
-            return None, label, index, f"{path}: {explain_unreadable(error)}"
+        image = self.resized(index)
+        if isinstance(image, str):
+            return None, self.samples[index][1], index, image
+        return self.transform(image), self.samples[index][1], index, None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -140,19 +176,15 @@ class ImageList(Dataset):
 class DatasetLoader(ImageList):
     """The tutorial's dataset, read from a `path,label` CSV.
 
-    `train=True` adds the light augmentation of `common.train_transform`
+    `train=True` adds the light augmentation of `common.tensor_transform`
     (unless augment=False); otherwise this is the tutorial's Resize + Normalize.
-    `transform` replaces both (evaluate.py passes the one stored in a checkpoint).
+    `mean` and `std` default to ImageNet's (evaluate.py passes a checkpoint's own).
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
-                 augment: bool = True, num_classes: int | None = None,
-                 transform: Callable[[Image.Image], torch.Tensor] | None = None) -> None:
+                 augment: bool = True, num_classes: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         self.csv_path = Path(csv_path)
-        # Built once here, not per image as the tutorial did.
-        if transform is None:
-            transform = train_transform(image_size, augment) if train else eval_transform(image_size)
-        super().__init__(read_csv_rows(self.csv_path, num_classes), transform)
+        super().__init__(read_csv_rows(self.csv_path, num_classes), image_size, train and augment, mean, std)
 
     @property
     def num_classes(self) -> int:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from common import (
+    autocast_dtype,
     build_model,
     checkpoint_transform,
     eval_transform,
@@ -19,6 +20,7 @@ from common import (
     make_checkpoint,
     open_image,
     pick_device,
+    prepare_for_inference,
     save_checkpoint,
     train_transform,
 )
@@ -131,3 +133,26 @@ def test_load_checkpoint_names_a_broken_file(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "broken.pth")
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import common
+
+    expected = torch.bfloat16 if common.has_native_bf16_cpu() else None
+    assert autocast_dtype(torch.device("cpu")) == expected
+    monkeypatch.setattr(common, "has_native_bf16_cpu", lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
+
+
+def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:
+    model, meta = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
+    photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
+    batch = torch.stack([checkpoint_transform(meta)(open_image(p)) for p in photos])
+    with torch.inference_mode():
+        plain = torch.softmax(model(batch), dim=1)
+        folded = torch.softmax(prepare_for_inference(model, torch.device("cpu"))(batch), dim=1)
+        half = prepare_for_inference(model, torch.device("cpu"), torch.bfloat16)
+        bf16 = torch.softmax(half(batch.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float(), dim=1)
+    assert (folded - plain).abs().max() < 1e-4  # BatchNorm folding is exact up to rounding
+    assert (bf16 - plain).abs().max() < 0.05  # bf16 keeps ~3 significant digits
+    assert next(half.parameters()).dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32

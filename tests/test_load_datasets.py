@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common import eval_transform
 from conftest import make_broken_files, make_photo
 from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
 
@@ -67,7 +68,13 @@ def test_dataset_gives_normalized_tensors_and_labels(dataset: Path) -> None:
     train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
     assert not all(torch.equal(train[0][0], train[0][0]) for _ in range(5))
     plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=False)
-    assert torch.equal(plain[0][0], val.transform(plain.load_image(0)))
+    assert torch.equal(plain[0][0], eval_transform(32)(plain.load_image(0)))
+    # The in-memory cache holds the first stage's output: same tensors, no decoding afterwards.
+    expected = [val[i][0] for i in range(len(val))]
+    val.cache_images()
+    val.samples = [(Path("gone.jpg"), label) for _, label in val.samples]
+    assert all(torch.equal(val[i][0], expected[i]) for i in range(len(val)))
+    assert val.cache_bytes() == 8 * 3 * 32 * 32
 
 
 def test_number_of_classes_is_the_run_of_labels_used_from_zero(tmp_path: Path) -> None:
@@ -85,7 +92,10 @@ def test_unreadable_photos_are_left_out_of_the_batch_with_their_reason(tmp_path:
     (tmp_path / "val.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     dataset = DatasetLoader(tmp_path / "val.csv", image_size=16)
     assert dataset.empty_files == [str(broken["empty"])] and len(dataset) == 4
-    images, labels, indices, problems = collate_readable([dataset[i] for i in range(len(dataset))])
+    uncached = [dataset[i] for i in range(len(dataset))]
+    dataset.cache_images()
+    assert [item[3] for item in uncached] == [dataset[i][3] for i in range(len(dataset))]
+    images, labels, indices, problems = collate_readable(uncached)
     assert images.shape == (1, 3, 16, 16) and labels.tolist() == [0] and indices.tolist() == [0]
     assert [problem.split(": ")[0] for problem in problems] == [str(broken[k]) for k in ("truncated", "text", "bomb")]
     images, labels, indices, problems = collate_readable([dataset[1]])

@@ -132,3 +132,43 @@ def test_unreadable_photos_are_skipped_named_and_counted(tmp_path: Path) -> None
     assert checkpoint["epoch"] == 2
     # val accuracy counts the 8 readable val photos only.
     assert checkpoint["metrics"]["val_acc"] * 8 / 100 == pytest.approx(round(checkpoint["metrics"]["val_acc"] * 8 / 100))
+
+
+def test_every_speed_lever_can_be_switched_off_and_learns_the_same(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets")
+    runs = {}
+    levers = {"fast": ["--amp", "--channels-last", "--cache"], "plain": ["--no-amp", "--no-channels-last", "--no-cache"]}
+    for name, flags in levers.items():
+        result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--output-dir", name, "--swanlab-mode", "disabled",
+                            *flags, cwd=tmp_path)
+        runs[name] = (result.stdout, torch.load(tmp_path / name / "latest_checkpoint.pth", weights_only=True))
+    assert "speed: mixed precision bfloat16, channels_last, photos cached in memory, 0 data workers" in runs["fast"][0]
+    assert "speed: fp32, 0 data workers" in runs["plain"][0]
+    fast, plain = runs["fast"][1], runs["plain"][1]
+    assert fast["config"]["amp"] is True and plain["config"]["cache"] is False
+    for epoch in range(2):  # same seed, same photos: the same learning, up to bf16 rounding
+        assert abs(fast["history"][epoch]["train_loss"] - plain["history"][epoch]["train_loss"]) < 0.15
+    weights = [run["model_state"]["fc.weight"] for run in (fast, plain)]
+    assert (weights[0] - weights[1]).abs().max() < 0.02
+
+
+def test_freeze_backbone_trains_only_the_head(tmp_path: Path) -> None:
+    import random
+
+    from common import build_model
+
+    make_dataset(tmp_path / "datasets")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "3", "--freeze-backbone", "--swanlab-mode", "disabled",
+                        cwd=tmp_path)
+    assert "backbone frozen (head only)" in result.stdout and "epoch 3/3" in result.stdout
+    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    random.seed(42)
+    torch.manual_seed(42)  # train.py's --seed default: the same initial weights
+    initial = build_model("resnet50", 2).state_dict()
+    trained = checkpoint["model_state"]
+    assert all(torch.equal(trained[k], initial[k]) for k in initial if not k.startswith("fc."))
+    assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
+    assert checkpoint["history"][-1]["epoch_time_s"] < 2  # the head alone on cached features
+    resumed = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "4", "--resume", "--swanlab-mode", "disabled",
+                         cwd=tmp_path, check=False)
+    assert resumed.returncode != 0 and "resume it the same way" in resumed.stderr

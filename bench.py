@@ -1,0 +1,286 @@
+"""Measure this project against the tutorial's own code, side by side, on the same photos.
+
+    python bench.py --data-dir ../shared/data/cats_dogs_tutorial
+    python bench.py --data-dir datasets --no-bf16          # as on a CPU without native bfloat16
+    python bench.py --data-dir datasets --accuracy-epochs 3  # also: does the speed cost accuracy?
+
+Training: (a) a loop written exactly like the tutorial (fp32, NCHW, one process, transforms
+rebuilt for every photo) and (b) this project's training step at its defaults for this device,
+the same number of steps after a warm-up. Then --freeze-backbone's whole 20-epoch run, and
+single-photo inference: the tutorial's per-call path vs the web page's. Prints a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import swanlab
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+
+import common
+import train
+from app import make_predict
+from common import build_model, make_checkpoint, pick_device
+from load_datasets import DatasetLoader, collate_readable, read_csv_rows
+
+
+class TutorialDataset(Dataset):
+    """The tutorial's DatasetLoader, kept as it was: transforms built anew for every photo."""
+
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256) -> None:
+        self.samples, self.image_size = samples, image_size
+
+    def preprocess_image(self, image_path: Path) -> torch.Tensor:
+        image = Image.open(image_path).convert("RGB")  # the tutorial had no convert; it crashed on non-RGB files
+        image_transform = transforms.Compose([
+            transforms.Resize((self.image_size, self.image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ])
+        return image_transform(image)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image_path, label = self.samples[index]
+        return self.preprocess_image(image_path), int(label)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class PeakMemory:
+    """Highest resident memory while the block runs, above what the process held when it began."""
+
+    def __enter__(self) -> PeakMemory:
+        self.process, self.start, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.02)
+
+    def __exit__(self, *_) -> None:
+        self.running = False
+        self.thread.join()
+        self.increase_mb = max(0, self.peak - self.start) / 1e6
+
+
+def subset_loader(dataset: Dataset, steps: int, offset: int, batch_size: int, **options) -> DataLoader:
+    """`steps` batches of the photos from `offset` on, so that every timed round sees other photos."""
+    indices = [(offset + i) % len(dataset) for i in range(steps * batch_size)]
+    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=True, **options)
+
+
+def tutorial_loop(samples, device, batch_size: int, image_size: int) -> Callable[[int, int], float]:
+    """The tutorial's training loop; returns run(steps, offset) -> seconds those steps took."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", 2, "none").to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    dataset = TutorialDataset(samples, image_size)
+
+    def run(steps: int, offset: int) -> float:
+        started = time.perf_counter()
+        model.train()
+        for inputs, labels in subset_loader(dataset, steps, offset, batch_size):
+            inputs, labels = inputs.to(device), labels.to(device)
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - started
+
+    return run
+
+
+def project_loop(csv_path: Path, device, batch_size: int, image_size: int,
+                 no_bf16: bool) -> tuple[Callable[[int, int], float], DatasetLoader, bool, str]:
+    """train.py's training step at its defaults for this device.
+
+    Returns run(steps, offset), the dataset, whether train.py would cache it, and the settings in words.
+    """
+    args = train.get_args_parser().parse_args(["--batch-size", str(batch_size), "--image-size", str(image_size)]
+                                              + (["--no-amp"] if no_bf16 else []))
+    torch.manual_seed(0)
+    dataset = DatasetLoader(csv_path, args.image_size, train=True)
+    amp_dtype = train.resolve_speed_settings(args, device, dataset, dataset)
+    model = build_model("resnet50", 2, "none").to(device, memory_format=torch.channels_last if args.channels_last
+                                                  else torch.preserve_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def run(steps: int, offset: int) -> float:
+        loader = subset_loader(dataset, steps, offset, batch_size, num_workers=args.num_workers,
+                               collate_fn=collate_readable)
+        started = time.perf_counter()
+        train.train_one_epoch(model, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
+                              channels_last=args.channels_last)
+        return time.perf_counter() - started
+
+    settings = (f"amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'off'}, channels_last "
+                f"{'on' if args.channels_last else 'off'}, cache {'on' if args.cache else 'off'}, {args.num_workers} workers")
+    return run, dataset, args.cache, settings
+
+
+def training_throughput(samples, csv_path: Path, device, steps: int, warmup: int, batch_size: int, image_size: int,
+                        no_bf16: bool, rounds: int = 4) -> dict:
+    """Both loops warmed up under a memory watch, then timed in alternating rounds of steps.
+
+    Alternating keeps a noisy or throttled moment of a shared machine from favouring either side.
+    """
+    tutorial_run = tutorial_loop(samples, device, batch_size, image_size)
+    with PeakMemory() as tutorial_memory:
+        tutorial_run(warmup, 0)
+    project_run, dataset, use_cache, settings = project_loop(csv_path, device, batch_size, image_size, no_bf16)
+    with PeakMemory() as project_memory:
+        cache_started = time.perf_counter()
+        if use_cache:
+            dataset.cache_images()
+        cache_seconds = time.perf_counter() - cache_started
+        project_run(warmup, 0)
+    tutorial_seconds = project_seconds = 0.0
+    per_round = max(1, steps // rounds)
+    for round_index in range(rounds):
+        offset = (warmup + round_index * per_round) * batch_size
+        tutorial_seconds += tutorial_run(per_round, offset)
+        project_seconds += project_run(per_round, offset)
+    images = rounds * per_round * batch_size
+    return {"tutorial": images / tutorial_seconds, "project": images / project_seconds, "settings": settings,
+            "tutorial_mb": tutorial_memory.increase_mb, "project_mb": project_memory.increase_mb,
+            "cache_s": cache_seconds, "steps": rounds * per_round}
+
+
+def freeze_backbone_run(data_dir: Path, epochs: int, no_bf16: bool) -> float:
+    """Wall time of a whole `train.py --freeze-backbone` run, start-up included."""
+    with tempfile.TemporaryDirectory() as output:
+        command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir), "--weights",
+                   "none", "--freeze-backbone", "--epochs", str(epochs), "--swanlab-mode", "disabled", "--output-dir", output]
+        started = time.perf_counter()
+        subprocess.run(command + (["--no-amp"] if no_bf16 else []), check=True, capture_output=True, cwd=output)
+        return time.perf_counter() - started
+
+
+def inference_latencies(photos: list[Path], device, no_bf16: bool) -> tuple[list[float], list[float]]:
+    """Milliseconds per photo, path to probabilities: the tutorial's app function vs this project's."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", 2, "none").to(device).eval()
+    meta = make_checkpoint(model, arch="resnet50", class_names=["cat", "dog"], image_size=256, epoch=0, metrics={})
+
+    def tutorial_predict(image: Image.Image) -> dict[str, float]:  # the tutorial's app.py, as written
+        transform = transforms.Compose([
+            transforms.Resize((256, 256)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ])
+        image = transform(image).unsqueeze(0).to(device)
+        with torch.no_grad():
+            output = model(image)
+            probabilities = F.softmax(output, dim=1)
+        return {["cat", "dog"][i]: float(p) for i, p in enumerate(probabilities[0])}
+
+    def timed(function, argument) -> float:
+        started = time.perf_counter()
+        function(argument)
+        return (time.perf_counter() - started) * 1000
+
+    predict = make_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device))
+    tutorial, project = [], []
+    for photo in photos[:3] + photos:  # alternating, so that a busy or throttled moment hits both alike
+        tutorial.append(timed(lambda p: tutorial_predict(Image.open(p).convert("RGB")), photo))
+        project.append(timed(predict, str(photo)))
+    return tutorial[3:], project[3:]  # the first three calls of each warm up caches and kernels
+
+
+def accuracy_check(data_dir: Path, epochs: int) -> tuple[float, float]:
+    """Best val accuracy from scratch with the fast defaults and with every speed lever off."""
+    results = []
+    for extra in ([], ["--no-amp", "--no-channels-last", "--no-cache"]):
+        with tempfile.TemporaryDirectory() as output:
+            command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir.resolve()),
+                       "--weights", "none", "--epochs", str(epochs), "--swanlab-mode", "disabled", "--output-dir", output]
+            subprocess.run(command + extra, check=True, capture_output=True, cwd=output)
+            results.append(torch.load(Path(output) / "latest_checkpoint.pth", weights_only=True)["best_val_acc"])
+    return results[0], results[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+def main(args: argparse.Namespace) -> None:
+    swanlab.init(mode="disabled")
+    data_dir = Path(args.data_dir)
+    device = pick_device(args.device)
+    samples = read_csv_rows(data_dir / "train.csv")
+    photos = [path for path, _ in read_csv_rows(data_dir / "val.csv")][: args.photos]
+    cpu = platform.processor() or platform.machine()
+    print(f"## bench.py on {device} ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"native bf16: {common.has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
+
+    measured = training_throughput(samples, data_dir / "train.csv", device, args.steps, args.warmup, args.batch_size,
+                                   args.image_size, args.no_bf16)
+    tutorial_ips, ours_ips = measured["tutorial"], measured["project"]
+    print(f"Training, batch {args.batch_size}, {args.image_size}×{args.image_size}, {measured['steps']} steps each "
+          f"after {args.warmup} warm-up, in alternating rounds:\n")
+    print("| loop | images/s | peak memory increase |\n|---|---|---|")
+    print(f"| tutorial (fp32, NCHW, transforms per photo, 1 process) | {tutorial_ips:.2f} | {measured['tutorial_mb']:.0f} MB |")
+    print(f"| this project ({measured['settings']}) | {ours_ips:.2f} | {measured['project_mb']:.0f} MB |")
+    print(f"\nspeed-up: **{ours_ips / tutorial_ips:.2f}×** (one-time decoding into the cache, included in the memory: "
+          f"{measured['cache_s']:.1f} s for {len(samples)} photos)\n")
+
+    if args.freeze_epochs:
+        frozen = freeze_backbone_run(data_dir, args.freeze_epochs, args.no_bf16)
+        tutorial_run = args.freeze_epochs * len(samples) / tutorial_ips
+        print(f"{args.freeze_epochs} epochs on {len(samples)} photos: tutorial loop ≈ {tutorial_run:.0f} s "
+              f"(from its images/s), `train.py --freeze-backbone` {frozen:.0f} s (measured, start-up included): "
+              f"**{tutorial_run / frozen:.1f}× less**\n")
+
+    tutorial_ms, project_ms = inference_latencies(photos, device, args.no_bf16)
+    print(f"Single-photo inference over {len(photos)} val photos (path in, probabilities out):\n")
+    print("| path | p50 | p90 |\n|---|---|---|")
+    print(f"| tutorial app function | {statistics.median(tutorial_ms):.1f} ms | {percentile(tutorial_ms, 90):.1f} ms |")
+    print(f"| this project's app | {statistics.median(project_ms):.1f} ms | {percentile(project_ms, 90):.1f} ms |")
+    print(f"\np50 ratio: **{statistics.median(project_ms) / statistics.median(tutorial_ms):.2f}×**\n")
+
+    if args.accuracy_epochs:
+        fast, plain = accuracy_check(data_dir, args.accuracy_epochs)
+        print(f"Accuracy, {args.accuracy_epochs} epochs from scratch, seed 42: fast defaults {fast:.2f}% "
+              f"vs every lever off (fp32, NCHW, no cache) {plain:.2f}% ({fast - plain:+.2f} points)")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmark this project against the tutorial's loop and app.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="datasets", help="a dataset with train.csv and val.csv")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--photos", type=int, default=40, help="photos for the inference latencies (at least 30)")
+    parser.add_argument("--freeze-epochs", type=int, default=20, help="epochs of the --freeze-backbone run (0 = skip)")
+    parser.add_argument("--accuracy-epochs", type=int, default=0, help="also compare accuracy after N epochs (0 = skip)")
+    parser.add_argument("--no-bf16", action="store_true", help="bf16 off, as on a CPU without native bf16")
+    return parser
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
