@@ -18,7 +18,9 @@ import torch
 import torchvision
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 from torchvision.transforms import v2
+from tqdm import tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,6 +219,36 @@ def count_parameters_and_flops(model: nn.Module, image_size: int) -> tuple[int, 
     return parameters, counter.get_total_flops()
 
 
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
+
+
+def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
+    return (*default_collate(batch), [])
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
+                     channels_last: bool) -> tuple[TensorDataset, list[str]]:
+    """(features, label, index) for every readable photo, what the frozen backbone hands to the head,
+    and the photos that could not be read."""
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    features, labels, indices, unreadable = [], [], [], []
+    for images, batch_labels, batch_indices, problems in tqdm(loader, desc="computing features once", unit="batch",
+                                                              leave=False, dynamic_ncols=True):
+        unreadable += problems
+        if len(batch_labels):
+            with autocast(device, amp_dtype):
+                features.append(model(to_device(images, device, channels_last)).float().cpu())
+            labels.append(batch_labels)
+            indices.append(batch_indices)
+    model.fc = head
+    return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices)), unreadable
+
+
 # --------------------------------------------------------------------------- classes
 def default_class_names(num_classes: int) -> list[str]:
     return ["cat", "dog"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
@@ -250,6 +282,30 @@ def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], imag
         "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window, also on machines without a display
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    evaluated = [h for h in history if "val_loss" in h]
+    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
+    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
+    loss_axis.legend()
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def find_checkpoint(path: str | os.PathLike | None = None, output_dir: str | os.PathLike = "checkpoint") -> Path:

@@ -12,6 +12,7 @@ whenever the validation accuracy improves.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import time
@@ -21,7 +22,7 @@ import swanlab
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import (
@@ -30,11 +31,23 @@ from common import (
     autocast,
     autocast_dtype,
     build_model,
+    collate_features,
+    extract_features,
     make_checkpoint,
     pick_device,
     save_checkpoint,
+    save_training_curves,
+    to_device,
 )
-from load_datasets import CACHE_BUDGET_BYTES, CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names
+from load_datasets import (
+    CACHE_BUDGET_BYTES,
+    CsvError,
+    DatasetLoader,
+    collate_readable,
+    infer_num_classes,
+    read_class_names,
+    read_csv_rows,
+)
 
 GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 SWANLAB_LOG_DIR = "swanlog"
@@ -46,7 +59,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="datasets", help="folder with train.csv, val.csv and optionally classes.txt")
     parser.add_argument("--epochs", type=int, default=20, help="total number of epochs (also with --resume)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly)")
+    recipe.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    recipe.add_argument("--weight-decay", type=float, default=None,
+                        help="default: 0 for adam, 0.05 for adamw, 1e-4 for sgd")
+    recipe.add_argument("--scheduler", default="cosine", choices=("none", "cosine", "step"),
+                        help="learning rate over the run: cosine decay to 0, or ×0.1 at 1/2 and 3/4 of the epochs")
+    recipe.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 0 (with cosine or step)")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
+                        help="stop after N evaluations without a better val accuracy (0 = never)")
     parser.add_argument("--image-size", type=int, default=256, help="photos are resized to this many pixels square")
     parser.add_argument("--model", default="resnet50", choices=MODEL_NAMES)
     parser.add_argument("--weights", default="IMAGENET1K_V2",
@@ -90,15 +113,11 @@ def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
             tqdm.write(f"warning: skipped unreadable photo {problem}")
 
 
-def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                     device: torch.device, epoch: int, epochs: int, global_step: int, unreadable: set[str],
                     amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-                    scaler: torch.amp.GradScaler | None = None) -> tuple[float, int, int]:
+                    scaler: torch.amp.GradScaler | None = None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[float, int, int]:
     """One pass over the training photos; returns the mean loss, the updated step count and the photos seen."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)
     model.train()
@@ -109,17 +128,20 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if len(labels) < 2:  # BatchNorm cannot train on a single photo
             continue
         images, labels = to_device(images, device, channels_last), labels.to(device, non_blocking=True)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp_dtype):
             loss = criterion(model(images).float(), labels)
         scaler.scale(loss).backward()  # a no-op scale unless fp16, whose small gradients would underflow
         scaler.step(optimizer)
         scaler.update()
+        if scheduler is not None:
+            scheduler.step()  # per step, so that warm-up and decay are smooth even over few epochs
 
         global_step += 1
         seen += labels.size(0)
         total_loss += loss.item() * labels.size(0)
-        swanlab.log({"train_loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}, step=global_step)
+        swanlab.log({"train_loss": loss.item(), "lr": lr}, step=global_step)
         progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
     return total_loss / max(seen, 1), global_step, seen
 
@@ -160,52 +182,31 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
     return gallery
 
 
-def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no window, also on machines without a display
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    evaluated = [h for h in history if "val_loss" in h]
-    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
-    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
-    loss_axis.legend()
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.xaxis.get_major_locator().set_params(integer=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+def make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
+    defaults = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}
+    weight_decay = defaults[args.optimizer] if args.weight_decay is None else args.weight_decay
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    # The fused kernels update all weights at once: the same algorithm, a few % faster per step.
+    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(parameters, lr=args.lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
 
 
-def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
-    return (*default_collate(batch), [])
+def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Linear warm-up, then cosine decay to zero or a ×0.1 step at 1/2 and 3/4 of the run; stepped every batch."""
+    if args.scheduler == "none":
+        return None
+    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
 
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if args.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
 
-@torch.inference_mode()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, unreadable: set[str],
-                     amp_dtype: torch.dtype | None, channels_last: bool) -> TensorDataset:
-    """(features, label, index) for every readable photo: what the frozen backbone hands to the head."""
-    head, model.fc = model.fc, nn.Identity()
-    model.eval()
-    features, labels, indices = [], [], []
-    for images, batch_labels, batch_indices, problems in tqdm(loader, desc="computing features once", unit="batch",
-                                                              leave=False, dynamic_ncols=True):
-        report_unreadable(problems, unreadable)
-        if len(batch_labels):
-            with autocast(device, amp_dtype):
-                features.append(model(to_device(images, device, channels_last)).float().cpu())
-            labels.append(batch_labels)
-            indices.append(batch_indices)
-    model.fc = head
-    return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
@@ -246,6 +247,8 @@ def load_data(args: argparse.Namespace) -> tuple[list[str], DatasetLoader, Datas
         num_classes = len(class_names)
         train_set = DatasetLoader(train_csv, args.image_size, train=True, augment=not args.no_augment, num_classes=num_classes)
         val_set = DatasetLoader(val_csv, args.image_size, train=False, num_classes=num_classes)
+        if (data_dir / "test.csv").is_file():  # reported at the end: its mistakes should stop the run now
+            read_csv_rows(data_dir / "test.csv", num_classes)
     except CsvError as error:
         raise SystemExit(f"Cannot train on this data: {error}") from None
     return class_names, train_set, val_set
@@ -285,8 +288,7 @@ def main(args: argparse.Namespace) -> None:
     model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
     # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
     trained = model.fc if args.freeze_backbone else model
-    # The fused Adam updates all weights in one kernel: the same algorithm, a few % faster per step.
-    optimizer = torch.optim.Adam(trained.parameters(), lr=args.lr, fused=device.type in ("cpu", "cuda"))
+    optimizer = make_optimizer(args, trained.parameters(), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start_epoch, best_val_acc, history = 1, -1.0, []
     if resume_from:
@@ -294,7 +296,7 @@ def main(args: argparse.Namespace) -> None:
         start_epoch, best_val_acc = resume_from["epoch"] + 1, resume_from.get("best_val_acc", -1.0)
         history = resume_from.get("history", [])
         print(f"resuming from {latest_path} at epoch {start_epoch}")
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
     use_workers = args.num_workers > 0
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
@@ -310,13 +312,19 @@ def main(args: argparse.Namespace) -> None:
         val_set.cache_images()
     if args.freeze_backbone:  # the backbone never changes: compute its features once, then train the head on them
         train_set.transform = val_set.transform  # features of the un-augmented photos
-        features = [extract_features(model, loader, device, unreadable, amp_dtype, args.channels_last)
-                    for loader in (DataLoader(train_set, **{**loader_options, "shuffle": False}), val_loader)]
+        features = []
+        for loader in (DataLoader(train_set, **{**loader_options, "shuffle": False}), val_loader):
+            dataset, problems = extract_features(model, loader, device, amp_dtype, args.channels_last)
+            report_unreadable(problems, unreadable)
+            features.append(dataset)
         train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
                                   drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
         val_loader = DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features)
     elif args.compile:
         trained = torch.compile(model)
+    scheduler = make_scheduler(args, optimizer, len(train_loader))
+    if resume_from and scheduler and resume_from.get("scheduler_state"):
+        scheduler.load_state_dict(resume_from["scheduler_state"])
 
     swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
     args.experiment_name = args.experiment_name or args.model
@@ -332,10 +340,13 @@ def main(args: argparse.Namespace) -> None:
     # The head alone trains on fp32 features in milliseconds: no mixed precision or layout needed there.
     speed = {"amp_dtype": None, "channels_last": False} if args.freeze_backbone else \
         {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
+    best_epoch = resume_from.get("best_epoch", 0) if resume_from else 0
+    evaluations_without_improvement = 0
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,
-                                                        args.epochs, global_step, unreadable, scaler=scaler, **speed)
+                                                        args.epochs, global_step, unreadable, scaler=scaler,
+                                                        scheduler=scheduler, **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
@@ -351,15 +362,32 @@ def main(args: argparse.Namespace) -> None:
         history.append({"epoch": epoch, **metrics})
 
         is_best = "val_acc" in metrics and metrics["val_acc"] > best_val_acc
-        best_val_acc = max(best_val_acc, metrics.get("val_acc", -1.0))
+        if is_best:
+            best_val_acc, best_epoch, evaluations_without_improvement = metrics["val_acc"], epoch, 0
+        elif "val_acc" in metrics:
+            evaluations_without_improvement += 1
         checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
-                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, history=history,
-                                     optimizer_state=optimizer.state_dict(), config=config, weights=args.weights)
+                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                                     history=history, optimizer_state=optimizer.state_dict(), config=config,
+                                     scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
         save_checkpoint(checkpoint, latest_path)
         if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
             save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
         save_training_curves(history, output_dir / "training_curves.png")
+        if args.early_stopping and evaluations_without_improvement >= args.early_stopping:
+            print(f"early stopping: val accuracy has not improved for {args.early_stopping} evaluations; "
+                  f"the best was epoch {best_epoch} ({best_val_acc:.2f}%)")
+            break
 
+    test_csv = Path(args.data_dir) / "test.csv"
+    if test_csv.is_file() and best_path.is_file():  # val chose the epoch; test, never seen, reports it
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model_state"])
+        test_set = DatasetLoader(test_csv, args.image_size, num_classes=len(class_names))
+        test_loader = DataLoader(test_set, **{**loader_options, "persistent_workers": False})
+        # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
+        _, test_acc, _ = evaluate(model.float(), test_loader, criterion, device, unreadable)
+        swanlab.log({"test_acc": test_acc})
+        print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
     swanlab.finish()
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
