@@ -103,11 +103,6 @@ def eval_transform(image_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
     return v2.Compose([resize_transform(image_size), tensor_transform(image_size, False, mean, std)])
 
 
-def train_transform(image_size: int = 256, augment: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
-    """Light augmentation on top of the tutorial's pipeline; augment=False is the tutorial exactly."""
-    return v2.Compose([resize_transform(image_size), tensor_transform(image_size, augment, mean, std)])
-
-
 # --------------------------------------------------------------------------- speed
 def has_native_bf16_cpu() -> bool:
     """True where the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from common import (
     autocast_dtype,
@@ -21,8 +22,9 @@ from common import (
     open_image,
     pick_device,
     prepare_for_inference,
+    resize_transform,
     save_checkpoint,
-    train_transform,
+    tensor_transform,
 )
 from conftest import REPO
 
@@ -54,7 +56,8 @@ def test_open_image_applies_exif_rotation(tmp_path: Path) -> None:
 
 def test_transforms_give_normalized_square_tensors() -> None:
     image = Image.new("RGB", (50, 30), (124, 116, 104))  # ≈ ImageNet mean color
-    for transform in (eval_transform(32), train_transform(32), train_transform(32, augment=False)):
+    augmented = v2.Compose([resize_transform(32), tensor_transform(32, augment=True)])  # what training uses
+    for transform in (eval_transform(32), augmented):
         tensor = transform(image)
         assert tensor.shape == (3, 32, 32)
         assert tensor.abs().max() < 0.05
