@@ -147,7 +147,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 # --------------------------------------------------------------------------- model
-def _pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
+def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
     """ImageNet weights through torchvision's weights API, or a local .pth for offline machines."""
     if weights not in ("IMAGENET1K_V1", "IMAGENET1K_V2"):
         path = Path(weights)
@@ -188,7 +188,7 @@ def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "no
         raise SystemExit(f"--model {arch!r} is not supported; choose one of {', '.join(MODEL_NAMES)}.")
     model = torchvision.models.get_model(arch, weights=None)
     if weights and weights.lower() != "none":
-        state = _pretrained_state_dict(arch, weights)
+        state = pretrained_state_dict(arch, weights)
         own = model.state_dict()
         # A head trained for other classes cannot be reused: keep only tensors that fit.
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

@@ -11,9 +11,13 @@ import random
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,3 +121,78 @@ def make_broken_files(folder: Path) -> dict[str, Path]:
     bomb = folder / "bomb.png"
     Image.new("1", (12_000, 8_000)).save(bomb)  # 96 megapixels in a few kB
     return {"truncated": truncated, "empty": empty, "text": text, "bomb": bomb}
+
+
+@contextmanager
+def run_app(*args: str, cwd: Path, timeout: float = 120) -> Iterator[tuple[Client, subprocess.Popen]]:
+    """app.py started for real on a free port; yields a gradio_client Client (its URL is client.src) and the process."""
+    port = free_port()
+    log = open(cwd / f"app-{port}.log", "w+", encoding="utf-8")
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *args], cwd=cwd,
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"app.py exited {process.returncode}:\n{log.read()}")
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield client, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def find_chromium() -> str | None:
+    """The system's Chromium (Debian: apt-get install chromium); $CHROMIUM overrides. Never a downloaded one."""
+    import shutil
+
+    candidates = [os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"]
+    return next((found for name in candidates if name and (found := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright. Without Chromium these tests skip, except in CI, where they fail."""
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    if executable is None:
+        message = "no Chromium found: apt-get install chromium (or set $CHROMIUM to a Chrome/Chromium executable)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+def make_imagenet_checkpoint(folder: Path, imagenet_class: int) -> Path:
+    """A cat/dog checkpoint "fine-tuned from ImageNet weights", where those weights (a local .pth, as offline
+    users pass) make the original 1000-class head answer `imagenet_class` for every photo."""
+    import torch
+    import torchvision
+
+    from common import build_model, make_checkpoint, save_checkpoint
+
+    imagenet = torchvision.models.resnet18()
+    with torch.no_grad():
+        imagenet.fc.bias[imagenet_class] = 50.0
+    weights = folder / f"imagenet-{imagenet_class}.pth"
+    torch.save(imagenet.state_dict(), weights)
+    model = build_model("resnet18", 2, weights=str(weights))
+    checkpoint = make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=64, epoch=3,
+                                 metrics={"val_acc": 87.5}, weights=str(weights))
+    save_checkpoint(checkpoint, folder / f"from-imagenet-{imagenet_class}.pth")
+    return folder / f"from-imagenet-{imagenet_class}.pth"

@@ -4,46 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from common import build_model
-from conftest import REPO, free_port, make_dataset, read_swanlab_runs, run_script
-
-
-@contextmanager
-def running_app(*args: str, cwd: Path, timeout: float = 120) -> Iterator[tuple[Client, subprocess.Popen]]:
-    port = free_port()
-    log = open(cwd / f"app-{port}.log", "w+", encoding="utf-8")
-    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *args], cwd=cwd,
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"app.py exited {process.returncode}:\n{log.read()}")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield client, process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+from conftest import make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
 
 
 def confidences(answer: dict) -> dict[str, float]:
@@ -51,7 +19,7 @@ def confidences(answer: dict) -> dict[str, float]:
 
 
 def test_page_answers_probabilities_that_sum_to_one(trained_run: Path) -> None:
-    with running_app(cwd=trained_run) as (client, _):
+    with run_app(cwd=trained_run) as (client, _):
         assert "/predict" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         answer = client.predict(handle_file(str(trained_run / "datasets/val/dog/dog.1.jpg")), api_name="/predict")
         probabilities = confidences(answer)
@@ -65,7 +33,7 @@ def test_unreadable_upload_gets_a_readable_error_and_the_server_keeps_serving(tr
     not_a_photo.write_text("this is a text file", encoding="utf-8")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    with running_app(cwd=trained_run) as (client, _):
+    with run_app(cwd=trained_run) as (client, _):
         for bad in (not_a_photo, empty):
             with pytest.raises(Exception, match="This file could not be used: not an image file"):
                 client.predict(handle_file(str(bad)), api_name="/predict")
@@ -78,7 +46,7 @@ def test_gray_palette_and_transparent_uploads_are_answered(trained_run: Path, tm
 
     photo = Image.open(trained_run / "datasets/val/cat/cat.0.jpg")
     uploads = {"gray.jpg": photo.convert("L"), "palette.gif": photo.convert("P"), "alpha.png": photo.convert("RGBA")}
-    with running_app(cwd=trained_run) as (client, _):
+    with run_app(cwd=trained_run) as (client, _):
         for name, image in uploads.items():
             image.save(tmp_path / name)
             answer = client.predict(handle_file(str(tmp_path / name)), api_name="/predict")
@@ -95,7 +63,7 @@ def test_no_checkpoint_refuses_to_start(tmp_path: Path) -> None:
 def test_the_tutorials_own_checkpoint_is_served(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=1, per_class_val=1)
     torch.save(build_model("resnet50", 2).state_dict(), tmp_path / "tutorial.pth")  # a bare state dict
-    with running_app("--checkpoint", "tutorial.pth", cwd=tmp_path) as (client, _):
+    with run_app("--checkpoint", "tutorial.pth", cwd=tmp_path) as (client, _):
         answer = client.predict(handle_file(str(tmp_path / "datasets/val/cat/cat.0.jpg")), api_name="/predict")
         assert set(confidences(answer)) == {"cat", "dog"}
 
@@ -118,7 +86,7 @@ def test_end_to_end_on_the_tutorials_photos(tmp_path: Path) -> None:
     assert {"train_loss", "val_acc"} <= set(run["metrics"])
 
     val_photo = sorted((data / "val").rglob("*.jpg"))[0]
-    with running_app("--data-dir", str(data), cwd=tmp_path) as (client, _):
+    with run_app("--data-dir", str(data), cwd=tmp_path) as (client, _):
         probabilities = confidences(client.predict(handle_file(str(val_photo)), api_name="/predict"))
         assert set(probabilities) == {"cat", "dog"} and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     shutil.rmtree(tmp_path / "checkpoint")  # ~560 MB; don't let runs pile up in the temp dir
@@ -134,7 +102,7 @@ def test_broken_huge_and_oversized_uploads_get_plain_words(trained_run: Path, tm
     Image.new("RGB", (8_660, 5_780), (200, 60, 50)).save(big_photo, quality=50)  # a 50-megapixel photo
     too_large = tmp_path / "too_large.jpg"
     too_large.write_bytes(os.urandom(21 * 1024 * 1024))
-    with running_app(cwd=trained_run) as (client, _):
+    with run_app(cwd=trained_run) as (client, _):
         for kind, message in (("truncated", "the file is cut short"), ("bomb", "too many pixels"),
                               ("text", "not an image file")):
             with pytest.raises(Exception, match=f"This file could not be used: {message}"):
@@ -143,3 +111,98 @@ def test_broken_huge_and_oversized_uploads_get_plain_words(trained_run: Path, tm
             client.predict(handle_file(str(too_large)), api_name="/predict")
         answer = client.predict(handle_file(str(big_photo)), api_name="/predict")
         assert sum(confidences(answer).values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_page_says_not_sure_below_the_threshold_and_draws_a_heat_map(trained_run: Path) -> None:
+    from PIL import Image, ImageChops, ImageOps, ImageStat
+
+    photo = trained_run / "datasets/val/dog/dog.1.jpg"
+    with run_app(cwd=trained_run) as (client, _):
+        expected = confidences(client.predict(handle_file(str(photo)), api_name="/predict"))
+        best = max(expected, key=expected.get)
+        label, sure, heatmap = client.predict(handle_file(str(photo)), 0.0, True, api_name="/classify")
+        assert confidences(label) == pytest.approx(expected, abs=1e-6)
+        assert sure.startswith(f"## {best}\n") and "Not sure" not in sure
+        assert "does not look like" not in sure  # trained from scratch: no ImageNet head to ask
+        _, doubtful, no_heatmap = client.predict(handle_file(str(photo)), 1.0, False, api_name="/classify")
+    assert doubtful.startswith("## Not sure") and f"best guess is **{best}**" in doubtful
+    assert no_heatmap is None
+    with Image.open(heatmap) as drawn, Image.open(photo) as original:
+        shown = ImageOps.contain(original.convert("RGB"), (512, 512))
+        assert drawn.size == shown.size
+        # A colored overlay, not the photo itself: the blue dog photo gets red/yellow where the model looked.
+        assert ImageStat.Stat(ImageChops.difference(drawn.convert("RGB"), shown)).mean[0] > 5
+
+
+def test_photos_that_imagenet_sees_as_neither_cat_nor_dog_get_a_warning(tmp_path: Path) -> None:
+    from app import NOT_A_PET, load_pet_check
+    from common import load_checkpoint, open_image
+
+    photo = open_image(make_dataset(tmp_path / "data", 1, 1) / "val/cat/cat.0.jpg")
+    for imagenet_class, warned in ((817, True), (281, False)):  # a sports car; a tabby cat
+        _, meta = load_checkpoint(make_imagenet_checkpoint(tmp_path, imagenet_class))
+        pet_share = load_pet_check(meta, torch.device("cpu"), None)([photo]).item()
+        assert (pet_share < 0.3) is warned, (imagenet_class, pet_share)
+    _, meta = load_checkpoint(make_imagenet_checkpoint(tmp_path, 817))
+    assert load_pet_check({**meta, "class_names": ["apple", "pear"]}, torch.device("cpu"), None) is None
+    assert load_pet_check({**meta, "weights": "none"}, torch.device("cpu"), None) is None
+
+    checkpoint = make_imagenet_checkpoint(tmp_path, 817)
+    with run_app("--checkpoint", str(checkpoint), cwd=tmp_path) as (client, _):
+        label, answer, _ = client.predict(handle_file(str(tmp_path / "data/val/cat/cat.0.jpg")), 0.5, False,
+                                          api_name="/classify")
+        rows, _ = client.predict([handle_file(str(tmp_path / "data/val/dog/dog.0.jpg"))], 0.5, api_name="/classify_many")
+    assert NOT_A_PET in answer and set(confidences(label)) == {"cat", "dog"}  # the model's own answer stays
+    assert NOT_A_PET in rows["data"][0][3]
+
+
+def test_many_photos_and_zips_give_a_table_and_a_csv(trained_run: Path, tmp_path: Path) -> None:
+    import csv
+    import zipfile
+
+    class WindowsZipInfo(zipfile.ZipInfo):
+        def _encodeFilenameFlags(self):  # noqa: N802 — Windows' own zip writes names in the local code page
+            return self.filename.encode("gbk"), self.flag_bits
+
+    val = trained_run / "datasets/val"
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(WindowsZipInfo("照片/猫.jpg"), (val / "cat/cat.1.jpg").read_bytes())
+        zipped.writestr("小狗.jpg", (val / "dog/dog.2.jpg").read_bytes())  # a UTF-8 name
+        zipped.writestr("__MACOSX/._小狗.jpg", b"mac metadata")
+        zipped.writestr("broken.jpg", b"not a photo")
+    not_a_photo = tmp_path / "notes.jpg"
+    not_a_photo.write_text("hello", encoding="utf-8")
+    uploads = [val / "cat/cat.0.jpg", val / "dog/dog.0.jpg", not_a_photo, archive]
+    with run_app(cwd=trained_run) as (client, _):
+        table, csv_path = client.predict([handle_file(str(p)) for p in uploads], 0.0, api_name="/classify_many")
+        singles = {name: client.predict(handle_file(str(path)), api_name="/predict")
+                   for name, path in (("cat.0.jpg", val / "cat/cat.0.jpg"), ("dog.0.jpg", val / "dog/dog.0.jpg"),
+                                      ("照片/猫.jpg", val / "cat/cat.1.jpg"), ("小狗.jpg", val / "dog/dog.2.jpg"))}
+    rows = {row[0]: row for row in table["data"]}
+    assert list(rows) == ["cat.0.jpg", "dog.0.jpg", "notes.jpg", "照片/猫.jpg", "小狗.jpg", "broken.jpg"]
+    for name, single in singles.items():
+        assert rows[name][1] == single["label"]
+        assert rows[name][2] == pytest.approx(max(confidences(single).values()), abs=1e-4)
+    for name in ("notes.jpg", "broken.jpg"):
+        assert rows[name][1] == "" and "not an image file" in rows[name][3]
+    with open(csv_path, encoding="utf-8-sig", newline="") as file:  # utf-8-sig: Excel shows Chinese names right
+        written = list(csv.reader(file))
+    assert written[0] == ["file", "class", "probability", "note"]
+    assert [row[:2] for row in written[1:]] == [[str(row[0]), str(row[1])] for row in table["data"]]
+
+
+def test_twenty_simultaneous_requests_are_all_answered(trained_run: Path) -> None:
+    import urllib.request
+
+    photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
+    with run_app(cwd=trained_run) as (client, _):
+        expected = {p.name: confidences(client.predict(handle_file(str(p)), api_name="/predict")) for p in photos}
+        jobs = [(photos[i % len(photos)], client.submit(handle_file(str(photos[i % len(photos)])), api_name="/predict"))
+                for i in range(20)]
+        with urllib.request.urlopen(client.src, timeout=30) as page:  # the page is served while the queue works
+            assert page.status == 200 and "gradio" in page.read().decode("utf-8").lower()
+        answers = [(photo, job.result(timeout=120)) for photo, job in jobs]
+    assert len(answers) == 20
+    for photo, answer in answers:
+        assert confidences(answer) == pytest.approx(expected[photo.name], abs=1e-6)

@@ -1,0 +1,93 @@
+"""The page in a real browser: headless Chromium driven by Playwright, as a user would click it.
+
+Screenshots of each step land in the test's tmp dir (pytest prints it on failure).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from conftest import make_broken_files, make_dataset, make_imagenet_checkpoint, run_app
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory: pytest.TempPathFactory):
+    """app.py serving a cat/dog checkpoint whose ImageNet head sees sports cars: every photo gets the warning."""
+    workdir = tmp_path_factory.mktemp("browser")
+    make_dataset(workdir / "datasets", per_class_train=1, per_class_val=2)
+    checkpoint = make_imagenet_checkpoint(workdir, imagenet_class=817)
+    with run_app("--checkpoint", str(checkpoint), cwd=workdir) as (client, _):
+        yield client.src, workdir
+
+
+@pytest.fixture
+def page(browser, page_url) -> Page:
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(page_url[0])
+    yield page
+    page.close()
+
+
+def test_a_photo_gets_its_class_probabilities_heat_map_and_warning(page: Page, page_url, tmp_path: Path) -> None:
+    workdir = page_url[1]
+    info = page.locator("h1 + p, .prose").first
+    expect(page.get_by_text("Val accuracy:")).to_be_visible()
+    for detail in ("resnet18", "Classes:", "cat, dog", "87.5%", "Saved:", "fine-tuned from"):
+        expect(info).to_contain_text(detail)
+
+    page.locator("#photo input[type=file]").set_input_files(str(workdir / "datasets/val/dog/dog.0.jpg"))
+    verdict = page.locator("#verdict h2")
+    expect(verdict).to_be_visible(timeout=TIMEOUT_MS)
+    probabilities = page.locator("#probabilities")
+    expect(probabilities).to_contain_text("cat")
+    expect(probabilities).to_contain_text("dog")
+    percents = [int(p) for p in re.findall(r"(\d+)%", probabilities.inner_text())]
+    assert len(percents) == 2 and abs(sum(percents) - 100) <= 1, percents
+    expect(page.locator("#verdict")).to_contain_text("does not look like a cat or a dog")
+    heatmap = page.locator("#heatmap img")
+    expect(heatmap).to_be_visible(timeout=TIMEOUT_MS)
+    assert heatmap.evaluate("img => img.complete && img.naturalWidth") > 0
+    page.screenshot(path=tmp_path / "one-photo.png", full_page=True)
+
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("1")
+    threshold.press("Enter")
+    expect(verdict).to_have_text("Not sure", timeout=TIMEOUT_MS)
+    threshold.fill("0")
+    threshold.press("Enter")
+    expect(verdict).to_have_text(re.compile("^(cat|dog)$"), timeout=TIMEOUT_MS)
+    expect(verdict).to_have_text(re.findall("cat|dog", probabilities.inner_text())[0])  # the label lists the top first
+    page.screenshot(path=tmp_path / "threshold.png", full_page=True)
+
+
+def test_a_non_image_gets_plain_words(page: Page, tmp_path: Path) -> None:
+    broken = make_broken_files(tmp_path / "broken")
+    page.locator("#photo input[type=file]").set_input_files(str(broken["text"]))
+    expect(page.get_by_text("This file could not be used: not an image file")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("The upstream Gradio app has raised an exception")).to_have_count(0)
+    page.screenshot(path=tmp_path / "not-an-image.png", full_page=True)
+
+
+def test_the_many_photos_tab_returns_a_table_and_a_csv(page: Page, page_url, tmp_path: Path) -> None:
+    val = page_url[1] / "datasets/val"
+    broken = make_broken_files(tmp_path / "broken")
+    page.get_by_role("tab", name="Many photos").click()
+    page.locator("#many-photos input[type=file]").set_input_files(
+        [str(val / "cat/cat.0.jpg"), str(val / "dog/dog.1.jpg"), str(broken["truncated"])])
+    page.get_by_role("button", name="Classify all").click()
+    table = page.locator("#results")
+    expect(table).to_contain_text("dog.1.jpg", timeout=TIMEOUT_MS)
+    expect(table).to_contain_text("cat.0.jpg")
+    expect(table).to_contain_text("the file is cut short")
+    link = page.locator("#results-csv a[href$='predictions.csv']")
+    expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    downloaded = page.request.get(link.get_attribute("href")).body().decode("utf-8-sig").splitlines()
+    assert downloaded[0] == "file,class,probability,note" and len(downloaded) == 4
+    assert {line.split(",")[0] for line in downloaded[1:]} == {"cat.0.jpg", "dog.1.jpg", "truncated.jpg"}
+    page.screenshot(path=tmp_path / "many-photos.png", full_page=True)
