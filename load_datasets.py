@@ -153,10 +153,10 @@ class ImageList(Dataset):
         except UNREADABLE_IMAGE_ERRORS as error:
             return f"{self.samples[index][0]}: {explain_unreadable(error)}"
 
-    def cache_images(self) -> None:
+    def cache_images(self, progress: bool = True) -> None:
         self.cache = None
-        self.cache = [self.resized(i) for i in tqdm(range(len(self)), desc="decoding photos into memory",
-                                                    unit="photo", leave=False, dynamic_ncols=True)]
+        self.cache = [self.resized(i) for i in tqdm(range(len(self)), desc="decoding photos into memory", unit="photo",
+                                                    leave=False, dynamic_ncols=True, disable=not progress)]
 
     def cache_bytes(self) -> int:
         size = self.resize.transforms[0].size[0]
@@ -202,3 +202,35 @@ def collate_readable(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, to
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), problems
     images, labels, indices = default_collate(readable)
     return images, labels, indices, problems
+
+
+def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
+                   augment: bool = True) -> tuple[list[str], DatasetLoader, DatasetLoader]:
+    """The class names, train set and val set of a data folder, for train.py.
+
+    Every CSV there (test.csv too) is checked up front, so that a data mistake stops the run before
+    anything is written, with a SystemExit that says what to fix.
+    """
+    data_dir = Path(data_dir)
+    train_csv, val_csv = data_dir / "train.csv", data_dir / "val.csv"
+    for csv_path in (train_csv, val_csv):
+        if not csv_path.is_file():
+            raise SystemExit(
+                f"No {csv_path.name} in {data_dir.resolve()}. To make one:\n"
+                "  python prepare_data.py --download              (a sample of Kaggle's cats vs dogs photos)\n"
+                "  python prepare_data.py --from your_folder      (your photos: a folder per class, or cat.1.jpg names)\n"
+                "or write train.csv and val.csv yourself as described in datasets/README.md, "
+                "or point --data-dir at a folder that has them."
+            )
+    try:
+        class_file = data_dir / "classes.txt"
+        num_classes = None if class_file.is_file() else infer_num_classes(train_csv)
+        class_names = read_class_names(data_dir, num_classes or 0)
+        num_classes = len(class_names)
+        train_set = DatasetLoader(train_csv, image_size, train=True, augment=augment, num_classes=num_classes)
+        val_set = DatasetLoader(val_csv, image_size, train=False, num_classes=num_classes)
+        if (data_dir / "test.csv").is_file():  # reported at the end: its mistakes should stop the run now
+            read_csv_rows(data_dir / "test.csv", num_classes)
+    except CsvError as error:
+        raise SystemExit(f"Cannot train on this data: {error}") from None
+    return class_names, train_set, val_set

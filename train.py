@@ -3,6 +3,7 @@
     python train.py                          # the tutorial: ResNet50, ImageNet weights, 20 epochs
     python train.py --weights none --epochs 5  # offline: train from scratch
     swanlab watch swanlog                    # the dashboard, in another terminal
+    torchrun --standalone --nproc_per_node=4 train.py  # 4 GPUs: DistributedDataParallel, see the README
 
 Reads datasets/train.csv and datasets/val.csv (rows `relative/path.jpg,label`) and writes
 checkpoint/latest_checkpoint.pth after every epoch and checkpoint/best_checkpoint.pth
@@ -12,7 +13,6 @@ whenever the validation accuracy improves.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import time
@@ -22,9 +22,11 @@ import swanlab
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+import distributed
 from common import (
     MODEL_NAMES,
     UNREADABLE_IMAGE_ERRORS,
@@ -34,20 +36,14 @@ from common import (
     collate_features,
     extract_features,
     make_checkpoint,
+    make_optimizer,
+    make_scheduler,
     pick_device,
     save_checkpoint,
     save_training_curves,
     to_device,
 )
-from load_datasets import (
-    CACHE_BUDGET_BYTES,
-    CsvError,
-    DatasetLoader,
-    collate_readable,
-    infer_num_classes,
-    read_class_names,
-    read_csv_rows,
-)
+from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader, collate_readable, load_train_val
 
 GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 SWANLAB_LOG_DIR = "swanlog"
@@ -58,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="datasets", help="folder with train.csv, val.csv and optionally classes.txt")
     parser.add_argument("--epochs", type=int, default=20, help="total number of epochs (also with --resume)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="photos per step (per process under torchrun)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
     recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly)")
     recipe.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
@@ -96,6 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument("--freeze-backbone", action="store_true",
                        help="train only the new head on features computed once: seconds per epoch on a CPU (no augmentation)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
+    speed.add_argument("--sync-bn", action="store_true",
+                       help="under torchrun on GPUs: BatchNorm statistics over every GPU's photos (for small per-GPU batches)")
     return parser
 
 
@@ -110,7 +108,8 @@ def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
     for problem in problems:
         if problem not in unreadable:
             unreadable.add(problem)
-            tqdm.write(f"warning: skipped unreadable photo {problem}")
+            if distributed.is_main_process():  # the other processes' photos are listed at the end of the run
+                tqdm.write(f"warning: skipped unreadable photo {problem}")
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -122,10 +121,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     scaler = scaler or torch.amp.GradScaler(enabled=False)
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
-    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
+    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True,
+                    disable=not distributed.is_main_process())
     for images, labels, _, problems in progress:
         report_unreadable(problems, unreadable)
-        if len(labels) < 2:  # BatchNorm cannot train on a single photo
+        # BatchNorm cannot train on a single photo. Under torchrun a process that skipped a step alone would
+        # leave the others waiting for its gradients forever: when one process must skip, they all do.
+        if distributed.any_process(len(labels) < 2):
             continue
         images, labels = to_device(images, device, channels_last), labels.to(device, non_blocking=True)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
@@ -143,16 +145,23 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         total_loss += loss.item() * labels.size(0)
         swanlab.log({"train_loss": loss.item(), "lr": lr}, step=global_step)
         progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
-    return total_loss / max(seen, 1), global_step, seen
+    total_loss, seen = distributed.all_reduce_sum([total_loss, seen])  # under torchrun: every process's photos
+    return total_loss / max(seen, 1), global_step, int(seen)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device, unreadable: set[str],
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> tuple[float, float, dict[int, int]]:
-    """Mean loss, accuracy in percent, and {dataset index: predicted label} for every readable photo."""
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+             sharded: bool = False) -> tuple[float, float, dict[int, int]]:
+    """Mean loss, accuracy in percent, and {dataset index: predicted label} for every readable photo.
+
+    `sharded`: the loader holds this process's share of the photos (under torchrun); the sums and
+    predictions of all processes are added up, so that every process returns the same numbers.
+    """
     model.eval()
     total_loss, correct, predictions = 0.0, 0, {}
-    for images, labels, indices, problems in tqdm(loader, desc="val", unit="batch", leave=False, dynamic_ncols=True):
+    for images, labels, indices, problems in tqdm(loader, desc="val", unit="batch", leave=False, dynamic_ncols=True,
+                                                  disable=not distributed.is_main_process()):
         report_unreadable(problems, unreadable)
         if len(labels) == 0:
             continue
@@ -163,6 +172,9 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
         batch_predictions = logits.argmax(dim=1)
         correct += (batch_predictions == labels).sum().item()
         predictions.update(zip(indices.tolist(), batch_predictions.tolist(), strict=True))
+    if sharded:
+        total_loss, correct = distributed.all_reduce_sum([total_loss, correct])
+        predictions = distributed.gather_dict(predictions)
     count = max(len(predictions), 1)
     return total_loss / count, 100.0 * correct / count, predictions
 
@@ -182,33 +194,6 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
     return gallery
 
 
-def make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
-    defaults = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}
-    weight_decay = defaults[args.optimizer] if args.weight_decay is None else args.weight_decay
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    # The fused kernels update all weights at once: the same algorithm, a few % faster per step.
-    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(parameters, lr=args.lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
-
-
-def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """Linear warm-up, then cosine decay to zero or a ×0.1 step at 1/2 and 3/4 of the run; stepped every batch."""
-    if args.scheduler == "none":
-        return None
-    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if args.scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-        return 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
                            val_set: DatasetLoader) -> torch.dtype | None:
     """Turn the `auto` speed flags into choices for this device (written back into args, so SwanLab logs them)."""
@@ -216,10 +201,13 @@ def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train
         args.amp = autocast_dtype(device) is not None
     if args.channels_last is None:
         args.channels_last = device.type in ("cpu", "cuda")
+    # Under torchrun, the processes on this machine share its memory and cores.
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if args.cache is None:
-        args.cache = not args.freeze_backbone and train_set.cache_bytes() + val_set.cache_bytes() <= CACHE_BUDGET_BYTES
+        cache_bytes = (train_set.cache_bytes() + val_set.cache_bytes()) * processes_here
+        args.cache = not args.freeze_backbone and cache_bytes <= CACHE_BUDGET_BYTES
     if args.num_workers is None:  # cached photos only need augmenting: worker processes would cost more than they save
-        args.num_workers = 0 if args.cache else min(4, max(1, (os.cpu_count() or 2) - 1))
+        args.num_workers = 0 if args.cache else min(4, max(1, (os.cpu_count() or 2) // processes_here - 1))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels once
     if not args.amp:
@@ -227,35 +215,11 @@ def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train
     return autocast_dtype(device) or (torch.float16 if device.type == "mps" else torch.bfloat16)
 
 
-def load_data(args: argparse.Namespace) -> tuple[list[str], DatasetLoader, DatasetLoader]:
-    """Check both CSVs up front so that a data mistake stops the run before anything is written."""
-    data_dir = Path(args.data_dir)
-    train_csv, val_csv = data_dir / "train.csv", data_dir / "val.csv"
-    for csv_path in (train_csv, val_csv):
-        if not csv_path.is_file():
-            raise SystemExit(
-                f"No {csv_path.name} in {data_dir.resolve()}. To make one:\n"
-                "  python prepare_data.py --download              (a sample of Kaggle's cats vs dogs photos)\n"
-                "  python prepare_data.py --from your_folder      (your photos: a folder per class, or cat.1.jpg names)\n"
-                "or write train.csv and val.csv yourself as described in datasets/README.md, "
-                "or point --data-dir at a folder that has them."
-            )
-    try:
-        class_file = data_dir / "classes.txt"
-        num_classes = None if class_file.is_file() else infer_num_classes(train_csv)
-        class_names = read_class_names(data_dir, num_classes or 0)
-        num_classes = len(class_names)
-        train_set = DatasetLoader(train_csv, args.image_size, train=True, augment=not args.no_augment, num_classes=num_classes)
-        val_set = DatasetLoader(val_csv, args.image_size, train=False, num_classes=num_classes)
-        if (data_dir / "test.csv").is_file():  # reported at the end: its mistakes should stop the run now
-            read_csv_rows(data_dir / "test.csv", num_classes)
-    except CsvError as error:
-        raise SystemExit(f"Cannot train on this data: {error}") from None
-    return class_names, train_set, val_set
-
-
 def main(args: argparse.Namespace) -> None:
-    class_names, train_set, val_set = load_data(args)
+    ddp_device = distributed.init_distributed(args)  # None under plain `python train.py`: no process group
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    main_process = rank == 0  # under torchrun, the one that prints, logs and writes files
+    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size, augment=not args.no_augment)
     output_dir = Path(args.output_dir)
     latest_path, best_path = output_dir / "latest_checkpoint.pth", output_dir / "best_checkpoint.pth"
 
@@ -274,17 +238,23 @@ def main(args: argparse.Namespace) -> None:
             raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} "
                              "--freeze-backbone; resume it the same way.")
 
-    device = pick_device(args.device)
-    generator = seed_everything(args.seed)
+    device = ddp_device or pick_device(args.device)
+    # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
+    generator = seed_everything(args.seed + rank)
     amp_dtype = resolve_speed_settings(args, device, train_set, val_set)
     print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos  |  classes: {', '.join(class_names)}")
     print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
           f"{', channels_last' if args.channels_last else ''}{', photos cached in memory' if args.cache else ''}"
           f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
+    if ddp_device is not None:
+        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
+              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
 
     model = build_model(args.model, len(class_names), weights="none" if resume_from else args.weights)
     if resume_from:
         model.load_state_dict(resume_from["model_state"])
+    if args.sync_bn and ddp_device is not None:  # same parameters and state-dict keys: checkpoints stay plain ResNets
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
     # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
     trained = model.fc if args.freeze_backbone else model
@@ -301,15 +271,22 @@ def main(args: argparse.Namespace) -> None:
     use_workers = args.num_workers > 0
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
                           persistent_workers=use_workers, collate_fn=collate_readable)
-    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size, generator=generator,
-                              **loader_options)
-    val_loader = DataLoader(val_set, shuffle=False, **loader_options)
-    gallery = load_gallery(val_set)
+    train_sampler, val_part = None, val_set
+    if ddp_device is not None:
+        # Each process trains on its 1/N of a shuffle that is the same in all of them (same seed, set_epoch).
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=False)
+        # DistributedSampler would even out the shares by repeating photos, counting them twice: slice val instead.
+        val_part = Subset(val_set, range(rank, len(val_set), world_size))
+    per_process = len(train_sampler) if train_sampler is not None else len(train_set)
+    train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler, generator=generator,
+                              drop_last=per_process > args.batch_size, **loader_options)
+    val_loader = DataLoader(val_part, shuffle=False, **loader_options)
+    gallery = load_gallery(val_set) if main_process else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
     if args.cache:
-        train_set.cache_images()
-        val_set.cache_images()
+        train_set.cache_images(progress=main_process)
+        val_set.cache_images(progress=main_process)
     if args.freeze_backbone:  # the backbone never changes: compute its features once, then train the head on them
         train_set.transform = val_set.transform  # features of the un-augmented photos
         features = []
@@ -320,8 +297,14 @@ def main(args: argparse.Namespace) -> None:
         train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
                                   drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
         val_loader = DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features)
+    elif ddp_device is not None:
+        # DDP starts by copying rank 0's weights to every process, then averages the gradients in each backward.
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = torch.compile(trained) if args.compile else trained  # compiled after wrapping, as DDP's notes advise
     elif args.compile:
         trained = torch.compile(model)
+    # Under torchrun each process evaluates its share with the plain module, free of DDP's communication.
+    evaluated = model if ddp_device is not None else trained
     scheduler = make_scheduler(args, optimizer, len(train_loader))
     if resume_from and scheduler and resume_from.get("scheduler_state"):
         scheduler.load_state_dict(resume_from["scheduler_state"])
@@ -329,8 +312,9 @@ def main(args: argparse.Namespace) -> None:
     swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
     args.experiment_name = args.experiment_name or args.model
     config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
-              "train_size": len(train_set), "val_size": len(val_set)}
-    swanlab.init(project=args.project, name=args.experiment_name, mode=swanlab_mode,
+              "train_size": len(train_set), "val_size": len(val_set), "world_size": world_size}
+    # The other processes log nothing: their swanlab.log calls do nothing.
+    swanlab.init(project=args.project, name=args.experiment_name, mode=swanlab_mode if main_process else "disabled",
                  log_dir=SWANLAB_LOG_DIR, config=config,
                  description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
     if swanlab_mode == "local":
@@ -344,13 +328,17 @@ def main(args: argparse.Namespace) -> None:
     evaluations_without_improvement = 0
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)  # a new shuffle every epoch
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,
                                                         args.epochs, global_step, unreadable, scaler=scaler,
                                                         scheduler=scheduler, **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
-            val_loss, val_acc, predictions = evaluate(trained, val_loader, criterion, device, unreadable, **speed)
+            distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
+            val_loss, val_acc, predictions = evaluate(evaluated, val_loader, criterion, device, unreadable,
+                                                      sharded=ddp_device is not None, **speed)
             metrics.update(val_loss=val_loss, val_acc=val_acc)
             summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
             captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
@@ -366,19 +354,23 @@ def main(args: argparse.Namespace) -> None:
             best_val_acc, best_epoch, evaluations_without_improvement = metrics["val_acc"], epoch, 0
         elif "val_acc" in metrics:
             evaluations_without_improvement += 1
-        checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
-                                     epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, best_epoch=best_epoch,
-                                     history=history, optimizer_state=optimizer.state_dict(), config=config,
-                                     scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
-        save_checkpoint(checkpoint, latest_path)
-        if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
-            save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
-        save_training_curves(history, output_dir / "training_curves.png")
+        if main_process:  # the weights are the same in every process: one writes them
+            checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
+                                         epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                                         history=history, optimizer_state=optimizer.state_dict(), config=config,
+                                         scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
+            save_checkpoint(checkpoint, latest_path)
+            if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
+                save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
+            save_training_curves(history, output_dir / "training_curves.png")
         if args.early_stopping and evaluations_without_improvement >= args.early_stopping:
             print(f"early stopping: val accuracy has not improved for {args.early_stopping} evaluations; "
                   f"the best was epoch {best_epoch} ({best_val_acc:.2f}%)")
             break
 
+    unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
+    if not main_process:
+        return  # rank 0 alone reports on the test split, with the best checkpoint it wrote
     test_csv = Path(args.data_dir) / "test.csv"
     if test_csv.is_file() and best_path.is_file():  # val chose the epoch; test, never seen, reports it
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model_state"])
@@ -398,4 +390,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    finally:
+        distributed.cleanup_distributed()

@@ -1,0 +1,157 @@
+"""train.py under torchrun: two processes on the CPU, talking over gloo as they would over NCCL on two GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from common import load_checkpoint
+from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
+from load_datasets import DatasetLoader, collate_readable
+from train import evaluate
+
+# resnet18 and fp32: the smallest model keeps two processes on two cores quick, and without bf16 the
+# ranks' val accuracy can be compared exactly with evaluate.py's, which runs in fp32.
+DDP_FLAGS = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--no-amp"]
+
+
+def torchrun(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 train.py ARGS`, for real, with no stdin."""
+    # One thread per process: two processes on two cores, not two times two threads.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
+               *args]
+    with subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, encoding="utf-8") as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # torchrun passes it on to the training processes (SIGKILL would orphan them)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"torchrun train.py {' '.join(args)} still running after {timeout} s: the processes "
+                                 f"are probably waiting for each other\n--- stdout\n{stdout[-4000:]}") from None
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun train.py {' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}")
+    return result
+
+
+def rank_batches(epoch: int, size: int, batch_size: int = 4, seed: int = 42) -> list[list[list[int]]]:
+    """The train rows each of the 2 processes gets in each step of `epoch`: the same sampler as train.py's."""
+    batches = []
+    for rank in range(2):
+        sampler = DistributedSampler(range(size), num_replicas=2, rank=rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        batches.append([order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)])
+    return batches
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One epoch under torchrun on data built to catch the two classic mistakes of data-parallel training.
+
+    train.csv: 16 rows, three of them unreadable, placed so that only rank 1's first batch is left with a
+    single photo; BatchNorm cannot train on that, so rank 1 must skip the step, and so must rank 0, or one
+    of them would wait for the other's gradients forever.
+    val.csv: 11 rows, 6 + 5 for the two processes (DistributedSampler would even them out by repeating
+    a photo): 9 readable photos and 2 unreadable ones. The 9th row is the 1st photo again with the other
+    label, so that exactly one of the twins is right and the accuracy is strictly between 0 and 100%.
+    """
+    workdir = tmp_path_factory.mktemp("ddp")
+    data = make_dataset(workdir / "datasets", per_class_train=8, per_class_val=4)
+    broken = make_broken_files(data / "broken")
+    for name in ("notes.jpg", "memo.jpg"):
+        (data / "broken" / name).write_text("not a photo either", encoding="utf-8")
+
+    train_rows = (data / "train.csv").read_text(encoding="utf-8").splitlines()
+    rank1_first_batch = rank_batches(epoch=1, size=len(train_rows))[1][0]
+    for row, kind in zip(rank1_first_batch[:3], ("truncated", "text", "bomb"), strict=True):
+        train_rows[row] = f"broken/{broken[kind].name},{train_rows[row].split(',')[1]}"
+    (data / "train.csv").write_text("\n".join(train_rows) + "\n", encoding="utf-8")
+    with open(data / "val.csv", "a", encoding="utf-8") as csv:
+        csv.write("val/cat/cat.0.jpg,1\nbroken/notes.jpg,1\nbroken/memo.jpg,0\n")
+
+    result = torchrun(*DDP_FLAGS, "--epochs", "1", cwd=workdir)
+    return workdir, result
+
+
+def test_torchrun_trains_once_logs_once_and_writes_once(ddp_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    workdir, result = ddp_run
+    assert "torchrun: 2 processes (gloo), batch 4 per process = 8 photos per step" in result.stdout
+    # Rank 0 alone prints.
+    assert result.stdout.count("epoch 1/1  train_loss") == 1 and result.stdout.count("done. best val_acc") == 1
+    assert list(workdir.rglob("latest_checkpoint.pth")) == [workdir / "checkpoint/latest_checkpoint.pth"]
+    assert not list(workdir.rglob("*.tmp"))
+    checkpoint = torch.load(workdir / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["config"]["world_size"] == 2
+    # The plain ResNet's weights, not DDP's wrapper: app.py and evaluate.py load them as they are.
+    assert not any(key.startswith("module.") for key in checkpoint["model_state"])
+
+    [run] = read_swanlab_runs(workdir / "swanlog")
+    assert run["metrics"]["val_acc"] == [pytest.approx(checkpoint["metrics"]["val_acc"])]
+    # Of the two steps, the one where rank 1 had a single readable photo was skipped by both processes.
+    assert len(run["metrics"]["train_loss"]) == 1
+    assert all(state["step"] == 1 for state in checkpoint["optimizer_state"]["state"].values())
+    # Every readable val photo is captioned, rank 1's share included.
+    assert len(run["captions"]["val_examples"]) == 9
+
+    # The unreadable photos only rank 1 met (train: 3, val: notes.jpg) are listed by rank 0 at the end.
+    assert "skipped 5 unreadable photo(s)" in result.stdout
+    for name in ("truncated.jpg", "text.jpg", "bomb.png", "notes.jpg", "memo.jpg"):
+        assert f"datasets/broken/{name}: " in result.stdout
+
+
+def test_torchrun_val_accuracy_equals_a_single_process_evaluation(ddp_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    workdir, _ = ddp_run
+    checkpoint = torch.load(workdir / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    val_acc, val_loss = checkpoint["metrics"]["val_acc"], checkpoint["metrics"]["val_loss"]
+    run_script("evaluate.py", "--checkpoint", "checkpoint/latest_checkpoint.pth", "--csv", "datasets/val.csv", cwd=workdir)
+    report = json.loads((workdir / "eval/report.json").read_text(encoding="utf-8"))
+    assert report["count"] == 9
+    assert val_acc == pytest.approx(100 * report["accuracy"], abs=1e-9)
+    assert 0 < val_acc < 100 and round(val_acc * 9 / 100) == pytest.approx(val_acc * 9 / 100)  # k/9: one twin right
+
+    # The loss too, which an accuracy can hide: a photo counted twice, or a process evaluating with its own
+    # BatchNorm statistics instead of those in the checkpoint, would move it.
+    model, meta = load_checkpoint(workdir / "checkpoint/latest_checkpoint.pth")
+    val_set = DatasetLoader(workdir / "datasets/val.csv", meta["image_size"], num_classes=2)
+    loader = DataLoader(val_set, batch_size=4, collate_fn=collate_readable)
+    loss, accuracy, predictions = evaluate(model, loader, nn.CrossEntropyLoss(), torch.device("cpu"), set())
+    assert len(predictions) == 9 and accuracy == pytest.approx(val_acc)
+    assert val_loss == pytest.approx(loss, rel=1e-5)
+
+
+def test_torchrun_resume(ddp_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    workdir, _ = ddp_run
+    shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+    first = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    result = torchrun(*DDP_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert result.stdout.count("resuming from") == 1 and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
+    second = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    assert second["epoch"] == 2 and [h["epoch"] for h in second["history"]] == [1, 2]
+    assert second["history"][0] == first["history"][0]
+    assert not torch.equal(first["model_state"]["fc.weight"], second["model_state"]["fc.weight"])
+    # Adam's step counter went on from the first run's, through the steps the second run logged.
+    _, resumed = read_swanlab_runs(tmp_path / "swanlog")
+    steps = len(resumed["metrics"]["train_loss"])
+    assert steps >= 1 and all(state["step"] == 1 + steps for state in second["optimizer_state"]["state"].values())
+
+
+@pytest.mark.parametrize(("flag", "message"), [("--freeze-backbone", "run it with `python train.py`, not torchrun"),
+                                               ("--sync-bn", "--sync-bn needs GPUs")])
+def test_torchrun_refuses_what_does_not_fit_several_processes(tmp_path: Path, flag: str, message: str) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
+    result = torchrun(*DDP_FLAGS, "--epochs", "1", flag, cwd=tmp_path, check=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "swanlog").exists()
