@@ -253,9 +253,12 @@ def default_class_names(num_classes: int) -> list[str]:
 
 # --------------------------------------------------------------------------- training recipe
 def make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
-    """train.py's --optimizer with its --lr and --weight-decay (default: the usual one for that optimizer)."""
+    """train.py's --optimizer with its --lr and --weight-decay (default: the usual one for that optimizer).
+
+    The weight decay used is written back into args, so that SwanLab and the checkpoint record a number.
+    """
     defaults = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}
-    weight_decay = defaults[args.optimizer] if args.weight_decay is None else args.weight_decay
+    weight_decay = args.weight_decay = defaults[args.optimizer] if args.weight_decay is None else args.weight_decay
     if args.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     # The fused kernels update all weights at once: the same algorithm, a few % faster per step.

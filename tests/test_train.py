@@ -200,6 +200,7 @@ def test_each_optimizer_and_scheduler_trains(tmp_path: Path, recipe: list[str]) 
         assert lrs == pytest.approx([0.5e-4, 1e-4, 1e-5, 1e-6], rel=1e-6)
         assert groups[0]["weight_decay"] == 0.001 and groups[0]["momentum"] == 0.9
     assert checkpoint["config"]["optimizer"] == recipe[1]
+    assert checkpoint["config"]["weight_decay"] == groups[0]["weight_decay"]  # the value used, not "default"
 
 
 def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
