@@ -125,13 +125,18 @@ def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.dev
     return predict
 
 
+def unusable_upload(error: Exception) -> gr.Error:
+    """The page's one message for an upload that is not a usable photo, whichever step found out."""
+    return gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}")
+
+
 def open_upload(image_path: str | None) -> Image.Image:
     if not image_path:
         raise gr.Error("Please upload a photo first.")
     try:
         return open_image(image_path)
     except UNREADABLE_IMAGE_ERRORS as error:
-        raise gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}") from None
+        raise unusable_upload(error) from None
 
 
 def load_pet_check(meta: dict[str, Any], device: torch.device,
@@ -216,7 +221,7 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
         try:
             return original(payload)
         except UNREADABLE_IMAGE_ERRORS as error:
-            raise gr.Error(f"This file could not be used: {explain_unreadable(error)}. {UPLOAD_HINT}") from None
+            raise unusable_upload(error) from None
 
     component.preprocess = preprocess
     return component
