@@ -20,6 +20,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from common import (  # noqa: E402
     autocast_dtype,
     build_model,
     checkpoint_transform,
+    compile_for_inference,
     explain_unreadable,
     find_checkpoint,
     load_checkpoint,
@@ -44,6 +46,7 @@ from common import (  # noqa: E402
     pick_device,
     prepare_for_inference,
     pretrained_state_dict,
+    zip_member_name,
 )
 
 MAX_UPLOAD = "20mb"
@@ -76,6 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="show the Grad-CAM heat map by default (a checkbox on the page switches it)")
     parser.add_argument("--pet-check", action=argparse.BooleanOptionalAction, default=True,
                         help="warn when a photo looks like neither cat nor dog to the original ImageNet classifier")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="answer single photos with a torch.compile'd model, compiled in the background at start "
+                             "(default: on CPUs, where it was measured to be ~25%% faster)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="requests computed at once (default: 1 on CPU, whose cores one request already uses; 2 on GPU)")
     return parser
@@ -95,28 +101,50 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
 
 
 def make_batch_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
-                       amp_dtype: torch.dtype | None = None) -> Callable[[list[Image.Image]], torch.Tensor]:
+                       amp_dtype: torch.dtype | None = None, compile_model: bool = False,
+                       wait_for_compile: bool = False) -> Callable[[list[Image.Image]], torch.Tensor]:
     """Photos in, an (N, classes) tensor of probabilities out.
 
     The transform is built once here, not per call; the model is a folded, NHWC copy in
     bf16/fp16 where the device computes it natively (see common.prepare_for_inference).
+    With compile_model, single photos go to a torch.compile'd copy once it is ready: it is
+    compiled in a background thread, so the page answers (uncompiled) from the first second.
     """
     transform = checkpoint_transform(meta)
     fast_model = prepare_for_inference(model, device, amp_dtype)
     memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+    one_photo_model = {"model": fast_model}  # swapped for the compiled model when it is ready
+
+    def to_batch(images: list[Image.Image]) -> torch.Tensor:
+        batch = torch.stack([transform(image) for image in images]).to(device, dtype=amp_dtype or torch.float32)
+        return batch.contiguous(memory_format=memory_format)
+
+    def compile_one_photo_model() -> None:
+        size = meta["image_size"]
+        compiled = compile_for_inference(fast_model, to_batch([Image.new("RGB", (size, size))]))
+        if compiled is not None:
+            one_photo_model["model"] = compiled
+            print("compiled the model: single photos are answered by the compiled copy from now on", flush=True)
+
+    if compile_model and wait_for_compile:
+        compile_one_photo_model()
+    elif compile_model:
+        threading.Thread(target=compile_one_photo_model, name="compile", daemon=True).start()
 
     @torch.inference_mode()
     def batch_predict(images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([transform(image) for image in images]).to(device, dtype=amp_dtype or torch.float32)
-        return torch.softmax(fast_model(batch.contiguous(memory_format=memory_format)).float(), dim=1).cpu()
+        # Compiled for one photo only: other batch sizes would each trigger a new compile.
+        answering = one_photo_model["model"] if len(images) == 1 else fast_model
+        return torch.softmax(answering(to_batch(images)).float(), dim=1).cpu()
 
     return batch_predict
 
 
 def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
-                 amp_dtype: torch.dtype | None = None) -> Callable[[str | None], dict[str, float]]:
+                 amp_dtype: torch.dtype | None = None, compile_model: bool = False,
+                 wait_for_compile: bool = False) -> Callable[[str | None], dict[str, float]]:
     """The /predict API: a photo's path in, {class name: probability} out."""
-    batch_predict = make_batch_predict(model, meta, device, amp_dtype)
+    batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model, wait_for_compile)
 
     def predict(image_path: str | None) -> dict[str, float]:
         probabilities = batch_predict([open_upload(image_path)])[0].tolist()
@@ -227,19 +255,6 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
     return component
 
 
-def zip_member_name(info: zipfile.ZipInfo) -> str:
-    """Windows' built-in zip writes Chinese names in the local code page, which zipfile reads as cp437."""
-    if info.flag_bits & 0x800:  # the UTF-8 flag: zipfile decoded it right
-        return info.filename
-    raw = info.filename.encode("cp437")
-    for encoding in ("utf-8", "gbk"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return info.filename
-
-
 def uploaded_photos(paths: list[str]) -> Iterator[tuple[str, Image.Image | str]]:
     """(name, photo) for every uploaded file and every file inside uploaded zips; a reason instead of a photo when unreadable."""
     for path in paths:
@@ -307,9 +322,10 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
 
 def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.device, examples: list[str],
                amp_dtype: torch.dtype | None = None, checkpoint_path: Path = Path("checkpoint"),
-               threshold: float = DOUBT_THRESHOLD, show_heatmap: bool = True, pet_check: bool = True) -> gr.Blocks:
+               threshold: float = DOUBT_THRESHOLD, show_heatmap: bool = True, pet_check: bool = True,
+               compile_model: bool = False) -> gr.Blocks:
     class_names = meta["class_names"]
-    batch_predict = make_batch_predict(model, meta, device, amp_dtype)
+    batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model)
     heatmap = make_heatmap(model, meta, device)
     pet_share_of = load_pet_check(meta, device, amp_dtype) if pet_check else None
 
@@ -374,7 +390,8 @@ def main(args: argparse.Namespace) -> None:
     if args.amp and amp_dtype is None:
         amp_dtype = torch.bfloat16
     demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype, checkpoint_path,
-                      args.threshold, args.heatmap, args.pet_check)
+                      args.threshold, args.heatmap, args.pet_check,
+                      compile_model=device.type == "cpu" if args.compile is None else args.compile)
     # One request already uses every CPU core, so more at once would only make each slower; the queue
     # holds the rest (up to 100) and answers them in turn while the page itself stays served.
     concurrency = args.concurrency or (2 if device.type == "cuda" else 1)

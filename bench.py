@@ -178,8 +178,11 @@ def freeze_backbone_run(data_dir: Path, epochs: int, no_bf16: bool) -> float:
         return time.perf_counter() - started
 
 
-def inference_latencies(photos: list[Path], device, no_bf16: bool) -> tuple[list[float], list[float]]:
-    """Milliseconds per photo, path to probabilities: the tutorial's app function vs this project's."""
+def inference_latencies(photos: list[Path], device, no_bf16: bool, compile_model: bool) -> tuple[list[float], list[float]]:
+    """Milliseconds per photo, path to probabilities: the tutorial's app function vs this project's.
+
+    The app compiles its model in the background at start; here the compile is waited for first.
+    """
     torch.manual_seed(0)
     model = build_model("resnet50", 2, "none").to(device).eval()
     meta = make_checkpoint(model, arch="resnet50", class_names=["cat", "dog"], image_size=256, epoch=0, metrics={})
@@ -201,7 +204,8 @@ def inference_latencies(photos: list[Path], device, no_bf16: bool) -> tuple[list
         function(argument)
         return (time.perf_counter() - started) * 1000
 
-    predict = make_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device))
+    predict = make_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device), compile_model,
+                           wait_for_compile=True)
     tutorial, project = [], []
     for photo in photos[:3] + photos:  # alternating, so that a busy or throttled moment hits both alike
         tutorial.append(timed(lambda p: tutorial_predict(Image.open(p).convert("RGB")), photo))
@@ -253,8 +257,10 @@ def main(args: argparse.Namespace) -> None:
               f"(from its images/s), `train.py --freeze-backbone` {frozen:.0f} s (measured, start-up included): "
               f"**{tutorial_run / frozen:.1f}× less**\n")
 
-    tutorial_ms, project_ms = inference_latencies(photos, device, args.no_bf16)
-    print(f"Single-photo inference over {len(photos)} val photos (path in, probabilities out):\n")
+    compile_model = device.type == "cpu" if args.compile is None else args.compile  # app.py's default
+    tutorial_ms, project_ms = inference_latencies(photos, device, args.no_bf16, compile_model)
+    print(f"Single-photo inference over {len(photos)} val photos (path in, probabilities out), "
+          f"the app's model {'compiled' if compile_model else 'not compiled'}:\n")
     print("| path | p50 | p90 |\n|---|---|---|")
     print(f"| tutorial app function | {statistics.median(tutorial_ms):.1f} ms | {percentile(tutorial_ms, 90):.1f} ms |")
     print(f"| this project's app | {statistics.median(project_ms):.1f} ms | {percentile(project_ms, 90):.1f} ms |")
@@ -278,6 +284,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", type=int, default=40, help="photos for the inference latencies (at least 30)")
     parser.add_argument("--freeze-epochs", type=int, default=20, help="epochs of the --freeze-backbone run (0 = skip)")
     parser.add_argument("--accuracy-epochs", type=int, default=0, help="also compare accuracy after N epochs (0 = skip)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="the app's torch.compile'd model (default as in app.py: on CPUs)")
     parser.add_argument("--no-bf16", action="store_true", help="bf16 off, as on a CPU without native bf16")
     return parser
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import math
 import os
 import socket
 import urllib.error
 import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,9 +23,7 @@ import torch
 import torchvision
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset, default_collate
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,6 +73,20 @@ def open_image(path: str | os.PathLike | IO[bytes]) -> Image.Image:
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, image)
         return image.convert("RGB")
+
+
+def zip_member_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's real name: Windows' built-in zip writes Chinese names in the local code page (GBK),
+    without the UTF-8 flag, and zipfile then reads them as cp437 mojibake."""
+    if info.flag_bits & 0x800:  # the UTF-8 flag: zipfile decoded it right
+        return info.filename
+    raw = info.filename.encode("cp437")
+    for encoding in ("utf-8", "gbk"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return info.filename
 
 
 def explain_unreadable(error: Exception) -> str:
@@ -141,6 +156,26 @@ def prepare_for_inference(model: nn.Module, device: torch.device, dtype: torch.d
     if device.type in ("cpu", "cuda"):
         fast = fast.to(memory_format=torch.channels_last)
     return fast.to(device=device, dtype=dtype or torch.float32).eval()
+
+
+def compile_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """`model` compiled by torch.compile for inputs shaped like `example` (in one warm-up call), or None.
+
+    Freezing makes the weights constants, laid out for oneDNN once, with ReLUs and residual additions
+    fused into the convolutions (bench.py shows the gain). It needs a C++ compiler, which many Windows
+    laptops lack: any failure prints one line and the caller keeps the uncompiled model.
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" is no news on a CPU
+    try:
+        compiled = torch.compile(model, dynamic=False, options={"freezing": True})
+        with torch.inference_mode():
+            compiled(example)
+    except Exception as error:  # noqa: BLE001 -- compiler missing, unsupported platform, …: the eager model still works
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        print(f"note: torch.compile is not usable here ({type(error).__name__}: {reason}); "
+              "the uncompiled model answers instead", flush=True)
+        return None
+    return compiled
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -219,31 +254,6 @@ def count_parameters_and_flops(model: nn.Module, image_size: int) -> tuple[int, 
 def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
-
-
-def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
-    return (*default_collate(batch), [])
-
-
-@torch.inference_mode()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
-                     channels_last: bool) -> tuple[TensorDataset, list[str]]:
-    """(features, label, index) for every readable photo, what the frozen backbone hands to the head,
-    and the photos that could not be read."""
-    head, model.fc = model.fc, nn.Identity()
-    model.eval()
-    features, labels, indices, unreadable = [], [], [], []
-    for images, batch_labels, batch_indices, problems in tqdm(loader, desc="computing features once", unit="batch",
-                                                              leave=False, dynamic_ncols=True):
-        unreadable += problems
-        if len(batch_labels):
-            with autocast(device, amp_dtype):
-                features.append(model(to_device(images, device, channels_last)).float().cpu())
-            labels.append(batch_labels)
-            indices.append(batch_indices)
-    model.fc = head
-    return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices)), unreadable
 
 
 # --------------------------------------------------------------------------- classes

@@ -13,18 +13,21 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 from tqdm import tqdm
 
 from common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     UNREADABLE_IMAGE_ERRORS,
+    autocast,
     default_class_names,
     explain_unreadable,
     open_image,
     resize_transform,
     tensor_transform,
+    to_device,
 )
 
 
@@ -234,3 +237,29 @@ def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
     except CsvError as error:
         raise SystemExit(f"Cannot train on this data: {error}") from None
     return class_names, train_set, val_set
+
+
+# --------------------------------------------------------------------------- --freeze-backbone
+def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
+    return (*default_collate(batch), [])
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
+                     channels_last: bool) -> tuple[TensorDataset, list[str]]:
+    """(features, label, index) for every readable photo, what the frozen backbone hands to the head,
+    and the photos that could not be read."""
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    features, labels, indices, unreadable = [], [], [], []
+    for images, batch_labels, batch_indices, problems in tqdm(loader, desc="computing features once", unit="batch",
+                                                              leave=False, dynamic_ncols=True):
+        unreadable += problems
+        if len(batch_labels):
+            with autocast(device, amp_dtype):
+                features.append(model(to_device(images, device, channels_last)).float().cpu())
+            labels.append(batch_labels)
+            indices.append(batch_indices)
+    model.fc = head
+    return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices)), unreadable

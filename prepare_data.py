@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
+from common import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
 
 DEFAULT_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
@@ -256,7 +256,10 @@ def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"--from {source}: a file must be a .zip archive; give a folder otherwise")
             print(f"unpacking {source}")
             with zipfile.ZipFile(source) as archive:
-                archive.extractall(scratch)  # zipfile drops "../" and absolute parts: nothing lands outside
+                members = archive.infolist()
+                for member in members:  # Chinese names from Windows' own zip would otherwise unpack garbled
+                    member.filename = zip_member_name(member)
+                archive.extractall(scratch, members)  # zipfile drops "../" and absolute parts: nothing lands outside
             source = Path(scratch)
         root = dataset_root(source)
         photos, excluded = clean(find_photos(root))

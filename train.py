@@ -33,8 +33,6 @@ from common import (
     autocast,
     autocast_dtype,
     build_model,
-    collate_features,
-    extract_features,
     make_checkpoint,
     make_optimizer,
     make_scheduler,
@@ -43,7 +41,7 @@ from common import (
     save_training_curves,
     to_device,
 )
-from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader, collate_readable, load_train_val
+from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader, collate_features, collate_readable, extract_features, load_train_val
 
 GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 SWANLAB_LOG_DIR = "swanlog"

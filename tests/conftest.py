@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,13 @@ sys.path.insert(0, str(REPO))
 
 # Settings that keep every test run small and offline.
 FAST_TRAIN_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+
+
+class WindowsZipInfo(zipfile.ZipInfo):
+    """A zip entry named the way Windows' built-in zip writes it: in the local code page (GBK), no UTF-8 flag."""
+
+    def _encodeFilenameFlags(self):  # noqa: N802 — zipfile's own hook
+        return self.filename.encode("gbk"), self.flag_bits
 
 
 def make_photo(path: Path, label: int, seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Path:
@@ -124,13 +132,19 @@ def make_broken_files(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def run_app(*args: str, cwd: Path, timeout: float = 120) -> Iterator[tuple[Client, subprocess.Popen]]:
-    """app.py started for real on a free port; yields a gradio_client Client (its URL is client.src) and the process."""
+def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = False,
+            env: dict[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
+    """app.py started for real on a free port; yields a gradio_client Client (its URL is client.src) and the process.
+
+    The background torch.compile (app.py's default on CPUs) is off unless asked for: it would take
+    the 2 cores of CI for ~20 s at every start. Its own tests in test_app.py turn it on.
+    """
     port = free_port()
     log = open(cwd / f"app-{port}.log", "w+", encoding="utf-8")
-    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *args], cwd=cwd,
+    flags = [] if compile_model else ["--no-compile"]
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *flags, *args], cwd=cwd,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
 from gradio_client import handle_file
 
-from common import build_model
-from conftest import make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
+from common import autocast_dtype, build_model, load_checkpoint, open_image
+from conftest import WindowsZipInfo, make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
 
 
 def confidences(answer: dict) -> dict[str, float]:
@@ -160,10 +162,6 @@ def test_many_photos_and_zips_give_a_table_and_a_csv(trained_run: Path, tmp_path
     import csv
     import zipfile
 
-    class WindowsZipInfo(zipfile.ZipInfo):
-        def _encodeFilenameFlags(self):  # noqa: N802 — Windows' own zip writes names in the local code page
-            return self.filename.encode("gbk"), self.flag_bits
-
     val = trained_run / "datasets/val"
     archive = tmp_path / "photos.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -206,3 +204,38 @@ def test_twenty_simultaneous_requests_are_all_answered(trained_run: Path) -> Non
     assert len(answers) == 20
     for photo, answer in answers:
         assert confidences(answer) == pytest.approx(expected[photo.name], abs=1e-6)
+
+
+def wait_for_app_log(cwd: Path, client, text: str, timeout: float = 300) -> str:
+    """The app's output (run_app writes it to CWD/app-PORT.log) once `text` appears in it."""
+    log_path = cwd / f"app-{urlparse(client.src).port}.log"
+    deadline = time.monotonic() + timeout
+    while text not in (log := log_path.read_text(encoding="utf-8")):
+        assert time.monotonic() < deadline, f"no {text!r} in the app's output after {timeout} s:\n{log}"
+        time.sleep(1)
+    return log
+
+
+def test_the_compiled_model_answers_like_the_uncompiled_one(trained_run: Path) -> None:
+    from app import make_batch_predict
+
+    cpu = torch.device("cpu")
+    model, meta = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
+    uncompiled = make_batch_predict(model, meta, cpu, autocast_dtype(cpu))  # the app's precision on this CPU
+    photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
+    with run_app(cwd=trained_run, compile_model=True) as (client, _):
+        wait_for_app_log(trained_run, client, "compiled the model")
+        for photo in photos:
+            answer = confidences(client.predict(handle_file(str(photo)), api_name="/predict"))
+            expected = dict(zip(meta["class_names"], uncompiled([open_image(photo)])[0].tolist(), strict=True))
+            assert answer == pytest.approx(expected, abs=0.01), photo.name
+
+
+def test_without_a_cxx_compiler_the_page_answers_uncompiled(trained_run: Path, tmp_path: Path) -> None:
+    # As on a Windows laptop without Visual C++: Inductor finds no compiler (and no cached build to reuse).
+    no_compiler = {"CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    with run_app(cwd=trained_run, compile_model=True, env=no_compiler) as (client, _):
+        log = wait_for_app_log(trained_run, client, "torch.compile is not usable here")
+        assert "C++ compiler" in log and "Traceback" not in log
+        answer = client.predict(handle_file(str(trained_run / "datasets/val/cat/cat.0.jpg")), api_name="/predict")
+        assert sum(confidences(answer).values()) == pytest.approx(1.0, abs=1e-5)

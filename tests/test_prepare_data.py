@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_photo, run_script
+from conftest import FAST_TRAIN_FLAGS, WindowsZipInfo, make_broken_files, make_photo, run_script
 from load_datasets import read_csv_rows
 
 
@@ -98,6 +98,23 @@ def test_existing_split_is_kept_and_zip_is_accepted(tmp_path: Path) -> None:
     assert (tmp_path / "ds/classes.txt").read_text() == "cats\ndogs\n"
     assert label_counts(tmp_path / "ds/train.csv") == {0: 6, 1: 6}
     assert label_counts(tmp_path / "ds/val.csv") == {0: 3, 1: 3}
+
+
+def test_chinese_folder_names_from_a_windows_zip_arrive_intact(tmp_path: Path) -> None:
+    archive = tmp_path / "宠物照片.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for label, name in enumerate(("猫", "狗")):
+            for i in range(5):
+                photo = make_photo(tmp_path / "made" / f"{label}{i}.jpg", label, seed=label * 100 + i)
+                zipped.writestr(WindowsZipInfo(f"照片/{name}/{name}{i}.jpg"), photo.read_bytes())
+    run_script("prepare_data.py", "--from", str(archive), "--out", "ds", cwd=tmp_path)
+    class_names = (tmp_path / "ds/classes.txt").read_text(encoding="utf-8").split()
+    assert sorted(class_names) == ["狗", "猫"]  # not cp437 mojibake such as "├и"
+    rows = [line.split(",") for csv_name in ("train.csv", "val.csv")
+            for line in (tmp_path / "ds" / csv_name).read_text(encoding="utf-8-sig").splitlines()]
+    assert len(rows) == 10
+    for path, label in rows:
+        assert (tmp_path / "ds" / path).is_file() and Path(path).parent.name == class_names[int(label)], path
 
 
 def test_three_way_split_writes_test_csv(tmp_path: Path) -> None:
