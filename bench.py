@@ -171,10 +171,13 @@ def training_throughput(samples, csv_path: Path, device, steps: int, warmup: int
 def freeze_backbone_run(data_dir: Path, epochs: int, no_bf16: bool) -> float:
     """Wall time of a whole `train.py --freeze-backbone` run, start-up included."""
     with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir), "--weights",
-                   "none", "--freeze-backbone", "--epochs", str(epochs), "--swanlab-mode", "disabled", "--output-dir", output]
+        command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir.resolve()),
+                   "--weights", "none", "--freeze-backbone", "--epochs", str(epochs), "--swanlab-mode", "disabled",
+                   "--output-dir", output]
         started = time.perf_counter()
-        subprocess.run(command + (["--no-amp"] if no_bf16 else []), check=True, capture_output=True, cwd=output)
+        run = subprocess.run(command + (["--no-amp"] if no_bf16 else []), capture_output=True, text=True, cwd=output)
+        if run.returncode != 0:
+            raise SystemExit(f"the --freeze-backbone run failed:\n{run.stderr[-2000:]}")
         return time.perf_counter() - started
 
 

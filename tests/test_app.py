@@ -12,7 +12,7 @@ import pytest
 import torch
 from gradio_client import handle_file
 
-from common import autocast_dtype, build_model, load_checkpoint, open_image
+from common import build_model, load_checkpoint, open_image
 from conftest import WindowsZipInfo, make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
 
 
@@ -221,14 +221,14 @@ def test_the_compiled_model_answers_like_the_uncompiled_one(trained_run: Path) -
 
     cpu = torch.device("cpu")
     model, meta = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
-    uncompiled = make_batch_predict(model, meta, cpu, autocast_dtype(cpu))  # the app's precision on this CPU
+    plain = make_batch_predict(model, meta, cpu)  # fp32, uncompiled
     photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
     with run_app(cwd=trained_run, compile_model=True) as (client, _):
         wait_for_app_log(trained_run, client, "compiled the model")
         for photo in photos:
             answer = confidences(client.predict(handle_file(str(photo)), api_name="/predict"))
-            expected = dict(zip(meta["class_names"], uncompiled([open_image(photo)])[0].tolist(), strict=True))
-            assert answer == pytest.approx(expected, abs=0.01), photo.name
+            expected = dict(zip(meta["class_names"], plain([open_image(photo)])[0].tolist(), strict=True))
+            assert answer == pytest.approx(expected, abs=0.05), photo.name  # bf16 where native: ~3 digits
 
 
 def test_without_a_cxx_compiler_the_page_answers_uncompiled(trained_run: Path, tmp_path: Path) -> None:

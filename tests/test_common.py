@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from torchvision.transforms import v2
 
 from common import (
     autocast_dtype,
     build_model,
     checkpoint_transform,
+    compile_for_inference,
     eval_transform,
     load_checkpoint,
     make_checkpoint,
@@ -159,3 +161,18 @@ def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:
     assert (folded - plain).abs().max() < 1e-4  # BatchNorm folding is exact up to rounding
     assert (bf16 - plain).abs().max() < 0.05  # bf16 keeps ~3 significant digits
     assert next(half.parameters()).dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+
+
+def test_compiled_copy_answers_each_input_not_a_stale_one() -> None:
+    # compile_for_inference copies every input into one fixed tensor: each call must still see its own input.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2)).eval()
+    inputs = [torch.randn(1, 3, 16, 16) for _ in range(4)]
+    compiled = compile_for_inference(model, inputs[0].clone())
+    assert compiled is not None
+    with torch.inference_mode():
+        answers = [compiled(x) for x in inputs]
+        for x, answer in zip(inputs, answers, strict=True):
+            assert torch.allclose(answer, model(x), atol=1e-4)
+    assert not torch.allclose(answers[0], answers[1], atol=1e-3)  # the inputs differ, so must the answers
