@@ -34,7 +34,7 @@ from torchvision import transforms
 
 import common
 import train
-from app import make_predict
+from app import compile_by_default, make_predict
 from common import build_model, make_checkpoint, pick_device
 from load_datasets import DatasetLoader, collate_readable, read_csv_rows
 
@@ -260,7 +260,7 @@ def main(args: argparse.Namespace) -> None:
               f"(from its images/s), `train.py --freeze-backbone` {frozen:.0f} s (measured, start-up included): "
               f"**{tutorial_run / frozen:.1f}× less**\n")
 
-    compile_model = device.type == "cpu" if args.compile is None else args.compile  # app.py's default
+    compile_model = compile_by_default(device, args.compile)
     tutorial_ms, project_ms = inference_latencies(photos, device, args.no_bf16, compile_model)
     print(f"Single-photo inference over {len(photos)} val photos (path in, probabilities out), "
           f"the app's model {'compiled' if compile_model else 'not compiled'}:\n")
