@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import make_dataset, run_script
 
 
@@ -18,7 +20,10 @@ def test_bench_prints_both_loops_and_both_inference_paths(tmp_path: Path) -> Non
     tutorial = float(re.search(r"\| tutorial \(fp32[^|]*\| ([\d.]+) \|", out).group(1))
     ours = float(re.search(r"\| this project \(amp off, channels_last on, cache on, 0 workers\) \| ([\d.]+) \|", out).group(1))
     assert tutorial > 0 and ours > 0
-    assert f"speed-up: **{ours / tutorial:.2f}×**" in out
+    speed_up = float(re.search(r"speed-up: \*\*([\d.]+)×\*\*", out).group(1))
+    # bench.py divides the unrounded rates; the table shows them rounded to 0.01, so the ratio of the
+    # printed rates can differ in its second decimal (an exact string match failed once in a while).
+    assert speed_up == pytest.approx(ours / tutorial, abs=0.015)
     assert re.search(r"2 epochs on 16 photos: .* \*\*[\d.]+× less\*\*", out)
     assert re.search(r"\| tutorial app function \| [\d.]+ ms \| [\d.]+ ms \|", out)
     assert re.search(r"\| this project's app \| [\d.]+ ms \| [\d.]+ ms \|", out)
