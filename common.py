@@ -232,11 +232,13 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
         socket.setdefaulttimeout(previous_timeout)
 
 
-def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "none") -> nn.Module:
-    """A torchvision ResNet with its 1000-class ImageNet head replaced by `num_classes` outputs."""
+def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "none",
+                zero_init_residual: bool = False) -> nn.Module:
+    """A torchvision ResNet with its ImageNet head replaced by `num_classes` outputs. `zero_init_residual`
+    starts each residual block as the identity (from scratch only: loaded weights replace it)."""
     if arch not in MODEL_NAMES:
         raise SystemExit(f"--model {arch!r} is not supported; choose one of {', '.join(MODEL_NAMES)}.")
-    model = torchvision.models.get_model(arch, weights=None)
+    model = torchvision.models.get_model(arch, weights=None, zero_init_residual=zero_init_residual)
     if weights and weights.lower() != "none":
         state = pretrained_state_dict(arch, weights)
         own = model.state_dict()

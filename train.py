@@ -54,7 +54,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=20, help="total number of epochs (also with --resume)")
     parser.add_argument("--batch-size", type=int, default=8, help="photos per step (per process under torchrun)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly)")
+    recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly; "
+                                       "from scratch, add --no-zero-init-residual)")
     recipe.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
     recipe.add_argument("--weight-decay", type=float, default=None,
                         help="default: 0 for adam, 0.05 for adamw, 1e-4 for sgd")
@@ -62,6 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="learning rate over the run: cosine decay to 0, or ×0.1 at 1/2 and 3/4 of the epochs")
     recipe.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 0 (with cosine or step)")
     recipe.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
+                        help="from scratch (--weights none): each residual block starts as the identity; steadier on few photos")
     recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
                         help="stop after N evaluations without a better val accuracy (0 = never)")
     parser.add_argument("--image-size", type=int, default=256, help="photos are resized to this many pixels square")
@@ -248,7 +251,8 @@ def main(args: argparse.Namespace) -> None:
         print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
               f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
 
-    model = build_model(args.model, len(class_names), weights="none" if resume_from else args.weights)
+    model = build_model(args.model, len(class_names), weights="none" if resume_from else args.weights,
+                        zero_init_residual=args.zero_init_residual)
     if resume_from:
         model.load_state_dict(resume_from["model_state"])
     if args.sync_bn and ddp_device is not None:  # same parameters and state-dict keys: checkpoints stay plain ResNets

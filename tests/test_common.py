@@ -80,6 +80,20 @@ def test_build_model_loads_a_local_state_dict(tmp_path: Path) -> None:
     assert model.fc.out_features == 2
 
 
+def test_zero_init_residual_starts_each_block_as_the_identity_unless_weights_are_loaded(tmp_path: Path) -> None:
+    zeroed = build_model("resnet50", 2, weights="none", zero_init_residual=True)
+    last_bns = [block.bn3.weight for layer in (zeroed.layer1, zeroed.layer4) for block in layer]
+    assert all(torch.count_nonzero(weight) == 0 for weight in last_bns)
+    assert torch.count_nonzero(build_model("resnet50", 2, weights="none").layer1[0].bn3.weight) > 0
+    block = zeroed.layer2[1].eval()  # a block that keeps its size: with a zero branch it is relu(x)
+    x = torch.randn(1, 512, 8, 8)
+    assert torch.equal(block(x), torch.relu(x))
+    pretrained = build_model("resnet18", 1000, weights="none")
+    torch.save(pretrained.state_dict(), tmp_path / "resnet18.pth")
+    loaded = build_model("resnet18", 2, weights=str(tmp_path / "resnet18.pth"), zero_init_residual=True)
+    assert torch.equal(loaded.layer1[0].bn2.weight, pretrained.layer1[0].bn2.weight)  # the file's values, not zeros
+
+
 def test_build_model_refuses_weights_of_another_architecture(tmp_path: Path) -> None:
     torch.save(build_model("resnet18", 2).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(SystemExit, match="does not hold resnet50 weights"):

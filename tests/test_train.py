@@ -169,7 +169,7 @@ def test_freeze_backbone_trains_only_the_head(tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
     random.seed(42)
     torch.manual_seed(42)  # train.py's --seed default: the same initial weights
-    initial = build_model("resnet50", 2).state_dict()
+    initial = build_model("resnet50", 2, zero_init_residual=True).state_dict()  # train.py's default from scratch
     trained = checkpoint["model_state"]
     assert all(torch.equal(trained[k], initial[k]) for k in initial if not k.startswith("fc."))
     assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
@@ -181,7 +181,7 @@ def test_freeze_backbone_trains_only_the_head(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("recipe", [["--optimizer", "adamw", "--scheduler", "cosine", "--label-smoothing", "0.1"],
                                     ["--optimizer", "sgd", "--scheduler", "step", "--weight-decay", "0.001"],
-                                    ["--optimizer", "adam", "--scheduler", "none"]])
+                                    ["--optimizer", "adam", "--scheduler", "none", "--no-zero-init-residual"]])
 def test_each_optimizer_and_scheduler_trains(tmp_path: Path, recipe: list[str]) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
     run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "2", "--warmup-epochs", "1",
@@ -200,6 +200,10 @@ def test_each_optimizer_and_scheduler_trains(tmp_path: Path, recipe: list[str]) 
         assert lrs == pytest.approx([0.5e-4, 1e-4, 1e-5, 1e-6], rel=1e-6)
         assert groups[0]["weight_decay"] == 0.001 and groups[0]["momentum"] == 0.9
     assert checkpoint["config"]["optimizer"] == recipe[1]
+    # Zero-initialized residual blocks start with their last BatchNorm's scale at 0; 4 steps of lr ≤ 1e-4 keep it near 0.
+    last_bn_scale = checkpoint["model_state"]["layer1.0.bn2.weight"].abs().mean().item()
+    assert last_bn_scale > 0.5 if "--no-zero-init-residual" in recipe else last_bn_scale < 0.01
+    assert checkpoint["config"]["zero_init_residual"] == ("--no-zero-init-residual" not in recipe)
     assert checkpoint["config"]["weight_decay"] == groups[0]["weight_decay"]  # the value used, not "default"
 
 
