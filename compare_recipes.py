@@ -39,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="recipes", help="folder for the split, the checkpoints and recipes.md")
     parser.add_argument("--seed", type=int, default=42, help="for the split (and the training, without --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds: each recipe is trained once per seed")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: flags passed to both train.py runs")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: flags passed to every train.py run")
     return parser
 
 
@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> None:
                 for seed in seeds]
         accuracies.append([accuracy for accuracy, *_ in runs])
         rows.append(f"| {name} | {mean_and_spread(accuracies[-1])} | {', '.join(f'{a:.2f}' for a in accuracies[-1])} | "
-                    f"{', '.join(str(r[1]) for r in runs)} of {runs[0][2]} | "
+                    f"{', '.join(f'{kept_epoch} of {epochs_run}' for _, kept_epoch, epochs_run, _ in runs)} | "
                     f"{statistics.mean(r[3] for r in runs):.0f} s |")
     gains = [ours - tutorial for tutorial, ours in zip(*accuracies, strict=True)]
     table = "\n".join(["| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run |",

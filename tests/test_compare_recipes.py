@@ -22,7 +22,7 @@ def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
     assert lines[0] == "| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run |"
     tutorial, ours = lines[2], lines[3]
     assert tutorial.startswith("| tutorial (constant lr, no augmentation, torchvision init, last epoch) |")
-    assert "| 2, 2 of 2 |" in tutorial  # the last epoch of each seed's run
+    assert "| 2 of 2, 2 of 2 |" in tutorial  # the last epoch of each seed's run
     assert ours.startswith("| this project's defaults")
     per_seed = []
     for row in (tutorial, ours):
