@@ -217,7 +217,7 @@ def inference_latencies(photos: list[Path], device, no_bf16: bool, compile_model
 
 
 def accuracy_check(data_dir: Path, epochs: int) -> tuple[float, float]:
-    """Best val accuracy from scratch with the fast defaults and with every speed lever off."""
+    """The best checkpoint's val accuracy from scratch with the fast defaults and with every speed lever off."""
     results = []
     for extra in ([], ["--no-amp", "--no-channels-last", "--no-cache"]):
         with tempfile.TemporaryDirectory() as output:

@@ -7,9 +7,10 @@ Splits SRC 60/20/20 with a fixed seed (prepare_data.py), then trains each recipe
 the same epoch budget, once per training seed: the tutorial's recipe (constant learning rate, no
 augmentation, torchvision's initialization, the last epoch kept) and this project's defaults
 (warm-up + cosine schedule, augmentation, zero-initialized residual blocks, the best epoch on val
-kept). Every run is measured on test.csv with evaluate.py. One seed's test accuracy on a few hundred
-photos moves by several points with the seed alone, hence the mean over seeds. Everything after
-`--` goes to every train.py run. The table is printed and written to OUT/recipes.md.
+kept, chosen on the mean of 3 evaluations). Every run is measured on test.csv with evaluate.py.
+One seed's test accuracy on a few hundred photos moves by several points with the seed alone,
+hence the mean over seeds. Everything after `--` goes to every train.py run. The table is printed
+and written to OUT/recipes.md.
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ def read_class_names(data_dir: str | os.PathLike, num_classes: int) -> list[str]
     return names
 
 
+GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 CACHE_BUDGET_BYTES = 3 * 1024**3  # decoded photos kept in memory up to this size (--cache auto)
 
 
@@ -240,6 +241,21 @@ def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
 
 
 # --------------------------------------------------------------------------- --freeze-backbone
+def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple[int, Image.Image]]:
+    """Small real-color copies of val photos spread over the CSV (it is often sorted by class)."""
+    count = min(size, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
+    gallery = []
+    for index in indices:
+        try:
+            image = dataset.load_image(index)
+        except UNREADABLE_IMAGE_ERRORS:
+            continue  # reported when the evaluation meets it
+        image.thumbnail((160, 160))
+        gallery.append((index, image))
+    return gallery
+
+
 def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
     return (*default_collate(batch), [])

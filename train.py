@@ -7,12 +7,13 @@
 
 Reads datasets/train.csv and datasets/val.csv (rows `relative/path.jpg,label`) and writes
 checkpoint/latest_checkpoint.pth after every epoch and checkpoint/best_checkpoint.pth
-whenever the validation accuracy improves.
+whenever the mean validation accuracy of the last --best-window evaluations reaches a new high.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import time
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import swanlab
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -29,7 +29,6 @@ from tqdm import tqdm
 import distributed
 from common import (
     MODEL_NAMES,
-    UNREADABLE_IMAGE_ERRORS,
     autocast,
     autocast_dtype,
     build_model,
@@ -41,9 +40,16 @@ from common import (
     save_training_curves,
     to_device,
 )
-from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader, collate_features, collate_readable, extract_features, load_train_val
+from load_datasets import (
+    CACHE_BUDGET_BYTES,
+    DatasetLoader,
+    collate_features,
+    collate_readable,
+    extract_features,
+    load_gallery,
+    load_train_val,
+)
 
-GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 SWANLAB_LOG_DIR = "swanlog"
 
 
@@ -51,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Fine-tune a ResNet on a CSV dataset (the SwanLab cats-vs-dogs tutorial).",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="datasets", help="folder with train.csv, val.csv and optionally classes.txt")
-    parser.add_argument("--epochs", type=int, default=20, help="total number of epochs (also with --resume)")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="total number of epochs (also with --resume)")
     parser.add_argument("--batch-size", type=int, default=8, help="photos per step (per process under torchrun)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
     recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly; "
@@ -65,8 +71,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--label-smoothing", type=float, default=0.0)
     recipe.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
                         help="from scratch (--weights none): each residual block starts as the identity; steadier on few photos")
+    recipe.add_argument("--best-window", type=positive_int, default=3, metavar="N",
+                        help="the best checkpoint is the epoch ending the N evaluations with the highest mean val "
+                             "accuracy (1 = the single highest, a lucky spike on a small val set)")
     recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
-                        help="stop after N evaluations without a better val accuracy (0 = never)")
+                        help="stop after N evaluations without a better (windowed) val accuracy (0 = never)")
     parser.add_argument("--image-size", type=int, default=256, help="photos are resized to this many pixels square")
     parser.add_argument("--model", default="resnet50", choices=MODEL_NAMES)
     parser.add_argument("--weights", default="IMAGENET1K_V2",
@@ -98,10 +107,40 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def windowed_val_accs(history: list[dict[str, float]], window: int) -> list[tuple[int, float]]:
+    """(epoch, mean val accuracy of the `window` evaluations ending there) for every evaluated epoch.
+
+    On a few hundred val photos one epoch's accuracy jumps by several points: the best single epoch
+    is often a lucky spike early in training, whose test accuracy falls short of the epochs around it.
+    """
+    evaluated = [h for h in history if "val_acc" in h]
+    # fsum: the same accuracies in another order give exactly the same mean, so ties stay ties.
+    return [(h["epoch"], math.fsum(e["val_acc"] for e in evaluated[max(0, i + 1 - window):i + 1]) / min(i + 1, window))
+            for i, h in enumerate(evaluated)]
+
+
+def best_evaluation(history: list[dict[str, float]], window: int) -> tuple[int, float, int]:
+    """The epoch to keep (the highest windowed val accuracy, the earliest on a tie), that accuracy, and
+    the number of evaluations since then, which early stopping counts."""
+    scores = windowed_val_accs(history, window)
+    if not scores:
+        return 0, -1.0, 0
+    # The first evaluations' shorter windows are as noisy as one evaluation: once a full window exists, only full ones compete.
+    candidates = range(window - 1, len(scores)) if len(scores) >= window else range(len(scores))
+    best = max(candidates, key=lambda i: scores[i][1])
+    return *scores[best], len(scores) - 1 - best
 
 
 def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
@@ -180,21 +219,6 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
     return total_loss / count, 100.0 * correct / count, predictions
 
 
-def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple[int, Image.Image]]:
-    """Small real-color copies of val photos spread over the CSV (it is often sorted by class)."""
-    count = min(size, len(dataset))
-    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
-    gallery = []
-    for index in indices:
-        try:
-            image = dataset.load_image(index)
-        except UNREADABLE_IMAGE_ERRORS:
-            continue  # reported when the evaluation meets it
-        image.thumbnail((160, 160))
-        gallery.append((index, image))
-    return gallery
-
-
 def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
                            val_set: DatasetLoader) -> torch.dtype | None:
     """Turn the `auto` speed flags into choices for this device (written back into args, so SwanLab logs them)."""
@@ -262,11 +286,10 @@ def main(args: argparse.Namespace) -> None:
     trained = model.fc if args.freeze_backbone else model
     optimizer = make_optimizer(args, trained.parameters(), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start_epoch, best_val_acc, history = 1, -1.0, []
+    start_epoch, history = 1, []
     if resume_from:
         optimizer.load_state_dict(resume_from["optimizer_state"])
-        start_epoch, best_val_acc = resume_from["epoch"] + 1, resume_from.get("best_val_acc", -1.0)
-        history = resume_from.get("history", [])
+        start_epoch, history = resume_from["epoch"] + 1, resume_from.get("history", [])
         print(f"resuming from {latest_path} at epoch {start_epoch}")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
@@ -326,8 +349,6 @@ def main(args: argparse.Namespace) -> None:
     # The head alone trains on fp32 features in milliseconds: no mixed precision or layout needed there.
     speed = {"amp_dtype": None, "channels_last": False} if args.freeze_backbone else \
         {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
-    best_epoch = resume_from.get("best_epoch", 0) if resume_from else 0
-    evaluations_without_improvement = 0
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         if train_sampler is not None:
@@ -341,33 +362,36 @@ def main(args: argparse.Namespace) -> None:
             distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
             val_loss, val_acc, predictions = evaluate(evaluated, val_loader, criterion, device, unreadable,
                                                       sharded=ddp_device is not None, **speed)
-            metrics.update(val_loss=val_loss, val_acc=val_acc)
+            windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], args.best_window)[-1][1]
+            metrics.update(val_loss=val_loss, val_acc=val_acc, val_acc_windowed=windowed)
             summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
+            if args.best_window > 1:
+                summary += f" (mean of last {args.best_window}: {windowed:.2f}%)"
             captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
                          for i, image in gallery if i in predictions]
-            swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch, "val_examples": captioned},
-                        step=global_step)
+            swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed, "epoch": epoch,
+                         "val_examples": captioned}, step=global_step)
         metrics["epoch_time_s"] = time.perf_counter() - started
         print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
         history.append({"epoch": epoch, **metrics})
 
-        is_best = "val_acc" in metrics and metrics["val_acc"] > best_val_acc
-        if is_best:
-            best_val_acc, best_epoch, evaluations_without_improvement = metrics["val_acc"], epoch, 0
-        elif "val_acc" in metrics:
-            evaluations_without_improvement += 1
+        # The best epoch is chosen, and early stopping judged, on the windowed mean, not on one lucky evaluation.
+        best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
+        is_best = best_epoch == epoch
+        best_val_acc = next((h["val_acc"] for h in history if h["epoch"] == best_epoch), -1.0)  # -1: none evaluated yet
         if main_process:  # the weights are the same in every process: one writes them
             checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
                                          epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                                         best_val_acc_windowed=best_windowed,
                                          history=history, optimizer_state=optimizer.state_dict(), config=config,
                                          scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
             save_checkpoint(checkpoint, latest_path)
             if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
                 save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
             save_training_curves(history, output_dir / "training_curves.png")
-        if args.early_stopping and evaluations_without_improvement >= args.early_stopping:
-            print(f"early stopping: val accuracy has not improved for {args.early_stopping} evaluations; "
-                  f"the best was epoch {best_epoch} ({best_val_acc:.2f}%)")
+        if args.early_stopping and evaluations_since_best >= args.early_stopping:
+            print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
+                  f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
@@ -387,7 +411,8 @@ def main(args: argparse.Namespace) -> None:
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    print(f"done. best val_acc {best_val_acc:.2f}%  |  checkpoints and training_curves.png in {output_dir}/  |  "
+    print(f"done. best epoch {best_epoch}: val_acc {best_val_acc:.2f}% (mean of last {args.best_window}: "
+          f"{best_windowed:.2f}%)  |  checkpoints and training_curves.png in {output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
 
 

@@ -11,6 +11,7 @@ import torch
 
 from common import load_checkpoint
 from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
+from train import best_evaluation, windowed_val_accs
 
 
 def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: Path) -> None:
@@ -19,7 +20,8 @@ def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: P
     assert latest["epoch"] == 2
     assert latest["arch"] == "resnet50" and latest["class_names"] == ["cat", "dog"] and latest["image_size"] == 32
     assert latest["mean"] == [0.485, 0.456, 0.406] and latest["std"] == [0.229, 0.224, 0.225]
-    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc", "train_images_per_s", "epoch_time_s"}
+    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc", "val_acc_windowed", "train_images_per_s",
+                                      "epoch_time_s"}
     assert [h["epoch"] for h in latest["history"]] == [1, 2] and latest["history"][-1]["val_acc"] == latest["metrics"]["val_acc"]
     assert 0 <= latest["metrics"]["val_acc"] <= 100
     assert "optimizer_state" in latest and latest["config"]["lr"] == 1e-4 and latest["config"]["batch_size"] == 4
@@ -58,6 +60,9 @@ def test_resume_continues_up_to_the_new_epoch_count(tmp_path: Path) -> None:
     assert second["epoch"] == 2
     assert [h["epoch"] for h in second["history"]] == [1, 2]  # the curves span both runs
     assert second["history"][0] == first["history"][0]
+    # The best epoch is chosen over both runs' evaluations (two of them: shorter windows than 3 compete).
+    val_accs = [h["val_acc"] for h in second["history"]]
+    assert second["best_epoch"] == (2 if (val_accs[0] + val_accs[1]) / 2 > val_accs[0] else 1)
     assert not torch.equal(first["model_state"]["fc.weight"], second["model_state"]["fc.weight"])
     # Adam's step counter carried on rather than restarting at zero.
     steps = [state["step"] for state in second["optimizer_state"]["state"].values()]
@@ -100,7 +105,7 @@ def test_help_lists_every_flag(tmp_path: Path) -> None:
     out = run_script("train.py", "--help", cwd=tmp_path).stdout
     for flag in ("--data-dir", "--epochs", "--batch-size", "--lr", "--image-size", "--model", "--weights", "--device",
                  "--num-workers", "--eval-interval", "--seed", "--output-dir", "--resume", "--no-augment",
-                 "--swanlab-mode", "--project", "--experiment-name"):
+                 "--swanlab-mode", "--project", "--experiment-name", "--best-window", "--early-stopping"):
         assert flag in out
 
 
@@ -217,7 +222,8 @@ def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
     best = checkpoint["best_epoch"]
     # With lr 0 the val accuracy soon stops improving: two evaluations later the run stops.
     assert checkpoint["epoch"] == best + 2 < 12
-    assert f"early stopping: val accuracy has not improved for 2 evaluations; the best was epoch {best}" in result.stdout
+    assert (f"early stopping: no better val accuracy (mean of last 3) for 2 evaluations; the best was epoch {best} "
+            in result.stdout)
     test_line = [line for line in result.stdout.splitlines() if line.startswith("test_acc")][0]
     test_acc = float(test_line.split()[1].rstrip("%"))
     [run] = read_swanlab_runs(tmp_path / "swanlog")
@@ -227,3 +233,57 @@ def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
     run_script("evaluate.py", "--checkpoint", "checkpoint/best_checkpoint.pth", "--csv", "datasets/test.csv", cwd=tmp_path)
     report = json.loads((tmp_path / "eval/report.json").read_text(encoding="utf-8"))
     assert test_acc == pytest.approx(100 * report["accuracy"])
+
+
+def test_the_best_epoch_is_chosen_on_the_windowed_val_accuracy_not_on_a_lucky_spike() -> None:
+    # A from-scratch run on 160 val photos: a spike at epoch 2, then a steadier climb.
+    curve = [50.0, 79.0, 60.0, 70.0, 72.0, 74.0, 71.0]
+    history = [{"epoch": e, "train_loss": 0.5, "val_acc": acc} for e, acc in enumerate(curve, start=1)]
+    history.insert(2, {"epoch": 2.5, "train_loss": 0.5})  # an epoch without evaluation (--eval-interval) counts for nothing
+    means = [mean for _, mean in windowed_val_accs(history, 3)]
+    assert means == pytest.approx([50.0, 64.5, 63.0, 69.6667, 67.3333, 72.0, 72.3333], abs=1e-4)
+    assert best_evaluation(history, 3) == (7, pytest.approx(72.3333, abs=1e-4), 0)
+    assert best_evaluation(history, 1) == (2, 79.0, 5)  # the spike, 5 evaluations ago: what early stopping counts
+    assert best_evaluation(history[:5], 3) == (4, pytest.approx(69.6667, abs=1e-4), 0)
+    # The same accuracies in another order make exactly the same mean: the earlier epoch keeps the tie.
+    # (Summed left to right, 7/12 + 8/12 + 12/12 and 8/12 + 12/12 + 7/12 of 12 photos differ in the last bit.)
+    tie = [{"epoch": e, "val_acc": 100 * right / 12} for e, right in enumerate([6, 7, 8, 12, 7], start=1)]
+    assert windowed_val_accs(tie, 3)[3][1] == windowed_val_accs(tie, 3)[4][1]
+    assert best_evaluation(tie, 3)[0] == 4
+    assert best_evaluation([{"epoch": 1, "train_loss": 0.7}], 3) == (0, -1.0, 0)  # nothing evaluated yet
+    # A lucky first evaluation is one evaluation too: it wins only until a full window exists.
+    early_spike = [{"epoch": e, "val_acc": acc} for e, acc in enumerate([80.0, 50.0, 55.0, 60.0, 62.0, 66.0], start=1)]
+    assert best_evaluation(early_spike[:2], 3) == (1, 80.0, 1)
+    assert best_evaluation(early_spike[:4], 3) == (3, pytest.approx(61.6667, abs=1e-4), 1)  # not epoch 1 alone
+    assert best_evaluation(early_spike, 3) == (6, pytest.approx(62.6667, abs=1e-4), 0)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_the_best_checkpoint_is_the_epoch_with_the_best_windowed_val_accuracy(tmp_path: Path, window: int) -> None:
+    # A high learning rate on 8 val photos gives a val curve that goes up and down.
+    make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "6", "--lr", "3e-3",
+                        "--scheduler", "none", "--best-window", str(window), cwd=tmp_path)
+    latest = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    best = torch.load(tmp_path / "checkpoint/best_checkpoint.pth", weights_only=True)
+    val_accs = [h["val_acc"] for h in latest["history"]]
+    expected = [sum(val_accs[max(0, i + 1 - window):i + 1]) / len(val_accs[max(0, i + 1 - window):i + 1])
+                for i in range(len(val_accs))]
+    assert [h["val_acc_windowed"] for h in latest["history"]] == pytest.approx(expected)
+    candidates = range(window - 1, 6)  # with 6 evaluations, only the full windows compete
+    first_best = max(candidates, key=expected.__getitem__) + 1  # ties keep the earlier epoch
+    assert latest["best_epoch"] == best["epoch"] == first_best
+    assert latest["best_val_acc"] == best["metrics"]["val_acc"] == val_accs[first_best - 1]
+    assert latest["best_val_acc_windowed"] == pytest.approx(expected[first_best - 1])
+    assert latest["config"]["best_window"] == window
+    [run] = read_swanlab_runs(tmp_path / "swanlog")
+    assert run["metrics"]["val_acc_windowed"] == pytest.approx(expected)
+    assert f"done. best epoch {first_best}: val_acc {val_accs[first_best - 1]:.2f}% (mean of last {window}:" in result.stdout
+
+
+def test_a_best_window_below_one_is_refused(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--best-window", "0", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "--best-window: expected a whole number of at least 1, got '0'" in result.stderr
+    assert not (tmp_path / "checkpoint").exists()

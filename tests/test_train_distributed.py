@@ -90,7 +90,7 @@ def test_torchrun_trains_once_logs_once_and_writes_once(ddp_run: tuple[Path, sub
     workdir, result = ddp_run
     assert "torchrun: 2 processes (gloo), batch 4 per process = 8 photos per step" in result.stdout
     # Rank 0 alone prints.
-    assert result.stdout.count("epoch 1/1  train_loss") == 1 and result.stdout.count("done. best val_acc") == 1
+    assert result.stdout.count("epoch 1/1  train_loss") == 1 and result.stdout.count("done. best epoch 1: val_acc") == 1
     assert list(workdir.rglob("latest_checkpoint.pth")) == [workdir / "checkpoint/latest_checkpoint.pth"]
     assert not list(workdir.rglob("*.tmp"))
     checkpoint = torch.load(workdir / "checkpoint/latest_checkpoint.pth", weights_only=True)
