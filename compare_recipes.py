@@ -1,6 +1,6 @@
 """The tutorial's training recipe against this project's defaults, judged on photos neither has seen.
 
-    python compare_recipes.py --from ../shared/data/cats_dogs_kaggle --seeds 42 43 44 \\
+    python compare_recipes.py --from ../shared/data/cats_dogs_kaggle --seeds 42 43 44 45 46 \\
         -- --weights none --epochs 30 --image-size 64
 
 Splits SRC 60/20/20 with a fixed seed (prepare_data.py), then trains each recipe on that split with
