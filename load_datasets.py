@@ -240,7 +240,6 @@ def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
     return class_names, train_set, val_set
 
 
-# --------------------------------------------------------------------------- --freeze-backbone
 def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple[int, Image.Image]]:
     """Small real-color copies of val photos spread over the CSV (it is often sorted by class)."""
     count = min(size, len(dataset))
@@ -256,6 +255,7 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
     return gallery
 
 
+# --------------------------------------------------------------------------- --freeze-backbone
 def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
     return (*default_collate(batch), [])
