@@ -32,22 +32,19 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
+from checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint  # noqa: E402
 from common import (  # noqa: E402
     IMAGE_EXTENSIONS,
     UNREADABLE_IMAGE_ERRORS,
     autocast_dtype,
     build_model,
-    checkpoint_transform,
-    compile_for_inference,
     explain_unreadable,
-    find_checkpoint,
-    load_checkpoint,
     open_image,
     pick_device,
-    prepare_for_inference,
     pretrained_state_dict,
     zip_member_name,
 )
+from inference import compile_for_inference, prepare_for_inference  # noqa: E402
 
 MAX_UPLOAD = "20mb"
 UPLOAD_HINT = "Upload a photo: JPEG, PNG, BMP, GIF or WebP, at most 20 MB."
@@ -105,7 +102,7 @@ def compile_by_default(device: torch.device, requested: bool | None) -> bool:
     return device.type == "cpu" if requested is None else requested
 
 
-def make_batch_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
+def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
                        amp_dtype: torch.dtype | None = None, compile_model: bool = False,
                        wait_for_compile: bool = False) -> Callable[[list[Image.Image]], torch.Tensor]:
     """Photos in, an (N, classes) tensor of probabilities out.
@@ -145,7 +142,7 @@ def make_batch_predict(model: torch.nn.Module, meta: dict[str, Any], device: tor
     return batch_predict
 
 
-def make_predict(model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
+def make_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
                  amp_dtype: torch.dtype | None = None, compile_model: bool = False,
                  wait_for_compile: bool = False) -> Callable[[str | None], dict[str, float]]:
     """The /predict API: a photo's path in, {class name: probability} out."""
@@ -172,14 +169,14 @@ def open_upload(image_path: str | None) -> Image.Image:
         raise unusable_upload(error) from None
 
 
-def load_pet_check(meta: dict[str, Any], device: torch.device,
+def load_pet_check(meta: Checkpoint, device: torch.device,
                    amp_dtype: torch.dtype | None) -> Callable[[list[Image.Image]], torch.Tensor] | None:
     """The original ImageNet classifier, answering how much of each photo is 'some cat or dog breed'.
 
     Only for cat/dog models fine-tuned from ImageNet weights: those weights are then cached on
     this machine (or a local .pth), so nothing is downloaded for a from-scratch model.
     """
-    weights = str(meta.get("weights") or "none")
+    weights = str(meta["weights"] or "none")
     if weights.lower() == "none" or sorted(name.lower() for name in meta["class_names"]) != ["cat", "dog"]:
         return None
     try:
@@ -196,7 +193,7 @@ def load_pet_check(meta: dict[str, Any], device: torch.device,
     return lambda images: batch_predict(images)[:, pet_classes].sum(dim=1)
 
 
-def make_heatmap(model: torch.nn.Module, meta: dict[str, Any], device: torch.device) -> Callable[[Image.Image, int], Image.Image]:
+def make_heatmap(model: torch.nn.Module, meta: Checkpoint, device: torch.device) -> Callable[[Image.Image, int], Image.Image]:
     """Grad-CAM (Selvaraju et al.) with Captum: which parts of the photo pushed the model towards a class."""
     import matplotlib
     from captum.attr import LayerGradCam
@@ -216,15 +213,15 @@ def make_heatmap(model: torch.nn.Module, meta: dict[str, Any], device: torch.dev
     return heatmap
 
 
-def describe(meta: dict[str, Any], checkpoint_path: Path) -> str:
+def describe(meta: Checkpoint, checkpoint_path: Path) -> str:
     """What is loaded, in one line of Markdown for the top of the page."""
-    weights = str(meta.get("weights") or "unknown")
+    weights = str(meta["weights"] or "unknown")
     start = "trained from scratch" if weights.lower() == "none" else f"fine-tuned from {weights}"
     parts = [f"**Model:** {meta['arch']} ({start})", f"**Classes:** {', '.join(meta['class_names'])}"]
-    accuracy = meta.get("metrics", {}).get("val_acc")
+    accuracy = meta["metrics"].get("val_acc")
     if accuracy is not None:
-        parts.append(f"**Val accuracy:** {accuracy:.1f}% (epoch {meta.get('epoch')})")
-    if meta.get("saved_at"):
+        parts.append(f"**Val accuracy:** {accuracy:.1f}% (epoch {meta['epoch']})")
+    if meta["saved_at"]:
         parts.append(f"**Saved:** {meta['saved_at'].replace('T', ' ')}")
     return " · ".join(parts + [f"`{checkpoint_path}`"])
 
@@ -325,7 +322,7 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
     return classify_many
 
 
-def build_demo(model: torch.nn.Module, meta: dict[str, Any], device: torch.device, examples: list[str],
+def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, examples: list[str],
                amp_dtype: torch.dtype | None = None, checkpoint_path: Path = Path("checkpoint"),
                threshold: float = DOUBT_THRESHOLD, show_heatmap: bool = True, pet_check: bool = True,
                compile_model: bool = False) -> gr.Blocks:

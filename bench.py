@@ -35,8 +35,10 @@ from torchvision import transforms
 import common
 import train
 from app import compile_by_default, make_predict
-from common import build_model, make_checkpoint, pick_device
+from checkpoint import make_checkpoint, read_checkpoint
+from common import build_model, pick_device
 from load_datasets import DatasetLoader, collate_readable, read_csv_rows
+from recipe import resolve_speed_settings
 
 
 class TutorialDataset(Dataset):
@@ -121,7 +123,7 @@ def project_loop(csv_path: Path, device, batch_size: int, image_size: int,
                                               + (["--no-amp"] if no_bf16 else []))
     torch.manual_seed(0)
     dataset = DatasetLoader(csv_path, args.image_size, train=True)
-    amp_dtype = train.resolve_speed_settings(args, device, dataset, dataset)
+    amp_dtype = resolve_speed_settings(args, device, dataset, dataset)
     model = build_model("resnet50", 2, "none").to(device, memory_format=torch.channels_last if args.channels_last
                                                   else torch.preserve_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
@@ -224,7 +226,7 @@ def accuracy_check(data_dir: Path, epochs: int) -> tuple[float, float]:
             command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir.resolve()),
                        "--weights", "none", "--epochs", str(epochs), "--swanlab-mode", "disabled", "--output-dir", output]
             subprocess.run(command + extra, check=True, capture_output=True, cwd=output)
-            results.append(torch.load(Path(output) / "latest_checkpoint.pth", weights_only=True)["best_val_acc"])
+            results.append(read_checkpoint(Path(output) / "latest_checkpoint.pth")["best_val_acc"])
     return results[0], results[1]
 
 

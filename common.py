@@ -1,4 +1,4 @@
-"""What train.py, app.py and the later scripts share: model, preprocessing, device, recipe, checkpoints.
+"""What training and serving must agree on: the model, the preprocessing, the device, mixed precision.
 
 Keeping these in one place is what guarantees that the web page sees a photo exactly
 the way the model saw photos during training.
@@ -6,19 +6,13 @@ the way the model saw photos during training.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import logging
-import math
 import os
 import socket
-import threading
 import urllib.error
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
 import torchvision
@@ -30,7 +24,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
-CHECKPOINT_FORMAT = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # What Pillow raises for a file that is not a usable image: truncated, empty, not an image, too large.
 UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
@@ -144,53 +137,6 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:
-    """A copy of `model` made for answering one photo at a time, fast.
-
-    BatchNorm is folded into the convolutions before it, the layout is NHWC where that is
-    faster (CPU, CUDA), and the weights are stored in `dtype` (bf16 or fp16) when given,
-    so no per-call casting is needed. Predictions match fp32 within the dtype's precision.
-    """
-    from torch.fx.experimental.optimization import fuse
-
-    fast = fuse(model.eval())  # traces the model; returns a folded copy, the original stays untouched
-    if device.type in ("cpu", "cuda"):
-        fast = fast.to(memory_format=torch.channels_last)
-    return fast.to(device=device, dtype=dtype or torch.float32).eval()
-
-
-def compile_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """`model` compiled by torch.compile for inputs shaped like `example` (in one warm-up call), or None.
-
-    Freezing makes the weights constants with ReLUs and residual additions fused into oneDNN's
-    convolutions. It needs a C++ compiler, which many Windows laptops lack: any failure prints
-    one line and the caller keeps the uncompiled model.
-    """
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" is no news on a CPU
-    try:
-        import torch._inductor.config as inductor_config
-
-        # Inductor reads `freezing` when the first call compiles; torch.compile(options=…) gave no gain.
-        compiled = torch.compile(model, dynamic=False)
-        with torch.inference_mode(), inductor_config.patch(freezing=True):
-            compiled(example)
-    except Exception as error:  # noqa: BLE001 -- compiler missing, unsupported platform, …: the eager model still works
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        print(f"note: torch.compile is not usable here ({type(error).__name__}: {reason}); "
-              "the uncompiled model answers instead", flush=True)
-        return None
-    # Each photo is copied into one input tensor that stays at the same address: measured on this
-    # project's CPU, the compiled ResNet50 then skips re-laying out its weights (32 ms instead of 41).
-    # The lock keeps two requests from sharing that tensor at once.
-    static_input, lock = example.clone(), threading.Lock()
-
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        with lock:
-            return compiled(static_input.copy_(batch)).clone()
-
-    return run
-
-
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """torch.autocast, or nothing when dtype is None."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -205,10 +151,12 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
             raise SystemExit(
                 f"--weights {weights!r}: no such file. Use IMAGENET1K_V2, IMAGENET1K_V1, none, or the path of a .pth file."
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model_state" in state:  # one of our own checkpoints
-            state = state["model_state"]
-        return state
+        from checkpoint import read_state_dict  # checkpoint.py builds models with this module: imported when needed
+
+        try:
+            return read_state_dict(path)
+        except ValueError as error:
+            raise SystemExit(f"--weights {weights!r}: {error}") from None
 
     enum = torchvision.models.get_model_weights(arch)
     if not hasattr(enum, weights):
@@ -276,128 +224,3 @@ def default_class_names(num_classes: int) -> list[str]:
     return ["cat", "dog"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
 
 
-# --------------------------------------------------------------------------- training recipe
-def make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
-    """train.py's --optimizer with its --lr and --weight-decay (default: the usual one for that optimizer).
-
-    The weight decay used is written back into args, so that SwanLab and the checkpoint record a number.
-    """
-    defaults = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}
-    weight_decay = args.weight_decay = defaults[args.optimizer] if args.weight_decay is None else args.weight_decay
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    # The fused kernels update all weights at once: the same algorithm, a few % faster per step.
-    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(parameters, lr=args.lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
-
-
-def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """Linear warm-up, then cosine decay to zero or a ×0.1 step at 1/2 and 3/4 of the run; stepped every batch."""
-    if args.scheduler == "none":
-        return None
-    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if args.scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-        return 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file, then rename: a kill during the save never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
-
-
-def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], image_size: int,
-                    epoch: int, metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
-    """Everything needed to use the weights later without the training command line."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "arch": arch,
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "image_size": image_size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "epoch": epoch,
-        "metrics": dict(metrics),
-        "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
-        **extra,
-    }
-
-
-def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no window, also on machines without a display
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    evaluated = [h for h in history if "val_loss" in h]
-    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
-    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
-    loss_axis.legend()
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.xaxis.get_major_locator().set_params(integer=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def find_checkpoint(path: str | os.PathLike | None = None, output_dir: str | os.PathLike = "checkpoint") -> Path:
-    """The checkpoint a user means: the one named, else the best one, else the latest one."""
-    candidates = [Path(path)] if path else [Path(output_dir) / "best_checkpoint.pth", Path(output_dir) / "latest_checkpoint.pth"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(f"no checkpoint at {' or '.join(map(str, candidates))}; train one first: python train.py")
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load one of our checkpoints, or the bare state dict the tutorial's train.py saved.
-
-    Returns the model in eval mode on `device` and the checkpoint's metadata.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
-    if "model_state" not in checkpoint:
-        # The tutorial saved model.state_dict() of a 2-class ResNet50 and nothing else.
-        num_classes = checkpoint["fc.weight"].shape[0] if "fc.weight" in checkpoint else 2
-        checkpoint = {"model_state": checkpoint, "arch": "resnet50", "num_classes": num_classes,
-                      "class_names": default_class_names(num_classes), "image_size": 256,
-                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "epoch": None, "metrics": {}}
-    model = build_model(checkpoint["arch"], checkpoint["num_classes"], weights="none")
-    model.load_state_dict(checkpoint["model_state"])
-    model.to(device).eval()
-    meta = {k: v for k, v in checkpoint.items() if k not in ("model_state", "optimizer_state")}
-    return model, meta
-
-
-def checkpoint_transform(meta: dict[str, Any]) -> v2.Compose:
-    """The evaluation preprocessing a checkpoint was trained with."""
-    return eval_transform(meta["image_size"], meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD))

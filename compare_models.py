@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from common import MODEL_NAMES, count_parameters_and_flops, load_checkpoint
+from checkpoint import load_checkpoint, read_checkpoint
+from common import MODEL_NAMES, count_parameters_and_flops
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,10 +42,9 @@ def train(model_name: str, output_dir: Path, project: str, train_args: list[str]
 
 
 def table_row(model_name: str, output_dir: Path, wall_time: float) -> dict:
-    checkpoint = torch.load(output_dir / "latest_checkpoint.pth", map_location="cpu", weights_only=True)
+    history = read_checkpoint(output_dir / "latest_checkpoint.pth")["history"]
     model, meta = load_checkpoint(output_dir / "best_checkpoint.pth")
     parameters, flops = count_parameters_and_flops(model, meta["image_size"])
-    history = checkpoint["history"]
     return {
         "model": model_name,
         "best val acc (%)": meta["metrics"]["val_acc"],

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from checkpoint import read_checkpoint
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {
@@ -61,7 +61,7 @@ def train_and_test(data: Path, output: Path, name: str, recipe_flags: list[str],
     run("evaluate.py", "--checkpoint", str(output / f"{kept}_checkpoint.pth"), "--csv", str(data / "test.csv"),
         "--out", str(output / "test_eval"))
     report = json.loads((output / "test_eval" / "report.json").read_text(encoding="utf-8"))
-    latest = torch.load(output / "latest_checkpoint.pth", map_location="cpu", weights_only=True)
+    latest = read_checkpoint(output / "latest_checkpoint.pth")
     kept_epoch = latest["epoch"] if kept == "latest" else latest["best_epoch"]
     return 100 * report["accuracy"], kept_epoch, latest["epoch"], wall_time
 

@@ -16,6 +16,8 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def launched_by_torchrun() -> bool:
@@ -141,3 +143,16 @@ def cleanup_distributed() -> None:
     """Leave the process group; train.py does it on the way out, errors included."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(the module the training steps call, the module evaluation calls): DDP and/or torch.compile around the model."""
+    if args.freeze_backbone:
+        return model.fc, model.fc  # the feature loaders feed the head directly
+    if is_distributed():
+        # DDP starts by copying rank 0's weights to every process, then averages the gradients in each backward.
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = torch.compile(trained) if args.compile else trained  # compiled after wrapping, as DDP's notes advise
+        return trained, model  # each process evaluates its share with the plain module, free of DDP's communication
+    trained = torch.compile(model) if args.compile else model
+    return trained, trained

@@ -17,7 +17,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import find_checkpoint, load_checkpoint, open_image, pick_device
+from checkpoint import find_checkpoint, load_checkpoint, preprocessing
+from common import open_image, pick_device
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
 MISTAKES_SHOWN = 16
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> None:
     model, meta = load_checkpoint(checkpoint_path, device)
     class_names = meta["class_names"]
     try:
-        dataset = DatasetLoader(args.csv, meta["image_size"], num_classes=len(class_names), mean=meta["mean"], std=meta["std"])
+        dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(meta))
     except CsvError as error:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)

@@ -19,14 +19,8 @@ from pathlib import Path
 
 import torch
 
-from common import (
-    IMAGE_EXTENSIONS,
-    checkpoint_transform,
-    count_parameters_and_flops,
-    find_checkpoint,
-    load_checkpoint,
-    open_image,
-)
+from checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
+from common import IMAGE_EXTENSIONS, count_parameters_and_flops, open_image
 
 TOLERANCE = 1e-4
 

@@ -7,6 +7,7 @@ mistakes before training starts, naming every bad row by its line number.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset, default_collate
 from tqdm import tqdm
 
+import distributed
 from common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -253,6 +255,46 @@ def load_gallery(dataset: DatasetLoader, size: int = GALLERY_SIZE) -> list[tuple
         image.thumbnail((160, 160))
         gallery.append((index, image))
     return gallery
+
+
+# --------------------------------------------------------------------------- train.py's loaders
+def loader_options(args: argparse.Namespace, device: torch.device) -> dict:
+    """DataLoader settings from train.py's flags: batch size, workers, pinned memory for CUDA."""
+    return dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                persistent_workers=args.num_workers > 0, collate_fn=collate_readable)
+
+
+def make_loaders(args: argparse.Namespace, train_set: DatasetLoader, val_set: DatasetLoader, device: torch.device,
+                 generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+    """The train and val loaders; under torchrun each process gets its share of both."""
+    train_sampler, val_part = None, val_set
+    if distributed.is_distributed():
+        rank, world_size = distributed.get_rank(), distributed.get_world_size()
+        # Each process trains on its 1/N of a shuffle that is the same in all of them (same seed, set_epoch).
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=False)
+        # DistributedSampler would even out the shares by repeating photos, counting them twice: slice val instead.
+        val_part = Subset(val_set, range(rank, len(val_set), world_size))
+    per_process = len(train_sampler) if train_sampler is not None else len(train_set)
+    options = loader_options(args, device)
+    train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler, generator=generator,
+                              drop_last=per_process > args.batch_size, **options)
+    return train_loader, DataLoader(val_part, shuffle=False, **options), train_sampler
+
+
+def feature_loaders(model: nn.Module, args: argparse.Namespace, train_set: DatasetLoader, val_loader: DataLoader,
+                    device: torch.device, amp_dtype: torch.dtype | None,
+                    generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
+    """--freeze-backbone: the backbone never changes, so its features are computed once and the head trains
+    on them. Returns the train and val loaders of features, and the photos that could not be read."""
+    train_set.transform = val_loader.dataset.transform  # features of the un-augmented photos
+    features, unreadable = [], []
+    for loader in (DataLoader(train_set, **{**loader_options(args, device), "shuffle": False}), val_loader):
+        dataset, problems = extract_features(model, loader, device, amp_dtype, args.channels_last)
+        unreadable += problems
+        features.append(dataset)
+    train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
+                              drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
+    return train_loader, DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features), unreadable
 
 
 # --------------------------------------------------------------------------- --freeze-backbone

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common import IMAGE_EXTENSIONS, find_checkpoint, load_checkpoint, pick_device
+from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
+from common import IMAGE_EXTENSIONS, pick_device
 from load_datasets import ImageList, collate_readable
 
 
@@ -50,10 +51,10 @@ def collect_images(arguments: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_paths(model: torch.nn.Module, meta: dict, paths: list[Path], device: torch.device, batch_size: int = 16,
+def predict_paths(model: torch.nn.Module, meta: Checkpoint, paths: list[Path], device: torch.device, batch_size: int = 16,
                   num_workers: int = 0) -> tuple[dict[Path, list[float]], list[str]]:
     """{path: class probabilities} for every readable photo, and why the others could not be read."""
-    photos = ImageList([(path, -1) for path in paths], meta["image_size"], mean=meta["mean"], std=meta["std"])
+    photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))
     loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable)
     results, problems = {}, [f"{path}: empty file" for path in photos.empty_files]
     for images, _, indices, batch_problems in loader:

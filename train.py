@@ -13,8 +13,6 @@ whenever the mean validation accuracy of the last --best-window evaluations reac
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import random
 import time
 from pathlib import Path
@@ -22,35 +20,27 @@ from pathlib import Path
 import swanlab
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import distributed
-from common import (
-    MODEL_NAMES,
-    autocast,
-    autocast_dtype,
-    build_model,
-    make_checkpoint,
+from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from common import MODEL_NAMES, autocast, build_model, pick_device, to_device
+from load_datasets import DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
+from recipe import (
+    WEIGHT_DECAY_DEFAULTS,
+    best_evaluation,
     make_optimizer,
     make_scheduler,
-    pick_device,
-    save_checkpoint,
+    resolve_speed_settings,
     save_training_curves,
-    to_device,
-)
-from load_datasets import (
-    CACHE_BUDGET_BYTES,
-    DatasetLoader,
-    collate_features,
-    collate_readable,
-    extract_features,
-    load_gallery,
-    load_train_val,
+    val_acc_at,
+    windowed_val_accs,
 )
 
 SWANLAB_LOG_DIR = "swanlog"
+# Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
+DEFAULT_MODEL, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS = "resnet50", 256, "IMAGENET1K_V2"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,17 +66,23 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "accuracy (1 = the single highest, a lucky spike on a small val set)")
     recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
                         help="stop after N evaluations without a better (windowed) val accuracy (0 = never)")
-    parser.add_argument("--image-size", type=int, default=256, help="photos are resized to this many pixels square")
-    parser.add_argument("--model", default="resnet50", choices=MODEL_NAMES)
-    parser.add_argument("--weights", default="IMAGENET1K_V2",
-                        help="IMAGENET1K_V2, IMAGENET1K_V1, none (from scratch), or a path to a local .pth state dict")
+    parser.add_argument("--image-size", type=positive_int, default=None,
+                        help=f"photos are resized to this many pixels square (default: {DEFAULT_IMAGE_SIZE}; "
+                             "with --resume, the checkpoint's)")
+    parser.add_argument("--model", default=None, choices=MODEL_NAMES,
+                        help=f"default: {DEFAULT_MODEL}; with --resume, the checkpoint's")
+    parser.add_argument("--weights", default=None,
+                        help=f"{DEFAULT_WEIGHTS} (the default), IMAGENET1K_V1, none (from scratch), or a path to a local "
+                             ".pth state dict; with --resume, the checkpoint's")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="processes preparing photos in the background; default: 0 with --cache, else cores-1 (at most 4)")
     parser.add_argument("--eval-interval", type=int, default=1, help="evaluate on val every N epochs (and after the last)")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same machine: same val accuracy")
     parser.add_argument("--output-dir", default="checkpoint", help="where the checkpoints are written")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/latest_checkpoint.pth up to --epochs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/latest_checkpoint.pth up to --epochs, with its model, image size "
+                             "and weights")
     parser.add_argument("--no-augment", action="store_true", help="no random crop/flip: the tutorial's exact preprocessing")
     parser.add_argument("--swanlab-mode", default="local", choices=("local", "cloud", "offline", "disabled"),
                         help="local: dashboard on this machine via `swanlab watch swanlog`; cloud needs a SwanLab account")
@@ -119,28 +115,140 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def windowed_val_accs(history: list[dict[str, float]], window: int) -> list[tuple[int, float]]:
-    """(epoch, mean val accuracy of the `window` evaluations ending there) for every evaluated epoch.
+def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | None:
+    """--resume: the checkpoint to continue. Its model, image size and weights fill the flags not given,
+    before anything reads them; a flag given with another value is refused."""
+    if args.resume:
+        if not latest_path.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
+        try:
+            checkpoint = read_checkpoint(latest_path)
+        except ValueError as error:
+            raise SystemExit(f"--resume: {error}") from None
+        recorded = {"--model": ("model", checkpoint["arch"]), "--image-size": ("image_size", checkpoint["image_size"]),
+                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights"))}
+        for flag, (name, value) in recorded.items():
+            given = getattr(args, name)
+            if given is not None and value is not None and given != value:
+                raise SystemExit(f"--resume: {latest_path} was trained with {flag} {value}, but this command says "
+                                 f"{flag} {given}. Leave {flag} out to continue with {value}.")
+            setattr(args, name, value if given is None else given)
+        if checkpoint["epoch"] >= args.epochs:
+            print(f"{latest_path} has already been trained for {checkpoint['epoch']} epochs; "
+                  f"pass a larger --epochs to train further.")
+            raise SystemExit(0)
+        was_frozen = bool(checkpoint["config"].get("freeze_backbone", False))
+        if was_frozen != args.freeze_backbone:
+            raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} --freeze-backbone, "
+                             f"but this command runs {'without' if was_frozen else 'with'} it; resume it the same way.")
+    args.model = args.model or DEFAULT_MODEL
+    args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
+    args.weights = args.weights or DEFAULT_WEIGHTS
+    return checkpoint if args.resume else None
 
-    On a few hundred val photos one epoch's accuracy jumps by several points: the best single epoch
-    is often a lucky spike early in training, whose test accuracy falls short of the epochs around it.
-    """
-    evaluated = [h for h in history if "val_acc" in h]
-    # fsum: the same accuracies in another order give exactly the same mean, so ties stay ties.
-    return [(h["epoch"], math.fsum(e["val_acc"] for e in evaluated[max(0, i + 1 - window):i + 1]) / min(i + 1, window))
-            for i, h in enumerate(evaluated)]
+
+def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
+                     val_set: DatasetLoader) -> torch.dtype | None:
+    """The choices left to `auto` or to a default, made once, so that SwanLab and the checkpoint record
+    what was used; returns the mixed-precision type (None for fp32)."""
+    if args.weight_decay is None:
+        args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
+    args.experiment_name = args.experiment_name or args.model
+    return resolve_speed_settings(args, device, train_set, val_set)
 
 
-def best_evaluation(history: list[dict[str, float]], window: int) -> tuple[int, float, int]:
-    """The epoch to keep (the highest windowed val accuracy, the earliest on a tie), that accuracy, and
-    the number of evaluations since then, which early stopping counts."""
-    scores = windowed_val_accs(history, window)
-    if not scores:
-        return 0, -1.0, 0
-    # The first evaluations' shorter windows are as noisy as one evaluation: once a full window exists, only full ones compete.
-    candidates = range(window - 1, len(scores)) if len(scores) >= window else range(len(scores))
-    best = max(candidates, key=lambda i: scores[i][1])
-    return *scores[best], len(scores) - 1 - best
+def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],
+                train_set: DatasetLoader, val_set: DatasetLoader) -> None:
+    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos at {args.image_size}×{args.image_size}"
+          f"  |  classes: {', '.join(class_names)}")
+    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
+          f"{', channels_last' if args.channels_last else ''}{', photos cached in memory' if args.cache else ''}"
+          f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
+    if distributed.is_distributed():
+        world_size = distributed.get_world_size()
+        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
+              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
+
+
+def create_model(args: argparse.Namespace, num_classes: int, device: torch.device, resume_from: Checkpoint | None,
+                 under_torchrun: bool) -> nn.Module:
+    """The ResNet with a new head, from the --weights or the checkpoint resumed, on the device."""
+    model = build_model(args.model, num_classes, weights="none" if resume_from else args.weights,
+                        zero_init_residual=args.zero_init_residual)
+    if resume_from:
+        model.load_state_dict(resume_from["model_state"])
+    if args.sync_bn and under_torchrun:  # same parameters and state-dict keys: checkpoints stay plain ResNets
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
+    return model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+
+
+def start_swanlab(args: argparse.Namespace, class_names: list[str], device: torch.device, train_set: DatasetLoader,
+                  val_set: DatasetLoader) -> dict:
+    """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too)."""
+    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
+              "train_size": len(train_set), "val_size": len(val_set), "world_size": distributed.get_world_size()}
+    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
+    # The other processes log nothing: their swanlab.log calls do nothing.
+    swanlab.init(project=args.project, name=args.experiment_name,
+                 mode=swanlab_mode if distributed.is_main_process() else "disabled",
+                 log_dir=SWANLAB_LOG_DIR, config=config,
+                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
+    if swanlab_mode == "local":
+        print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
+    return config
+
+
+def log_validation(val_loss: float, val_acc: float, windowed: float, epoch: int, step: int, predictions: dict[int, int],
+                   gallery: list, val_set: DatasetLoader, class_names: list[str]) -> None:
+    """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
+    captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
+                 for i, image in gallery if i in predictions]
+    swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed, "epoch": epoch,
+                 "val_examples": captioned}, step=step)
+
+
+def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, args: argparse.Namespace,
+                     config: dict, class_names: list[str], history: list[dict], is_best: bool) -> None:
+    """latest_checkpoint.pth every epoch, best_checkpoint.pth at a new best, and the curves."""
+    best_epoch, best_windowed, _ = best_evaluation(history, args.best_window)
+    checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
+                                 epoch=history[-1]["epoch"], metrics={k: v for k, v in history[-1].items() if k != "epoch"},
+                                 best_val_acc=val_acc_at(history, best_epoch), best_epoch=best_epoch,
+                                 best_val_acc_windowed=best_windowed, history=history, config=config,
+                                 optimizer_state=optimizer.state_dict(),
+                                 scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
+    output_dir = Path(args.output_dir)
+    save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
+    if is_best:  # the best one is for using, not resuming: no optimizer state
+        save_checkpoint(checkpoint, output_dir / "best_checkpoint.pth", training_state=False)
+    save_training_curves(history, output_dir / "training_curves.png")
+
+
+def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: list[str], criterion: nn.Module,
+                      device: torch.device, unreadable: set[str], best_epoch: int) -> None:
+    """With a test.csv: the best checkpoint's accuracy on photos that chose nothing (val chose the epoch)."""
+    test_csv, best_path = Path(args.data_dir) / "test.csv", Path(args.output_dir) / "best_checkpoint.pth"
+    if not (test_csv.is_file() and best_path.is_file()):
+        return
+    model.load_state_dict(read_checkpoint(best_path)["model_state"])
+    test_set = DatasetLoader(test_csv, args.image_size, num_classes=len(class_names))
+    test_loader = DataLoader(test_set, **{**loader_options(args, device), "persistent_workers": False})
+    # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
+    _, test_acc, _ = evaluate(model.float(), test_loader, criterion, device, unreadable)
+    swanlab.log({"test_acc": test_acc})
+    print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
+
+
+def print_summary(args: argparse.Namespace, history: list[dict], unreadable: set[str]) -> None:
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
+        for problem in sorted(unreadable):
+            print(f"  {problem}")
+    best_epoch, best_windowed, _ = best_evaluation(history, args.best_window)
+    print(f"done. best epoch {best_epoch}: val_acc {val_acc_at(history, best_epoch):.2f}% (mean of last {args.best_window}: "
+          f"{best_windowed:.2f}%)  |  checkpoints and training_curves.png in {args.output_dir}/  |  "
+          f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
 
 
 def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
@@ -219,131 +327,39 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
     return total_loss / count, 100.0 * correct / count, predictions
 
 
-def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
-                           val_set: DatasetLoader) -> torch.dtype | None:
-    """Turn the `auto` speed flags into choices for this device (written back into args, so SwanLab logs them)."""
-    if args.amp is None:
-        args.amp = autocast_dtype(device) is not None
-    if args.channels_last is None:
-        args.channels_last = device.type in ("cpu", "cuda")
-    # Under torchrun, the processes on this machine share its memory and cores.
-    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if args.cache is None:
-        cache_bytes = (train_set.cache_bytes() + val_set.cache_bytes()) * processes_here
-        args.cache = not args.freeze_backbone and cache_bytes <= CACHE_BUDGET_BYTES
-    if args.num_workers is None:  # cached photos only need augmenting: worker processes would cost more than they save
-        args.num_workers = 0 if args.cache else min(4, max(1, (os.cpu_count() or 2) // processes_here - 1))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels once
-    if not args.amp:
-        return None
-    return autocast_dtype(device) or (torch.float16 if device.type == "mps" else torch.bfloat16)
-
-
 def main(args: argparse.Namespace) -> None:
     ddp_device = distributed.init_distributed(args)  # None under plain `python train.py`: no process group
-    rank, world_size = distributed.get_rank(), distributed.get_world_size()
-    main_process = rank == 0  # under torchrun, the one that prints, logs and writes files
+    rank, main_process = distributed.get_rank(), distributed.is_main_process()
+    latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
+    resume_from = resolve_resume(args, latest_path)  # first: it decides the model and image size
     class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size, augment=not args.no_augment)
-    output_dir = Path(args.output_dir)
-    latest_path, best_path = output_dir / "latest_checkpoint.pth", output_dir / "best_checkpoint.pth"
-
-    resume_from = None
-    if args.resume:
-        if not latest_path.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
-        resume_from = torch.load(latest_path, map_location="cpu", weights_only=True)
-        if resume_from["epoch"] >= args.epochs:
-            print(f"{latest_path} has already been trained for {resume_from['epoch']} epochs; "
-                  f"pass a larger --epochs to train further.")
-            return
-        args.model, args.image_size = resume_from["arch"], resume_from["image_size"]
-        was_frozen = resume_from["config"].get("freeze_backbone", False)
-        if was_frozen != args.freeze_backbone:
-            raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} "
-                             "--freeze-backbone; resume it the same way.")
-
     device = ddp_device or pick_device(args.device)
     # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
     generator = seed_everything(args.seed + rank)
-    amp_dtype = resolve_speed_settings(args, device, train_set, val_set)
-    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos  |  classes: {', '.join(class_names)}")
-    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
-          f"{', channels_last' if args.channels_last else ''}{', photos cached in memory' if args.cache else ''}"
-          f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
-    if ddp_device is not None:
-        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
-              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
+    amp_dtype = resolve_settings(args, device, train_set, val_set)  # args is final from here on: only read
+    print_setup(args, device, amp_dtype, class_names, train_set, val_set)
 
-    model = build_model(args.model, len(class_names), weights="none" if resume_from else args.weights,
-                        zero_init_residual=args.zero_init_residual)
-    if resume_from:
-        model.load_state_dict(resume_from["model_state"])
-    if args.sync_bn and ddp_device is not None:  # same parameters and state-dict keys: checkpoints stay plain ResNets
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-    # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
-    trained = model.fc if args.freeze_backbone else model
-    optimizer = make_optimizer(args, trained.parameters(), device)
+    model = create_model(args, len(class_names), device, resume_from, ddp_device is not None)
+    optimizer = make_optimizer(args, (model.fc if args.freeze_backbone else model).parameters(), device,
+                               resume_from and resume_from["optimizer_state"])
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start_epoch, history = 1, []
-    if resume_from:
-        optimizer.load_state_dict(resume_from["optimizer_state"])
-        start_epoch, history = resume_from["epoch"] + 1, resume_from.get("history", [])
-        print(f"resuming from {latest_path} at epoch {start_epoch}")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-
-    use_workers = args.num_workers > 0
-    loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                          persistent_workers=use_workers, collate_fn=collate_readable)
-    train_sampler, val_part = None, val_set
-    if ddp_device is not None:
-        # Each process trains on its 1/N of a shuffle that is the same in all of them (same seed, set_epoch).
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=False)
-        # DistributedSampler would even out the shares by repeating photos, counting them twice: slice val instead.
-        val_part = Subset(val_set, range(rank, len(val_set), world_size))
-    per_process = len(train_sampler) if train_sampler is not None else len(train_set)
-    train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler, generator=generator,
-                              drop_last=per_process > args.batch_size, **loader_options)
-    val_loader = DataLoader(val_part, shuffle=False, **loader_options)
+    start_epoch, history = (resume_from["epoch"] + 1, resume_from["history"]) if resume_from else (1, [])
+    if resume_from:
+        print(f"resuming from {latest_path} at epoch {start_epoch}")
+    train_loader, val_loader, train_sampler = make_loaders(args, train_set, val_set, device, generator)
     gallery = load_gallery(val_set) if main_process else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
     if args.cache:
         train_set.cache_images(progress=main_process)
         val_set.cache_images(progress=main_process)
-    if args.freeze_backbone:  # the backbone never changes: compute its features once, then train the head on them
-        train_set.transform = val_set.transform  # features of the un-augmented photos
-        features = []
-        for loader in (DataLoader(train_set, **{**loader_options, "shuffle": False}), val_loader):
-            dataset, problems = extract_features(model, loader, device, amp_dtype, args.channels_last)
-            report_unreadable(problems, unreadable)
-            features.append(dataset)
-        train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
-                                  drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
-        val_loader = DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features)
-    elif ddp_device is not None:
-        # DDP starts by copying rank 0's weights to every process, then averages the gradients in each backward.
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        trained = torch.compile(trained) if args.compile else trained  # compiled after wrapping, as DDP's notes advise
-    elif args.compile:
-        trained = torch.compile(model)
-    # Under torchrun each process evaluates its share with the plain module, free of DDP's communication.
-    evaluated = model if ddp_device is not None else trained
-    scheduler = make_scheduler(args, optimizer, len(train_loader))
-    if resume_from and scheduler and resume_from.get("scheduler_state"):
-        scheduler.load_state_dict(resume_from["scheduler_state"])
-
-    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
-    args.experiment_name = args.experiment_name or args.model
-    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
-              "train_size": len(train_set), "val_size": len(val_set), "world_size": world_size}
-    # The other processes log nothing: their swanlab.log calls do nothing.
-    swanlab.init(project=args.project, name=args.experiment_name, mode=swanlab_mode if main_process else "disabled",
-                 log_dir=SWANLAB_LOG_DIR, config=config,
-                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
-    if swanlab_mode == "local":
-        print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
+    if args.freeze_backbone:
+        train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
+        report_unreadable(problems, unreadable)
+    trained, evaluated = distributed.wrap_model(model, args, device)
+    scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
+    config = start_swanlab(args, class_names, device, train_set, val_set)
 
     global_step = (start_epoch - 1) * len(train_loader)
     # The head alone trains on fp32 features in milliseconds: no mixed precision or layout needed there.
@@ -365,55 +381,26 @@ def main(args: argparse.Namespace) -> None:
             windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], args.best_window)[-1][1]
             metrics.update(val_loss=val_loss, val_acc=val_acc, val_acc_windowed=windowed)
             summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
-            if args.best_window > 1:
-                summary += f" (mean of last {args.best_window}: {windowed:.2f}%)"
-            captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
-                         for i, image in gallery if i in predictions]
-            swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed, "epoch": epoch,
-                         "val_examples": captioned}, step=global_step)
+            summary += f" (mean of last {args.best_window}: {windowed:.2f}%)" if args.best_window > 1 else ""
+            log_validation(val_loss, val_acc, windowed, epoch, global_step, predictions, gallery, val_set, class_names)
         metrics["epoch_time_s"] = time.perf_counter() - started
         print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
         history.append({"epoch": epoch, **metrics})
 
         # The best epoch is chosen, and early stopping judged, on the windowed mean, not on one lucky evaluation.
         best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
-        is_best = best_epoch == epoch
-        best_val_acc = next((h["val_acc"] for h in history if h["epoch"] == best_epoch), -1.0)  # -1: none evaluated yet
         if main_process:  # the weights are the same in every process: one writes them
-            checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
-                                         epoch=epoch, metrics=metrics, best_val_acc=best_val_acc, best_epoch=best_epoch,
-                                         best_val_acc_windowed=best_windowed,
-                                         history=history, optimizer_state=optimizer.state_dict(), config=config,
-                                         scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
-            save_checkpoint(checkpoint, latest_path)
-            if is_best:  # the best one is for using, not resuming: no optimizer state (2/3 of the bytes)
-                save_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_state"}, best_path)
-            save_training_curves(history, output_dir / "training_curves.png")
+            save_checkpoints(model, optimizer, scheduler, args, config, class_names, history, best_epoch == epoch)
         if args.early_stopping and evaluations_since_best >= args.early_stopping:
             print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
                   f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
-    if not main_process:
-        return  # rank 0 alone reports on the test split, with the best checkpoint it wrote
-    test_csv = Path(args.data_dir) / "test.csv"
-    if test_csv.is_file() and best_path.is_file():  # val chose the epoch; test, never seen, reports it
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model_state"])
-        test_set = DatasetLoader(test_csv, args.image_size, num_classes=len(class_names))
-        test_loader = DataLoader(test_set, **{**loader_options, "persistent_workers": False})
-        # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
-        _, test_acc, _ = evaluate(model.float(), test_loader, criterion, device, unreadable)
-        swanlab.log({"test_acc": test_acc})
-        print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
-    swanlab.finish()
-    if unreadable:
-        print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
-        for problem in sorted(unreadable):
-            print(f"  {problem}")
-    print(f"done. best epoch {best_epoch}: val_acc {best_val_acc:.2f}% (mean of last {args.best_window}: "
-          f"{best_windowed:.2f}%)  |  checkpoints and training_curves.png in {output_dir}/  |  "
-          f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
+    if main_process:  # rank 0 alone reports on the test split, with the best checkpoint it wrote
+        report_test_split(model, args, class_names, criterion, device, unreadable, best_evaluation(history, args.best_window)[0])
+        swanlab.finish()
+        print_summary(args, history, unreadable)
 
 
 if __name__ == "__main__":

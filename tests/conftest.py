@@ -198,7 +198,8 @@ def make_imagenet_checkpoint(folder: Path, imagenet_class: int) -> Path:
     import torch
     import torchvision
 
-    from common import build_model, make_checkpoint, save_checkpoint
+    from checkpoint import make_checkpoint, save_checkpoint
+    from common import build_model
 
     imagenet = torchvision.models.resnet18()
     with torch.no_grad():

@@ -12,7 +12,8 @@ import pytest
 import torch
 from gradio_client import handle_file
 
-from common import build_model, load_checkpoint, open_image
+from checkpoint import load_checkpoint
+from common import build_model, open_image
 from conftest import WindowsZipInfo, make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
 
 
@@ -138,7 +139,8 @@ def test_the_page_says_not_sure_below_the_threshold_and_draws_a_heat_map(trained
 
 def test_photos_that_imagenet_sees_as_neither_cat_nor_dog_get_a_warning(tmp_path: Path) -> None:
     from app import NOT_A_PET, load_pet_check
-    from common import load_checkpoint, open_image
+    from checkpoint import load_checkpoint
+    from common import open_image
 
     photo = open_image(make_dataset(tmp_path / "data", 1, 1) / "val/cat/cat.0.jpg")
     for imagenet_class, warned in ((817, True), (281, False)):  # a sports car; a tabby cat

@@ -1,4 +1,4 @@
-"""The shared pieces: image opening, model building, checkpoints."""
+"""The shared pieces: image opening, preprocessing, model building, device, mixed precision."""
 
 from __future__ import annotations
 
@@ -10,22 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 from torchvision.transforms import v2
 
 from common import (
     autocast_dtype,
     build_model,
-    checkpoint_transform,
-    compile_for_inference,
     eval_transform,
-    load_checkpoint,
-    make_checkpoint,
     open_image,
     pick_device,
-    prepare_for_inference,
     resize_transform,
-    save_checkpoint,
     tensor_transform,
 )
 from conftest import REPO
@@ -122,38 +115,6 @@ def test_pick_device_auto_and_explicit() -> None:
             pick_device("cuda")
 
 
-def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
-    model = build_model("resnet18", 3)
-    checkpoint = make_checkpoint(model, arch="resnet18", class_names=["a", "b", "c"], image_size=64,
-                                 epoch=4, metrics={"val_acc": 75.0})
-    path = tmp_path / "out" / "model.pth"
-    save_checkpoint(checkpoint, path)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pth"]  # no temp file left behind
-    loaded, meta = load_checkpoint(path)
-    assert meta["class_names"] == ["a", "b", "c"] and meta["epoch"] == 4 and meta["metrics"]["val_acc"] == 75.0
-    assert not loaded.training
-    x = torch.randn(2, 3, 64, 64)
-    model.eval()
-    assert torch.allclose(loaded(x), model(x), atol=1e-5)
-    assert checkpoint_transform(meta)(Image.new("RGB", (10, 10))).shape == (3, 64, 64)
-
-
-def test_the_tutorials_bare_state_dict_loads(tmp_path: Path) -> None:
-    model = build_model("resnet50", 2)
-    torch.save(model.state_dict(), tmp_path / "latest_checkpoint.pth")  # what the tutorial's train.py saved
-    loaded, meta = load_checkpoint(tmp_path / "latest_checkpoint.pth")
-    assert meta["arch"] == "resnet50" and meta["class_names"] == ["cat", "dog"] and meta["image_size"] == 256
-    assert torch.equal(loaded.fc.weight, model.fc.weight)
-
-
-def test_load_checkpoint_names_a_broken_file(tmp_path: Path) -> None:
-    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="broken.pth is not a readable PyTorch checkpoint"):
-        load_checkpoint(tmp_path / "broken.pth")
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        load_checkpoint(tmp_path / "missing.pth")
-
-
 def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     import common
 
@@ -161,32 +122,3 @@ def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.
     assert autocast_dtype(torch.device("cpu")) == expected
     monkeypatch.setattr(common, "has_native_bf16_cpu", lambda: False)
     assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
-
-
-def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:
-    model, meta = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
-    photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
-    batch = torch.stack([checkpoint_transform(meta)(open_image(p)) for p in photos])
-    with torch.inference_mode():
-        plain = torch.softmax(model(batch), dim=1)
-        folded = torch.softmax(prepare_for_inference(model, torch.device("cpu"))(batch), dim=1)
-        half = prepare_for_inference(model, torch.device("cpu"), torch.bfloat16)
-        bf16 = torch.softmax(half(batch.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float(), dim=1)
-    assert (folded - plain).abs().max() < 1e-4  # BatchNorm folding is exact up to rounding
-    assert (bf16 - plain).abs().max() < 0.05  # bf16 keeps ~3 significant digits
-    assert next(half.parameters()).dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
-
-
-def test_compiled_copy_answers_each_input_not_a_stale_one() -> None:
-    # compile_for_inference copies every input into one fixed tensor: each call must still see its own input.
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 2)).eval()
-    inputs = [torch.randn(1, 3, 16, 16) for _ in range(4)]
-    compiled = compile_for_inference(model, inputs[0].clone())
-    assert compiled is not None
-    with torch.inference_mode():
-        answers = [compiled(x) for x in inputs]
-        for x, answer in zip(inputs, answers, strict=True):
-            assert torch.allclose(answer, model(x), atol=1e-4)
-    assert not torch.allclose(answers[0], answers[1], atol=1e-3)  # the inputs differ, so must the answers

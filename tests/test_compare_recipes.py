@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from checkpoint import read_checkpoint
 from conftest import make_photo, run_script
 from load_datasets import read_csv_rows
 
@@ -35,8 +34,8 @@ def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
     assert lines[5] == (f"defaults − tutorial: {sum(gains) / 2:+.2f} points over 2 seed(s) (1, 2); "
                         f"per seed: {gains[0]:+.2f}, {gains[1]:+.2f}")
     for seed in (1, 2):  # each recipe trained once per seed, with that seed
-        checkpoint = torch.load(tmp_path / f"recipes/recipe1-seed{seed}/latest_checkpoint.pth", weights_only=True)
+        checkpoint = read_checkpoint(tmp_path / f"recipes/recipe1-seed{seed}/latest_checkpoint.pth")
         assert checkpoint["config"]["seed"] == seed and checkpoint["config"]["zero_init_residual"] is True
-    tutorial_config = torch.load(tmp_path / "recipes/recipe0-seed1/latest_checkpoint.pth", weights_only=True)["config"]
+    tutorial_config = read_checkpoint(tmp_path / "recipes/recipe0-seed1/latest_checkpoint.pth")["config"]
     assert tutorial_config["scheduler"] == "none" and tutorial_config["no_augment"] and not tutorial_config["zero_init_residual"]
     assert "\n".join(lines) in result.stdout

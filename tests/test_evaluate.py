@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from common import checkpoint_transform, load_checkpoint, open_image
+from checkpoint import checkpoint_transform, load_checkpoint
+from common import open_image
 from conftest import read_swanlab_runs, run_script
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint
 from conftest import run_script
 
 

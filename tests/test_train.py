@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint, read_checkpoint
 from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
 from train import best_evaluation, windowed_val_accs
 
 
 def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: Path) -> None:
-    latest = torch.load(trained_run / "checkpoint/latest_checkpoint.pth", weights_only=True)
-    best = torch.load(trained_run / "checkpoint/best_checkpoint.pth", weights_only=True)
+    latest = read_checkpoint(trained_run / "checkpoint/latest_checkpoint.pth")
+    best = read_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
     assert latest["epoch"] == 2
     assert latest["arch"] == "resnet50" and latest["class_names"] == ["cat", "dog"] and latest["image_size"] == 32
     assert latest["mean"] == [0.485, 0.456, 0.406] and latest["std"] == [0.229, 0.224, 0.225]
@@ -46,17 +46,17 @@ def test_training_logs_metrics_and_a_captioned_gallery_to_swanlab(trained_run: P
     assert all(caption.split(" / ")[0] in ("cat", "dog") and caption.split(" / ")[1] in ("cat", "dog")
                for caption in captions)
     assert {caption.split(" / ")[1] for caption in captions} == {"cat", "dog"}
-    latest = torch.load(trained_run / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    latest = read_checkpoint(trained_run / "checkpoint/latest_checkpoint.pth")
     assert run["metrics"]["val_acc"][-1] == pytest.approx(latest["metrics"]["val_acc"])
 
 
 def test_resume_continues_up_to_the_new_epoch_count(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets")
     run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", cwd=tmp_path)
-    first = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    first = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
     assert "resuming from" in result.stdout and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
-    second = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    second = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert second["epoch"] == 2
     assert [h["epoch"] for h in second["history"]] == [1, 2]  # the curves span both runs
     assert second["history"][0] == first["history"][0]
@@ -77,7 +77,7 @@ def test_same_seed_gives_the_same_result(tmp_path: Path) -> None:
     for name in ("a", "b"):
         run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", "--output-dir", name, "--swanlab-mode", "disabled",
                    cwd=tmp_path)
-        results.append(torch.load(tmp_path / name / "latest_checkpoint.pth", weights_only=True))
+        results.append(read_checkpoint(tmp_path / name / "latest_checkpoint.pth"))
     for metric in ("train_loss", "val_loss", "val_acc"):
         assert results[0]["metrics"][metric] == results[1]["metrics"][metric]
     assert torch.equal(results[0]["model_state"]["fc.weight"], results[1]["model_state"]["fc.weight"])
@@ -136,7 +136,7 @@ def test_unreadable_photos_are_skipped_named_and_counted(tmp_path: Path) -> None
         assert f"{Path('datasets/broken') / broken[kind].name}: {reason}" in result.stdout
     # Warned once per photo, not once per epoch.
     assert result.stdout.count("warning: skipped unreadable photo datasets/broken/text.jpg") == 1
-    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert checkpoint["epoch"] == 2
     # val accuracy counts the 8 readable val photos only.
     assert checkpoint["metrics"]["val_acc"] * 8 / 100 == pytest.approx(round(checkpoint["metrics"]["val_acc"] * 8 / 100))
@@ -149,7 +149,7 @@ def test_every_speed_lever_can_be_switched_off_and_learns_the_same(tmp_path: Pat
               "plain": ["--no-amp", "--no-channels-last", "--no-cache"]}
     for name, flags in levers.items():
         result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--output-dir", name, *flags, cwd=tmp_path)
-        runs[name] = (result.stdout, torch.load(tmp_path / name / "latest_checkpoint.pth", weights_only=True))
+        runs[name] = (result.stdout, read_checkpoint(tmp_path / name / "latest_checkpoint.pth"))
     assert "speed: mixed precision bfloat16, channels_last, photos cached in memory, 0 data workers" in runs["fast"][0]
     assert "speed: fp32, 0 data workers" in runs["plain"][0]
     fast, plain = runs["fast"][1], runs["plain"][1]
@@ -171,7 +171,7 @@ def test_freeze_backbone_trains_only_the_head(tmp_path: Path) -> None:
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "3", "--freeze-backbone", "--swanlab-mode", "disabled",
                         cwd=tmp_path)
     assert "backbone frozen (head only)" in result.stdout and "epoch 3/3" in result.stdout
-    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     random.seed(42)
     torch.manual_seed(42)  # train.py's --seed default: the same initial weights
     initial = build_model("resnet50", 2, zero_init_residual=True).state_dict()  # train.py's default from scratch
@@ -191,7 +191,7 @@ def test_each_optimizer_and_scheduler_trains(tmp_path: Path, recipe: list[str]) 
     make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
     run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "2", "--warmup-epochs", "1",
                "--no-augment", *recipe, cwd=tmp_path)
-    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     groups = checkpoint["optimizer_state"]["param_groups"]
     [run] = read_swanlab_runs(tmp_path / "swanlog")
     lrs = run["metrics"]["lr"]  # the rate each of the 4 steps used (2 steps per epoch)
@@ -218,7 +218,7 @@ def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
     (data / "test.csv").write_text(rows, encoding="utf-8")  # a test split (here the val photos again)
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "12", "--lr", "0", "--early-stopping", "2",
                         cwd=tmp_path)
-    checkpoint = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     best = checkpoint["best_epoch"]
     # With lr 0 the val accuracy soon stops improving: two evaluations later the run stops.
     assert checkpoint["epoch"] == best + 2 < 12
@@ -264,8 +264,8 @@ def test_the_best_checkpoint_is_the_epoch_with_the_best_windowed_val_accuracy(tm
     make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "6", "--lr", "3e-3",
                         "--scheduler", "none", "--best-window", str(window), cwd=tmp_path)
-    latest = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
-    best = torch.load(tmp_path / "checkpoint/best_checkpoint.pth", weights_only=True)
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    best = read_checkpoint(tmp_path / "checkpoint/best_checkpoint.pth")
     val_accs = [h["val_acc"] for h in latest["history"]]
     expected = [sum(val_accs[max(0, i + 1 - window):i + 1]) / len(val_accs[max(0, i + 1 - window):i + 1])
                 for i in range(len(val_accs))]
@@ -287,3 +287,65 @@ def test_a_best_window_below_one_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--best-window: expected a whole number of at least 1, got '0'" in result.stderr
     assert not (tmp_path / "checkpoint").exists()
+
+
+RECORD_INPUT_SIZES = """
+import json, os, runpy, sys
+
+import torchvision.models.resnet as resnet
+
+sizes = set()
+forward = resnet.ResNet._forward_impl
+
+
+def recording(self, images):
+    sizes.add(tuple(images.shape[-2:]))  # what really reaches the model, whatever train.py recorded
+    return forward(self, images)
+
+
+resnet.ResNet._forward_impl = recording
+script, sys.argv = sys.argv[1], sys.argv[1:]
+sys.path.insert(0, os.path.dirname(script))  # as `python train.py` does
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    with open("input_sizes.json", "w") as file:
+        json.dump(sorted(sizes), file)
+"""
+
+
+def test_resume_trains_at_the_checkpoints_image_size_without_repeating_the_flag(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    flags = ["--weights", "none", "--batch-size", "4", "--num-workers", "0", "--model", "resnet18", "--swanlab-mode",
+             "disabled"]
+    run_script("train.py", *flags, "--image-size", "32", "--epochs", "1", cwd=tmp_path)
+    # Resumed without --image-size: the photos that reach the model must be 32×32, not the default 256×256.
+    resumed = subprocess.run([sys.executable, "-c", RECORD_INPUT_SIZES, str(REPO / "train.py"), *flags, "--epochs", "2",
+                              "--resume"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "input_sizes.json").read_text()) == [[32, 32]]
+    assert "photos at 32×32" in resumed.stdout
+    checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert checkpoint["epoch"] == 2 and checkpoint["image_size"] == 32 and checkpoint["config"]["image_size"] == 32
+    assert checkpoint["arch"] == "resnet18" and checkpoint["weights"] == "none"  # also taken from the checkpoint
+
+
+@pytest.mark.parametrize(("flag", "value", "recorded"), [("--image-size", "48", "32"), ("--model", "resnet34", "resnet18"),
+                                                         ("--weights", "IMAGENET1K_V2", "none")])
+def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path: Path, flag: str, value: str, recorded: str) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
+    flags = ["--batch-size", "4", "--num-workers", "0", "--swanlab-mode", "disabled"]
+    run_script("train.py", *flags, "--weights", "none", "--image-size", "32", "--model", "resnet18", "--epochs", "1",
+               cwd=tmp_path)
+    before = (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes()
+    result = run_script("train.py", *flags, "--epochs", "2", "--resume", flag, value, cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [message] = result.stderr.strip().splitlines()  # one line, naming both values
+    assert f"was trained with {flag} {recorded}, but this command says {flag} {value}" in message
+    assert (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes() == before  # nothing already saved is lost

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint, read_checkpoint
 from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
 from load_datasets import DatasetLoader, collate_readable
 from train import evaluate
@@ -93,7 +93,7 @@ def test_torchrun_trains_once_logs_once_and_writes_once(ddp_run: tuple[Path, sub
     assert result.stdout.count("epoch 1/1  train_loss") == 1 and result.stdout.count("done. best epoch 1: val_acc") == 1
     assert list(workdir.rglob("latest_checkpoint.pth")) == [workdir / "checkpoint/latest_checkpoint.pth"]
     assert not list(workdir.rglob("*.tmp"))
-    checkpoint = torch.load(workdir / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(workdir / "checkpoint/latest_checkpoint.pth")
     assert checkpoint["epoch"] == 1 and checkpoint["config"]["world_size"] == 2
     # The plain ResNet's weights, not DDP's wrapper: app.py and evaluate.py load them as they are.
     assert not any(key.startswith("module.") for key in checkpoint["model_state"])
@@ -114,7 +114,7 @@ def test_torchrun_trains_once_logs_once_and_writes_once(ddp_run: tuple[Path, sub
 
 def test_torchrun_val_accuracy_equals_a_single_process_evaluation(ddp_run: tuple[Path, subprocess.CompletedProcess]) -> None:
     workdir, _ = ddp_run
-    checkpoint = torch.load(workdir / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    checkpoint = read_checkpoint(workdir / "checkpoint/latest_checkpoint.pth")
     val_acc, val_loss = checkpoint["metrics"]["val_acc"], checkpoint["metrics"]["val_loss"]
     run_script("evaluate.py", "--checkpoint", "checkpoint/latest_checkpoint.pth", "--csv", "datasets/val.csv", cwd=workdir)
     report = json.loads((workdir / "eval/report.json").read_text(encoding="utf-8"))
@@ -135,10 +135,10 @@ def test_torchrun_val_accuracy_equals_a_single_process_evaluation(ddp_run: tuple
 def test_torchrun_resume(ddp_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     workdir, _ = ddp_run
     shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
-    first = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    first = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     result = torchrun(*DDP_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
     assert result.stdout.count("resuming from") == 1 and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
-    second = torch.load(tmp_path / "checkpoint/latest_checkpoint.pth", weights_only=True)
+    second = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert second["epoch"] == 2 and [h["epoch"] for h in second["history"]] == [1, 2]
     assert second["history"][0] == first["history"][0]
     assert not torch.equal(first["model_state"]["fc.weight"], second["model_state"]["fc.weight"])

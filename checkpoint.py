@@ -1,0 +1,165 @@
+"""Checkpoints: what one holds, the one writer, the one reader.
+
+Every script reads checkpoints through `read_checkpoint` (or `load_checkpoint`, which also builds
+the model), so that old files, the tutorial's bare state dict and files from a newer version of
+this project are handled the same way everywhere, with defaults filled in one place.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from common import IMAGENET_MEAN, IMAGENET_STD, build_model, default_class_names, eval_transform
+
+# 1: what train.py has written since checkpoints carried metadata. 0: the tutorial's bare state dict.
+CHECKPOINT_FORMAT = 1
+
+
+class Checkpoint(TypedDict, total=False):
+    """The keys of a checkpoint. `read_checkpoint` fills every one of them (None where unknown),
+    except the training-only states, which only latest_checkpoint.pth holds."""
+
+    format: int
+    model_state: dict[str, torch.Tensor]
+    arch: str
+    num_classes: int
+    class_names: list[str]
+    image_size: int  # photos are squashed to image_size × image_size
+    mean: list[float]  # normalization after scaling to 0..1
+    std: list[float]
+    weights: str | None  # what training started from: IMAGENET1K_V2, none, a .pth path
+    epoch: int | None
+    metrics: dict[str, float]  # of that epoch: train_loss, val_acc, …
+    history: list[dict[str, float]]  # one metrics dict per epoch, for the curves and the best-epoch rule
+    best_epoch: int | None
+    best_val_acc: float | None
+    best_val_acc_windowed: float | None
+    config: dict[str, Any]  # train.py's resolved arguments
+    saved_at: str | None
+    optimizer_state: dict[str, Any]  # latest_checkpoint.pth only: for --resume
+    scheduler_state: dict[str, Any] | None
+
+
+TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state")
+
+
+def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], image_size: int,
+                    epoch: int, metrics: dict[str, float], **extra: Any) -> Checkpoint:
+    """Everything needed to use the weights later without the training command line."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+    unknown = set(extra) - set(Checkpoint.__annotations__)
+    if unknown:  # a typo here would silently write a key nobody reads
+        raise TypeError(f"not checkpoint keys: {', '.join(sorted(unknown))}")
+    return Checkpoint(
+        format=CHECKPOINT_FORMAT,
+        model_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        arch=arch,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        image_size=image_size,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        epoch=epoch,
+        metrics=dict(metrics),
+        saved_at=datetime.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    )
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_state: bool = True) -> None:
+    """Write to a temporary file, then rename: a kill during the save never leaves a broken file.
+
+    training_state=False leaves out the optimizer and scheduler (2/3 of the bytes): for files meant
+    for using, not resuming.
+    """
+    if not training_state:
+        checkpoint = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def read_file(path: str | os.PathLike) -> Any:
+    """The one torch.load of the project: tensors and plain Python only (weights_only), never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights in a .pth file: a bare state dict (torchvision's downloads, the tutorial's) or one of ours."""
+    content = read_file(path)
+    if isinstance(content, dict) and "model_state" in content:
+        return content["model_state"]
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} does not hold weights (it holds a {type(content).__name__})")
+    return content
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """One of our checkpoints, any format up to this version's, or the tutorial's bare state dict,
+    with every key of `Checkpoint` present (defaults for what older files lack)."""
+    content = read_file(path)
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} is not a checkpoint (it holds a {type(content).__name__})")
+    if "model_state" not in content:
+        # The tutorial saved model.state_dict() of a 2-class ResNet50 and nothing else.
+        num_classes = content["fc.weight"].shape[0] if "fc.weight" in content else 2
+        content = {"format": 0, "model_state": content, "arch": "resnet50", "num_classes": num_classes,
+                   "class_names": default_class_names(num_classes), "image_size": 256}
+    found = content.get("format", 0)
+    if found > CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} was written by a newer version of this project (checkpoint format {found}). "
+                         f"This version reads format {CHECKPOINT_FORMAT} or older. Update the code (git pull), then try again.")
+    metrics = content.get("metrics") or {}
+    defaults = Checkpoint(format=found, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), weights=None, epoch=None,
+                          metrics=metrics, history=[], best_epoch=None, best_val_acc=metrics.get("val_acc"),
+                          best_val_acc_windowed=None, config={}, saved_at=None)
+    checkpoint = Checkpoint(**{**defaults, **content})
+    if "class_names" not in content:
+        checkpoint["class_names"] = default_class_names(checkpoint["num_classes"])
+    return checkpoint
+
+
+def find_checkpoint(path: str | os.PathLike | None = None, output_dir: str | os.PathLike = "checkpoint") -> Path:
+    """The checkpoint a user means: the one named, else the best one, else the latest one."""
+    candidates = [Path(path)] if path else [Path(output_dir) / "best_checkpoint.pth", Path(output_dir) / "latest_checkpoint.pth"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"no checkpoint at {' or '.join(map(str, candidates))}; train one first: python train.py")
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """The model of a checkpoint, in eval mode on `device`, and the checkpoint's metadata (without weights or
+    training state)."""
+    checkpoint = read_checkpoint(path)
+    model = build_model(checkpoint["arch"], checkpoint["num_classes"], weights="none")
+    model.load_state_dict(checkpoint["model_state"])
+    model.to(device).eval()
+    meta = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in ("model_state", *TRAINING_STATE_KEYS)})
+    return model, meta
+
+
+def preprocessing(meta: Checkpoint) -> dict[str, Any]:
+    """image_size, mean and std as the checkpoint was trained with: the keyword arguments of
+    common.eval_transform and load_datasets' datasets, so that every script builds the same input."""
+    return {"image_size": meta["image_size"], "mean": meta["mean"], "std": meta["std"]}
+
+
+def checkpoint_transform(meta: Checkpoint) -> v2.Compose:
+    """The evaluation preprocessing a checkpoint was trained with: PIL photo in, normalized tensor out."""
+    return eval_transform(**preprocessing(meta))

@@ -1,0 +1,103 @@
+"""checkpoint.py: the one writer and the one reader of checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    checkpoint_transform,
+    load_checkpoint,
+    make_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+)
+from common import build_model
+
+
+def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
+    model = build_model("resnet18", 3)
+    checkpoint = make_checkpoint(model, arch="resnet18", class_names=["a", "b", "c"], image_size=64,
+                                 epoch=4, metrics={"val_acc": 75.0})
+    path = tmp_path / "out" / "model.pth"
+    save_checkpoint(checkpoint, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pth"]  # no temp file left behind
+    loaded, meta = load_checkpoint(path)
+    assert meta["class_names"] == ["a", "b", "c"] and meta["epoch"] == 4 and meta["metrics"]["val_acc"] == 75.0
+    assert not loaded.training
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert checkpoint_transform(meta)(Image.new("RGB", (10, 10))).shape == (3, 64, 64)
+
+
+def test_the_tutorials_bare_state_dict_loads(tmp_path: Path) -> None:
+    model = build_model("resnet50", 2)
+    torch.save(model.state_dict(), tmp_path / "latest_checkpoint.pth")  # what the tutorial's train.py saved
+    loaded, meta = load_checkpoint(tmp_path / "latest_checkpoint.pth")
+    assert meta["arch"] == "resnet50" and meta["class_names"] == ["cat", "dog"] and meta["image_size"] == 256
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_load_checkpoint_names_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pth is not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "broken.pth")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+def test_every_key_is_filled_for_an_old_file_and_the_tutorials(tmp_path: Path) -> None:
+    model = build_model("resnet18", 2)
+    old = {"model_state": model.state_dict(), "arch": "resnet18", "num_classes": 2, "image_size": 64,
+           "metrics": {"val_acc": 90.0}}  # an early checkpoint: no format, mean/std, weights, history or config
+    torch.save(old, tmp_path / "old.pth")
+    torch.save(model.state_dict(), tmp_path / "tutorial.pth")
+    for name, expected_format, size in (("old.pth", 0, 64), ("tutorial.pth", 0, 256)):
+        checkpoint = read_checkpoint(tmp_path / name)
+        assert set(Checkpoint.__annotations__) - set(checkpoint) <= {"optimizer_state", "scheduler_state"}
+        assert checkpoint["format"] == expected_format and checkpoint["image_size"] == size
+        assert checkpoint["mean"] == [0.485, 0.456, 0.406] and checkpoint["std"] == [0.229, 0.224, 0.225]
+        assert checkpoint["class_names"] == ["cat", "dog"] and checkpoint["history"] == [] and checkpoint["config"] == {}
+        assert checkpoint["weights"] is None
+    assert read_checkpoint(tmp_path / "old.pth")["best_val_acc"] == 90.0
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"], image_size=32,
+                                 epoch=1, metrics={})
+    checkpoint["format"] = CHECKPOINT_FORMAT + 1
+    save_checkpoint(checkpoint, tmp_path / "future.pth")
+    with pytest.raises(ValueError, match=f"future.pth was written by a newer version .*format {CHECKPOINT_FORMAT + 1}.*git pull"):
+        read_checkpoint(tmp_path / "future.pth")
+    with pytest.raises(ValueError, match="newer version"):
+        load_checkpoint(tmp_path / "future.pth")
+
+
+def test_the_writer_refuses_unknown_keys_and_can_leave_out_the_training_state(tmp_path: Path) -> None:
+    model = build_model("resnet18", 2)
+    with pytest.raises(TypeError, match="not checkpoint keys: best_acc"):
+        make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=32, epoch=1, metrics={}, best_acc=1.0)
+    checkpoint = make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=32, epoch=1, metrics={},
+                                 optimizer_state={"state": {}, "param_groups": []}, scheduler_state=None)
+    save_checkpoint(checkpoint, tmp_path / "best.pth", training_state=False)
+    saved = read_checkpoint(tmp_path / "best.pth")
+    assert "optimizer_state" not in saved and "scheduler_state" not in saved
+    assert torch.equal(saved["model_state"]["fc.weight"], model.fc.weight)
+
+
+def test_read_state_dict_takes_a_bare_state_dict_or_one_of_ours(tmp_path: Path) -> None:
+    model = build_model("resnet18", 2)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    save_checkpoint(make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=32, epoch=1, metrics={}),
+                    tmp_path / "ours.pth")
+    for name in ("bare.pth", "ours.pth"):
+        assert torch.equal(read_state_dict(tmp_path / name)["fc.weight"], model.fc.weight)
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth does not hold weights"):
+        read_state_dict(tmp_path / "list.pth")

@@ -1,0 +1,42 @@
+"""inference.py: the fast copies of a model that the page answers with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from checkpoint import checkpoint_transform, load_checkpoint
+from common import open_image
+from inference import compile_for_inference, prepare_for_inference
+
+
+def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:
+    model, meta = load_checkpoint(trained_run / "checkpoint/best_checkpoint.pth")
+    photos = sorted((trained_run / "datasets/val").rglob("*.jpg"))
+    batch = torch.stack([checkpoint_transform(meta)(open_image(p)) for p in photos])
+    with torch.inference_mode():
+        plain = torch.softmax(model(batch), dim=1)
+        folded = torch.softmax(prepare_for_inference(model, torch.device("cpu"))(batch), dim=1)
+        half = prepare_for_inference(model, torch.device("cpu"), torch.bfloat16)
+        bf16 = torch.softmax(half(batch.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float(), dim=1)
+    assert (folded - plain).abs().max() < 1e-4  # BatchNorm folding is exact up to rounding
+    assert (bf16 - plain).abs().max() < 0.05  # bf16 keeps ~3 significant digits
+    assert next(half.parameters()).dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+
+
+def test_compiled_copy_answers_each_input_not_a_stale_one() -> None:
+    # compile_for_inference copies every input into one fixed tensor: each call must still see its own input.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2)).eval()
+    inputs = [torch.randn(1, 3, 16, 16) for _ in range(4)]
+    compiled = compile_for_inference(model, inputs[0].clone())
+    assert compiled is not None
+    with torch.inference_mode():
+        answers = [compiled(x) for x in inputs]
+        for x, answer in zip(inputs, answers, strict=True):
+            assert torch.allclose(answer, model(x), atol=1e-4)
+    assert not torch.allclose(answers[0], answers[1], atol=1e-3)  # the inputs differ, so must the answers
+
