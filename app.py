@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     autocast_dtype,
     build_model,
     explain_unreadable,
+    make_console_safe,
     open_image,
     pick_device,
     pretrained_state_dict,
@@ -403,4 +404,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     sys.exit(main(get_args_parser().parse_args()))

@@ -36,7 +36,7 @@ import common
 import train
 from app import compile_by_default, make_predict
 from checkpoint import make_checkpoint, read_checkpoint
-from common import build_model, pick_device
+from common import build_model, make_console_safe, pick_device
 from load_datasets import DatasetLoader, collate_readable, read_csv_rows
 from recipe import resolve_speed_settings
 
@@ -296,4 +296,5 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

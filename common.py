@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import urllib.error
+import urllib.parse
 import warnings
 import zipfile
 from pathlib import Path
@@ -44,6 +46,19 @@ def pick_device(name: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- console
+def make_console_safe() -> None:
+    """Print any file name, whatever the console's encoding.
+
+    A Windows console or log file in GBK (code page 936) or cp1252 cannot encode every name (an emoji,
+    Chinese under cp1252): Python would crash on printing it. Such characters are shown escaped
+    instead (\\U0001f63a), so that the run goes on and the name can still be found.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # not when replaced by a non-file (an IDE's console, a test's capture)
+            stream.reconfigure(errors="backslashreplace")
 
 
 # --------------------------------------------------------------------------- images
@@ -167,17 +182,28 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a blocked network should fail in seconds, not hang forever
     try:
+        # torchvision first looks for the file in its cache (weights_cache_path) and downloads only without it.
         return weight_entry.get_state_dict(progress=True, check_hash=False)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
         raise SystemExit(
             f"Could not download the {arch} {weights} ImageNet weights ({error}).\n"
-            "Ways out:\n"
-            f"  - connect to the internet once: the file is cached in {torch.hub.get_dir()}/checkpoints\n"
-            f"  - download {weight_entry.url} elsewhere and pass --weights path/to/file.pth\n"
-            "  - train from scratch with --weights none (much lower accuracy on small datasets)"
+            "You can fix this in one of three ways:\n"
+            f"  1. Download this file on a computer with internet access: {weight_entry.url}\n"
+            f"     Copy it to this exact path: {weights_cache_path(weight_entry)}\n"
+            "     Then run the same command again. Nothing will be downloaded.\n"
+            "  2. Or pass the downloaded file directly: --weights path/to/file.pth\n"
+            "  3. Or train from scratch: --weights none (much lower accuracy on small datasets)."
         ) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def weights_cache_path(weight_entry: torchvision.models.WeightsEnum) -> Path:
+    """Where torchvision keeps (and first looks for) downloaded weights: TORCH_HOME/hub/checkpoints/<the URL's file name>.
+
+    An offline user who copies the official file there gets the default command working unchanged.
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(weight_entry.url).path).name
 
 
 def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "none",

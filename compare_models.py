@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from checkpoint import load_checkpoint, read_checkpoint
-from common import MODEL_NAMES, count_parameters_and_flops
+from common import MODEL_NAMES, count_parameters_and_flops, make_console_safe
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -80,4 +80,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from checkpoint import read_checkpoint
+from common import make_console_safe
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {
@@ -95,4 +96,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

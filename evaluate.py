@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpoint import find_checkpoint, load_checkpoint, preprocessing
-from common import open_image, pick_device
+from common import make_console_safe, open_image, pick_device
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
 MISTAKES_SHOWN = 16
@@ -177,4 +177,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
-from common import IMAGE_EXTENSIONS, count_parameters_and_flops, open_image
+from common import IMAGE_EXTENSIONS, count_parameters_and_flops, make_console_safe, open_image
 
 TOLERANCE = 1e-4
 
@@ -104,4 +104,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

@@ -222,11 +222,11 @@ def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
     for csv_path in (train_csv, val_csv):
         if not csv_path.is_file():
             raise SystemExit(
-                f"No {csv_path.name} in {data_dir.resolve()}. To make one:\n"
+                f"No {csv_path.name} in {data_dir.resolve()}. You can make one with one of these commands:\n"
                 "  python prepare_data.py --download              (a sample of Kaggle's cats vs dogs photos)\n"
                 "  python prepare_data.py --from your_folder      (your photos: a folder per class, or cat.1.jpg names)\n"
-                "or write train.csv and val.csv yourself as described in datasets/README.md, "
-                "or point --data-dir at a folder that has them."
+                "You can also write train.csv and val.csv yourself. datasets/README.md describes the format.\n"
+                "If your CSV files are in another folder, give that folder with --data-dir."
             )
     try:
         class_file = data_dir / "classes.txt"

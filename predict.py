@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
-from common import IMAGE_EXTENSIONS, pick_device
+from common import IMAGE_EXTENSIONS, make_console_safe, pick_device
 from load_datasets import ImageList, collate_readable
 
 
@@ -115,4 +115,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
+from common import (
+    IMAGE_EXTENSIONS,
+    UNREADABLE_IMAGE_ERRORS,
+    explain_unreadable,
+    make_console_safe,
+    open_image,
+    zip_member_name,
+)
 
 DEFAULT_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
@@ -283,4 +290,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())

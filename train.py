@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import distributed
 from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
-from common import MODEL_NAMES, autocast, build_model, pick_device, to_device
+from common import MODEL_NAMES, autocast, build_model, make_console_safe, pick_device, to_device
 from load_datasets import DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
 from recipe import (
     WEIGHT_DECAY_DEFAULTS,
@@ -404,6 +404,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     try:
         main(get_args_parser().parse_args())
     finally:

@@ -59,11 +59,16 @@ def make_dataset(root: Path, per_class_train: int = 8, per_class_val: int = 4, c
     return root
 
 
-def run_script(script: str, *args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one of the repo's scripts for real, with no stdin (as in CI, nohup, an IDE)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 300, check: bool = True,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run one of the repo's scripts for real, with no stdin (as in CI, nohup, an IDE).
+
+    `env` adds to the environment; its PYTHONIOENCODING is also what the output is decoded with, strictly,
+    as a console in that encoding would have to show it.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
     result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+                            capture_output=True, text=True, encoding=env["PYTHONIOENCODING"], timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {result.returncode}\n"
                              f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
