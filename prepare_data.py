@@ -34,6 +34,8 @@ DEFAULT_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
+LEFT_OUT_FILE = "left_out.txt"
+SHOWN_LEFT_OUT = 10  # Microsoft's set has ~1,700 broken photos: the console shows this many, the file has them all
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -223,6 +225,15 @@ def write_atomically(path: Path, rows: list[tuple[str, int]]) -> None:
     os.replace(tmp, path)
 
 
+def write_left_out(excluded: list[tuple[Path, str]], out: Path) -> None:
+    """Every file left out, one per line: with Microsoft's set that is ~1,700 lines, too many for the console."""
+    path = out / LEFT_OUT_FILE
+    if excluded:
+        path.write_text("".join(f"{name}: {reason}\n" for name, reason in excluded), encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)  # a list from an earlier run would mislead
+
+
 def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[str], excluded: list[tuple[Path, str]],
                   out: Path) -> None:
     order = [s for s in ("train", "val", "test") if s in splits]
@@ -233,9 +244,14 @@ def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[st
     print("total".ljust(width) + "".join(str(sum(len(v) for v in splits[s].values())).rjust(8) for s in order))
     if excluded:
         reasons = Counter("duplicate" if r.startswith("byte-identical") else r.split(" (")[0] for _, r in excluded)
-        print(f"\nleft out {len(excluded)} file(s): " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
-        for path, reason in excluded:
-            print(f"  {path}: {reason}")
+        print(f"\nleft out {len(excluded)} file(s):")
+        for reason, count in sorted(reasons.items()):
+            print(f"{count:>8}  {reason}")
+        for name, reason in excluded[:SHOWN_LEFT_OUT]:
+            print(f"  {name}: {reason}")
+        if len(excluded) > SHOWN_LEFT_OUT:
+            print(f"  ... and {len(excluded) - SHOWN_LEFT_OUT} more")
+        print(f"  The full list is in {out / LEFT_OUT_FILE}.")
     print(f"\nwrote {', '.join(f'{s}.csv' for s in order)} and classes.txt to {out}/")
     print(f"next: python train.py --data-dir {out}")
 
@@ -279,6 +295,7 @@ def main(args: argparse.Namespace) -> None:
             raise SystemExit(f"no usable photos found in {root}")
         out.mkdir(parents=True, exist_ok=True)
         write_dataset(splits, class_names, out)
+    write_left_out(excluded, out)
     print_summary(splits, class_names, excluded, out)
 
 

@@ -182,3 +182,19 @@ def test_failed_download_leaves_nothing_and_points_to_from(tmp_path: Path, http_
     assert result.returncode != 0 and "did not send a .zip archive" in result.stderr
     assert not (tmp_path / "ds" / "train.csv").exists()
     assert not [p for p in (tmp_path / "ds").rglob("*") if p.is_file()]  # no partial download kept
+
+
+def test_many_left_out_files_are_counted_and_listed_in_a_file(tmp_path: Path) -> None:
+    source = make_kaggle_folder(tmp_path / "photos", per_class=5)
+    for i in range(25):
+        (source / f"cat.{100 + i}.jpg").write_bytes(b"")
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
+    assert "left out 25 file(s):\n      25  empty file\n" in result.stdout
+    assert result.stdout.count(": empty file") == 10 and "... and 15 more" in result.stdout
+    listed = (tmp_path / "ds/left_out.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(listed) == sorted(f"{source / f'cat.{100 + i}.jpg'}: empty file" for i in range(25))
+    # Without broken files, the list of an earlier run is removed: it would describe another dataset.
+    for i in range(25):
+        (source / f"cat.{100 + i}.jpg").unlink()
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
+    assert "left out" not in result.stdout and not (tmp_path / "ds/left_out.txt").exists()
