@@ -1,6 +1,7 @@
 """Turn the photos you have into the tutorial's dataset: train.csv, val.csv (+ test.csv), classes.txt.
 
     python prepare_data.py --download                    # a tutorial-sized sample of Kaggle's cats vs dogs
+    python prepare_data.py --download --source microsoft # the same, from Microsoft's copy only
     python prepare_data.py --from my_photos              # my_photos/<class>/*.jpg
     python prepare_data.py --from kaggle_train.zip --split 0.6 0.2 0.2
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import http.client
 import io
 import os
 import random
@@ -22,9 +24,11 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -37,18 +41,48 @@ from common import (
     zip_member_name,
 )
 
-DEFAULT_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+
+class Source(NamedTuple):
+    url: str
+    class_names: dict[str, str]  # the archive's folder name -> the tutorial's class name (label 0 = cat, 1 = dog)
+    about: str
+
+
+# Two copies of Kaggle's cats vs dogs photos, tried in this order. Google Storage is often blocked in
+# mainland China; Microsoft's Download Center hosts the full set. The variables point them to a mirror or a test server.
+SOURCES = {
+    "google": Source(os.environ.get("PREPARE_DATA_GOOGLE_URL")
+                     or "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
+                     {"cats": "cat", "dogs": "dog"}, "Google Storage: 2,000 train + 1,000 val photos, about 68 MB"),
+    "microsoft": Source(os.environ.get("PREPARE_DATA_MICROSOFT_URL")
+                        or "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+                           "kagglecatsanddogs_5340.zip",
+                        {"Cat": "cat", "Dog": "dog"}, "Microsoft Download Center: all 25,000 photos, about 790 MB"),
+}
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
+LEFT_OUT_FILE = "left_out.txt"
+SHOWN_LEFT_OUT = 10  # Microsoft's set has ~1,700 broken photos: the console shows this many, the file has them all
+FROM_HINT = ("If you already have the photos (for example a .zip that you downloaded in a browser), import them:\n"
+             "  python prepare_data.py --from path/to/photos      (class folders, Kaggle names, or a .zip)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Import photos into the tutorial's CSV dataset layout.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from", dest="source", help="a folder (class folders, split folders or Kaggle names) or a .zip")
-    source.add_argument("--download", nargs="?", const=DEFAULT_URL, metavar="URL",
-                        help=f"download a .zip of photos and import it (default URL: {DEFAULT_URL})")
+    sources = "\n".join(f"  {name}: {source.about}\n    {source.url}" for name, source in SOURCES.items())
+    parser = argparse.ArgumentParser(
+        description="Import photos into the tutorial's CSV dataset layout.", formatter_class=argparse.RawTextHelpFormatter,
+        epilog=f"--download without a URL tries these sources in order:\n{sources}\n"
+               "The environment variables PREPARE_DATA_GOOGLE_URL and PREPARE_DATA_MICROSOFT_URL replace these URLs\n"
+               "(for a mirror, or for the tests).")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="from_path", metavar="PATH",
+                        help="a folder (class folders, split folders or Kaggle names) or a .zip")
+    # None: not asked for; "": the built-in sources; anything else: the user's URL
+    source.add_argument("--download", nargs="?", const="", metavar="URL",
+                        help="download a .zip of photos and import it (default: the sources below)")
+    parser.add_argument("--source", dest="source_name", choices=list(SOURCES),
+                        help="download from this source only, with no fallback (implies --download)")
     parser.add_argument("--full", action="store_true", help="with --download: keep every photo, not a 275/70 sample")
     parser.add_argument("--out", default="datasets", help="dataset folder to write (default: datasets)")
     ratios = parser.add_mutually_exclusive_group()
@@ -59,40 +93,98 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.source_name and (args.from_path is not None or args.download):
+        parser.error("--source picks one of the built-in downloads. It cannot be used with --from or with a URL.")
+    if args.source_name:
+        args.download = ""
+    if args.from_path is None and args.download is None:
+        parser.error("give --from PATH (photos you have), or --download")
+    return args
+
+
 # --------------------------------------------------------------------------- getting the source
+class DownloadError(Exception):
+    """A download that gave no complete .zip archive. The message says why, in plain words."""
+
+
+def cache_path(url: str, cache_dir: Path) -> Path:
+    return cache_dir / (Path(urllib.request.url2pathname(url.split("?")[0])).name or "download.zip")
+
+
 def download(url: str, cache_dir: Path) -> Path:
-    """Download once into cache_dir; a partial file never takes the final name."""
-    target = cache_dir / (Path(urllib.request.url2pathname(url.split("?")[0])).name or "download.zip")
+    """Download once into cache_dir. The file takes its final name only when it is complete."""
+    target = cache_path(url, cache_dir)
     if target.is_file() and zipfile.is_zipfile(target):
         print(f"using {target}, downloaded before")
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as file:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as progress:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            cache_dir.mkdir(parents=True, exist_ok=True)  # only now: an unreachable server leaves no folder behind
+            total, received = int(response.headers.get("Content-Length") or 0), 0
+            with open(partial, "wb") as file, tqdm(total=total or None, unit="B", unit_scale=True,
+                                                   desc=f"downloading {target.name}") as progress:
                 while chunk := response.read(1 << 20):
                     file.write(chunk)
+                    received += len(chunk)
                     progress.update(len(chunk))
+        if received < total:  # urllib returns a cut connection as a normal end of the file
+            raise DownloadError(f"the connection closed after {received:,} of {total:,} bytes")
         if not zipfile.is_zipfile(partial):
-            raise SystemExit(f"{url} did not send a .zip archive; nothing was written to the dataset.")
+            raise DownloadError("the server did not send a .zip archive")
         os.replace(partial, target)
-    except (urllib.error.URLError, OSError) as error:
-        raise SystemExit(
-            f"Could not download {url} ({getattr(error, 'reason', error)}).\n"
-            "Nothing was written to the dataset. Without internet, import photos you already have:\n"
-            "  python prepare_data.py --from path/to/photos      (class folders, Kaggle names, or a .zip)"
-        ) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, "reason", error)
+        raise DownloadError(str(reason) or type(error).__name__) from None
     finally:
         partial.unlink(missing_ok=True)
     return target
 
 
+def download_photos(url: str, source_name: str | None, cache_dir: Path) -> tuple[Path, Source | None]:
+    """The downloaded archive, and the built-in source it came from (None for the user's own URL)."""
+    if url:
+        try:
+            return download(url, cache_dir), None
+        except DownloadError as error:
+            raise SystemExit(f"Could not download {url} ({error}).\nNothing was written to the dataset.\n{FROM_HINT}") from None
+    names = [source_name] if source_name else list(SOURCES)
+    for name in names:  # a complete earlier download saves a slow failing try of the other source
+        if zipfile.is_zipfile(cache_path(SOURCES[name].url, cache_dir)):
+            return download(SOURCES[name].url, cache_dir), SOURCES[name]
+    failures = []
+    for name, next_name in zip(names, [*names[1:], None], strict=True):
+        try:
+            return download(SOURCES[name].url, cache_dir), SOURCES[name]
+        except DownloadError as error:
+            failures.append(f"  {name}: {SOURCES[name].url}\n    Reason: {error}.")
+            if next_name:
+                print(f"The download from {name} failed ({error}). Now trying {next_name}.", flush=True)
+    others = [name for name in SOURCES if name not in names]
+    advice = "".join(f"You can try another source:\n  python prepare_data.py --download --source {name}\n" for name in others)
+    raise SystemExit("Could not download the photos.\n" + "\n".join(failures)
+                     + f"\nNothing was written to the dataset.\n{advice}{FROM_HINT}")
+
+
+def unpack(archive: Path, scratch: Path) -> Path:
+    with zipfile.ZipFile(archive) as zipped:
+        for member in tqdm(zipped.infolist(), desc=f"unpacking {archive.name}", unit="file"):
+            member.filename = zip_member_name(member)  # Chinese names from Windows' own zip would otherwise unpack garbled
+            zipped.extract(member, scratch)  # zipfile drops "../" and absolute parts: nothing lands outside
+    return scratch
+
+
 def dataset_root(folder: Path) -> Path:
-    """Step into wrapper folders (a zip's top folder, say) until something is there."""
+    """Step into wrapper folders (a zip's top folder, say) until something is there.
+
+    Loose files that are not photos do not count: Microsoft's zip has a licence PDF and a readme beside PetImages/.
+    """
     while True:
-        entries = [p for p in folder.iterdir() if p.name not in IGNORED_NAMES and not p.name.startswith(".")]
+        entries = [p for p in folder.iterdir() if p.name not in IGNORED_NAMES and not p.name.startswith(".")
+                   and (p.is_dir() or is_image_name(p))]
         if len(entries) == 1 and entries[0].is_dir():
             folder = entries[0]
         else:
@@ -138,10 +230,26 @@ def check_photo(data: bytes) -> str | None:
     if not data:
         return "empty file"
     try:
-        open_image(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Many of Kaggle's photos have a damaged EXIF block. Pillow warns once per file, but the pixels decode
+            # and training reads them fine: hundreds of such warnings would only hide the summary.
+            warnings.simplefilter("ignore", UserWarning)
+            open_image(io.BytesIO(data))
     except UNREADABLE_IMAGE_ERRORS as error:
         return explain_unreadable(error)
     return None
+
+
+def check_file(path: Path, first_seen: dict[str, Path]) -> str | None:
+    """Why this photo cannot be used, or None. It is read and decoded once; first_seen spots later copies of it."""
+    data = path.read_bytes()
+    reason = check_photo(data)
+    if reason is None:
+        digest = hashlib.sha1(data).hexdigest()
+        if digest in first_seen:
+            return f"byte-identical duplicate of {first_seen[digest]}"
+        first_seen[digest] = path
+    return reason
 
 
 def clean(photos: dict[str | None, dict[str, list[Path]]]) -> tuple[dict, list[tuple[Path, str]]]:
@@ -151,14 +259,7 @@ def clean(photos: dict[str | None, dict[str, list[Path]]]) -> tuple[dict, list[t
     excluded: list[tuple[Path, str]] = []
     first_seen: dict[str, Path] = {}
     for split, name, path in tqdm(all_photos, desc="checking photos", unit="photo"):
-        data = path.read_bytes()
-        reason = check_photo(data)
-        if reason is None:
-            digest = hashlib.sha1(data).hexdigest()
-            if digest in first_seen:
-                reason = f"byte-identical duplicate of {first_seen[digest]}"
-            else:
-                first_seen[digest] = path
+        reason = check_file(path, first_seen)
         if reason:
             excluded.append((path, reason))
         else:
@@ -182,19 +283,49 @@ def split_photos(photos: dict[str, list[Path]], shares: dict[str, float], seed: 
     return result
 
 
-def sample(splits: dict[str, dict[str, list[Path]]], seed: int) -> dict[str, dict[str, list[Path]]]:
-    """A tutorial-sized subset: 275 train / 70 val photos, split evenly over the classes."""
-    sampled = {}
+def make_splits(photos: dict[str | None, dict[str, list[Path]]], shares: dict[str, float], val_ratio: float,
+                seed: int) -> dict[str, dict[str, list[Path]]]:
+    """Split photos that have no split yet. Keep the split a source already has, taking val out of train if needed."""
+    if None in photos:
+        return split_photos(photos[None], shares, seed)
+    splits = {split: classes for split, classes in photos.items() if split is not None}
+    if "val" not in splits:  # e.g. train/ + test/
+        splits.update(split_photos(splits["train"], {"train": 1 - val_ratio, "val": val_ratio}, seed))
+    print("kept the split the source already had")
+    return splits
+
+
+def sample(splits: dict[str, dict[str, list[Path]]], seed: int) -> tuple[dict, list[tuple[Path, str]]]:
+    """A tutorial-sized subset: 275 train / 70 val photos, split evenly over the classes.
+
+    Photos are checked in a seeded random order until each class has its share, and a broken one is replaced
+    by the next: from Microsoft's 25,000 photos that decodes a few hundred, not all of them.
+    """
+    wanted = {}
     for split, classes in splits.items():
-        total = TUTORIAL_SAMPLE.get(split)
-        names = sorted(classes)
-        sampled[split] = {}
+        total, names = TUTORIAL_SAMPLE.get(split), sorted(classes)
         for i, name in enumerate(names):
-            wanted = total // len(names) + (i < total % len(names)) if total else len(classes[name])
-            paths = sorted(classes[name])
+            share = total // len(names) + (i < total % len(names)) if total else len(classes[name])
+            wanted[split, name] = min(share, len(classes[name]))
+    sampled: dict[str, dict[str, list[Path]]] = {split: {} for split in splits}
+    excluded: list[tuple[Path, str]] = []
+    first_seen: dict[str, Path] = {}
+    with tqdm(total=sum(wanted.values()), desc="checking photos", unit="photo") as progress:
+        for (split, name), count in wanted.items():
+            paths = sorted(splits[split][name])
             random.Random(f"{seed}-{split}-{name}").shuffle(paths)
-            sampled[split][name] = sorted(paths[:wanted])
-    return sampled
+            kept: list[Path] = []
+            for path in paths:
+                if len(kept) == count:
+                    break
+                reason = check_file(path, first_seen)
+                if reason:
+                    excluded.append((path, reason))
+                else:
+                    kept.append(path)
+                    progress.update()
+            sampled[split][name] = sorted(kept)
+    return sampled, excluded
 
 
 # --------------------------------------------------------------------------- writing
@@ -230,7 +361,16 @@ def write_atomically(path: Path, rows: list[tuple[str, int]]) -> None:
     os.replace(tmp, path)
 
 
-def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[str], excluded: list[tuple[Path, str]],
+def write_left_out(excluded: list[tuple[str, str]], out: Path) -> None:
+    """Every file left out, one per line: with Microsoft's set that is ~1,700 lines, too many for the console."""
+    path = out / LEFT_OUT_FILE
+    if excluded:
+        path.write_text("".join(f"{name}: {reason}\n" for name, reason in excluded), encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)  # a list from an earlier run would mislead
+
+
+def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[str], excluded: list[tuple[str, str]],
                   out: Path) -> None:
     order = [s for s in ("train", "val", "test") if s in splits]
     width = max(len(name) for name in [*class_names, "total"]) + 2
@@ -240,9 +380,14 @@ def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[st
     print("total".ljust(width) + "".join(str(sum(len(v) for v in splits[s].values())).rjust(8) for s in order))
     if excluded:
         reasons = Counter("duplicate" if r.startswith("byte-identical") else r.split(" (")[0] for _, r in excluded)
-        print(f"\nleft out {len(excluded)} file(s): " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
-        for path, reason in excluded:
-            print(f"  {path}: {reason}")
+        print(f"\nleft out {len(excluded)} file(s):")
+        for reason, count in sorted(reasons.items()):
+            print(f"{count:>8}  {reason}")
+        for name, reason in excluded[:SHOWN_LEFT_OUT]:
+            print(f"  {name}: {reason}")
+        if len(excluded) > SHOWN_LEFT_OUT:
+            print(f"  ... and {len(excluded) - SHOWN_LEFT_OUT} more")
+        print(f"  The full list is in {out / LEFT_OUT_FILE}.")
     print(f"\nwrote {', '.join(f'{s}.csv' for s in order)} and classes.txt to {out}/")
     print(f"next: python train.py --data-dir {out}")
 
@@ -254,41 +399,34 @@ def main(args: argparse.Namespace) -> None:
     if any(share < 0 for share in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6 or shares["val"] <= 0:
         raise SystemExit(f"the split shares must be positive and add up to 1, got {list(shares.values())}")
 
-    source = download(args.download, out / ".downloads") if args.download else Path(args.source)
+    source, known = (download_photos(args.download, args.source_name, out / ".downloads") if args.download is not None
+                     else (Path(args.from_path), None))
     if not source.exists():
         raise SystemExit(f"--from {source}: no such file or folder")
+    if source.is_file() and not zipfile.is_zipfile(source):
+        raise SystemExit(f"--from {source}: a file must be a .zip archive; give a folder otherwise")
     with tempfile.TemporaryDirectory(prefix="prepare_data_") as scratch:
-        if source.is_file():
-            if not zipfile.is_zipfile(source):
-                raise SystemExit(f"--from {source}: a file must be a .zip archive; give a folder otherwise")
-            print(f"unpacking {source}")
-            with zipfile.ZipFile(source) as archive:
-                members = archive.infolist()
-                for member in members:  # Chinese names from Windows' own zip would otherwise unpack garbled
-                    member.filename = zip_member_name(member)
-                archive.extractall(scratch, members)  # zipfile drops "../" and absolute parts: nothing lands outside
-            source = Path(scratch)
-        root = dataset_root(source)
-        photos, excluded = clean(find_photos(root))
-
-        if None in photos:
-            splits = split_photos(photos[None], shares, args.seed)
+        root = dataset_root(unpack(source, Path(scratch)) if source.is_file() else source)
+        photos = find_photos(root)
+        if known:  # Google's folders are cats/dogs, Microsoft's Cat/Dog: both give the tutorial's cat/dog
+            photos = {split: {known.class_names.get(name, name): paths for name, paths in classes.items()}
+                      for split, classes in photos.items()}
+        if args.download is not None and not args.full:
+            splits, excluded = sample(make_splits(photos, shares, args.val_ratio, args.seed), args.seed)
         else:
-            splits = {split: classes for split, classes in photos.items()}
-            if "val" not in splits:  # e.g. train/ + test/: take val out of train
-                splits.update(split_photos(splits["train"], {"train": 1 - args.val_ratio, "val": args.val_ratio},
-                                           args.seed))
-            print("kept the split the source already had")
-        if args.download and not args.full:
-            splits = sample(splits, args.seed)
+            photos, excluded = clean(photos)
+            splits = make_splits(photos, shares, args.val_ratio, args.seed)
         class_names = sorted({name for classes in splits.values() for name in classes})
         if not any(splits["train"].values()):
             raise SystemExit(f"no usable photos found in {root}")
         out.mkdir(parents=True, exist_ok=True)
         write_dataset(splits, class_names, out)
-    print_summary(splits, class_names, excluded, out)
+    # The temporary folder is gone now: name a file from a zip by the zip's path and its place inside it.
+    left_out = [(str(path).replace(scratch, str(source)), reason.replace(scratch, str(source))) for path, reason in excluded]
+    write_left_out(left_out, out)
+    print_summary(splits, class_names, left_out, out)
 
 
 if __name__ == "__main__":
     make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
-    main(get_args_parser().parse_args())
+    main(parse_args())

@@ -12,12 +12,13 @@ import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import FAST_TRAIN_FLAGS, WindowsZipInfo, make_broken_files, make_photo, run_script
+from conftest import FAST_TRAIN_FLAGS, WindowsZipInfo, free_port, make_broken_files, make_photo, run_script
 from load_datasets import read_csv_rows
 
 
@@ -140,16 +141,45 @@ def test_nothing_usable_gets_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Found no classes in" in result.stderr and "Traceback" not in result.stderr
 
 
+@contextmanager
+def serve(root: Path, body_cut_at: int | None = None) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server for the files under root, and the list of paths it was asked for.
+
+    With body_cut_at, it announces each file's full size but closes the connection after that many bytes.
+    """
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 — http.server's own name
+            requests.append(self.path)
+            if body_cut_at is None:
+                return super().do_GET()
+            data = (root / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:body_cut_at])
+            self.close_connection = True
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A local HTTP server: the tests never use the internet."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with serve(root) as (url, _):
+        yield url, root
 
 
 def test_download_imports_a_tutorial_sized_sample(tmp_path: Path, http_server: tuple[str, Path]) -> None:
@@ -182,3 +212,172 @@ def test_failed_download_leaves_nothing_and_points_to_from(tmp_path: Path, http_
     assert result.returncode != 0 and "did not send a .zip archive" in result.stderr
     assert not (tmp_path / "ds" / "train.csv").exists()
     assert not [p for p in (tmp_path / "ds").rglob("*") if p.is_file()]  # no partial download kept
+
+
+# --------------------------------------------------------------------------- the two built-in sources
+GOOGLE_ZIP, MICROSOFT_ZIP = "cats_and_dogs_filtered.zip", "kagglecatsanddogs_5340.zip"  # the real URLs' file names
+MICROSOFT_BROKEN = {"PetImages/Cat/666.jpg": "empty file", "PetImages/Dog/text.jpg": "not an image file",
+                    "PetImages/Dog/cut.jpg": "the file is cut short"}
+
+
+def photo_bytes(scratch: Path, label: int, seed: int, size: tuple[int, int] = (8, 8)) -> bytes:
+    return make_photo(scratch / f"{label}-{seed}.jpg", label, seed=seed, size=size).read_bytes()
+
+
+def make_google_zip(path: Path, scratch: Path) -> Path:
+    """Google's layout: cats_and_dogs_filtered/train|validation/cats|dogs/, 6 + 3 photos per class."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        for split, count in (("train", 6), ("validation", 3)):
+            for label, name in enumerate(("cats", "dogs")):
+                for i in range(count):
+                    data = photo_bytes(scratch, label, seed=label * 100 + (split == "train") * 50 + i)
+                    zipped.writestr(f"cats_and_dogs_filtered/{split}/{name}/{name[:-1]}.{i}.jpg", data)
+    return path
+
+
+def make_microsoft_zip(path: Path, scratch: Path) -> Path:
+    """Microsoft's layout, as Keras' example shows it: a licence and a readme beside PetImages/Cat|Dog/,
+    10 good photos per class, Thumbs.db files and three broken photos (MICROSOFT_BROKEN)."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        zipped.writestr("CDLA-Permissive-2.0.pdf", b"%PDF-1.4 licence")
+        zipped.writestr("readme[1].txt", "Kaggle cats and dogs")
+        for label, name in enumerate(("Cat", "Dog")):
+            for i in range(10):
+                zipped.writestr(f"PetImages/{name}/{i}.jpg", photo_bytes(scratch, label, seed=label * 100 + i))
+            zipped.writestr(f"PetImages/{name}/Thumbs.db", b"\xd0\xcf\x11\xe0 not a photo")
+        zipped.writestr("PetImages/Cat/666.jpg", b"")
+        zipped.writestr("PetImages/Dog/text.jpg", "<html>this is not a photo</html>")
+        whole = photo_bytes(scratch, 1, seed=999, size=(64, 64))
+        zipped.writestr("PetImages/Dog/cut.jpg", whole[: len(whole) // 2])
+    return path
+
+
+@pytest.fixture
+def sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Two local servers in the place of Google's and Microsoft's, each serving its zip from its own folder."""
+    found = {}
+    with serve(tmp_path / "google") as (google_url, google_requests), \
+            serve(tmp_path / "microsoft") as (microsoft_url, microsoft_requests):
+        for name, url, requests in (("google", google_url, google_requests),
+                                    ("microsoft", microsoft_url, microsoft_requests)):
+            (tmp_path / name).mkdir()
+            file_name = GOOGLE_ZIP if name == "google" else MICROSOFT_ZIP
+            monkeypatch.setenv(f"PREPARE_DATA_{name.upper()}_URL", f"{url}/{file_name}")
+            found[name] = {"url": f"{url}/{file_name}", "zip": tmp_path / name / file_name, "requests": requests}
+        make_google_zip(found["google"]["zip"], tmp_path / "made")
+        make_microsoft_zip(found["microsoft"]["zip"], tmp_path / "made")
+        yield found
+
+
+def dataset_rows(folder: Path) -> list[tuple[Path, int]]:
+    return read_csv_rows(folder / "train.csv") + read_csv_rows(folder / "val.csv")
+
+
+def assert_microsoft_dataset(folder: Path) -> None:
+    """cat/dog labels, the 20 good photos, none of the broken ones, each in the folder of its label."""
+    assert (folder / "classes.txt").read_text() == "cat\ndog\n"
+    rows = dataset_rows(folder)
+    assert sorted((path.parent.name, path.name, label) for path, label in rows) == sorted(
+        [("cat", f"{i}.jpg", 0) for i in range(10)] + [("dog", f"{i}.jpg", 1) for i in range(10)])
+    assert all(path.is_file() for path, _ in rows)
+
+
+def assert_nothing_written(folder: Path) -> None:
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_google_down_falls_back_to_microsoft_and_leaves_broken_photos_out(tmp_path: Path, sources: dict) -> None:
+    sources["google"]["zip"].unlink()  # Google answers 404
+    result = run_script("prepare_data.py", "--download", "--out", "ds", cwd=tmp_path)
+    assert sources["google"]["requests"] == [f"/{GOOGLE_ZIP}"] and sources["microsoft"]["requests"] == [f"/{MICROSOFT_ZIP}"]
+    fallback = [line for line in result.stdout.splitlines() if "Now trying microsoft" in line]
+    assert len(fallback) == 1 and "google" in fallback[0] and "404" in fallback[0], result.stdout
+    assert_microsoft_dataset(tmp_path / "ds")
+    assert "left out 3 file(s)" in result.stdout and "Thumbs.db" not in result.stdout
+    listed = (tmp_path / "ds" / "left_out.txt").read_text(encoding="utf-8")
+    for member, reason in MICROSOFT_BROKEN.items():  # named by the zip and the place in it, not a temporary folder
+        line = f"{Path('ds/.downloads') / MICROSOFT_ZIP / member}: {reason}"
+        assert line in result.stdout and line in listed, line
+    assert "prepare_data_" not in result.stdout + listed
+    # A second run uses the complete download and asks neither server again.
+    again = run_script("prepare_data.py", "--download", "--out", "ds", "--full", cwd=tmp_path)
+    assert "downloaded before" in again.stdout and "Now trying" not in again.stdout
+    assert len(sources["google"]["requests"]) == 1 and len(sources["microsoft"]["requests"]) == 1
+    assert_microsoft_dataset(tmp_path / "ds")
+    assert label_counts(tmp_path / "ds/val.csv") == {0: 2, 1: 2}  # --full: 20% of the 10 good photos per class
+
+
+def test_source_microsoft_never_contacts_google(tmp_path: Path, sources: dict) -> None:
+    result = run_script("prepare_data.py", "--source", "microsoft", "--out", "ds", cwd=tmp_path)
+    assert sources["google"]["requests"] == []  # Google is up and serving: it was not asked
+    assert_microsoft_dataset(tmp_path / "ds")
+    assert "Now trying" not in result.stdout
+
+
+def test_google_gives_cat_and_dog_and_no_fallback(tmp_path: Path, sources: dict) -> None:
+    run_script("prepare_data.py", "--download", "--out", "ds", cwd=tmp_path)
+    assert sources["microsoft"]["requests"] == []
+    assert (tmp_path / "ds/classes.txt").read_text() == "cat\ndog\n"  # not Google's folder names cats/dogs
+    assert label_counts(tmp_path / "ds/train.csv") == {0: 6, 1: 6} and label_counts(tmp_path / "ds/val.csv") == {0: 3, 1: 3}
+    for path, label in dataset_rows(tmp_path / "ds"):
+        assert path.parent.name == ("cat", "dog")[label] and path.name.startswith(("cat.", "dog.")[label])
+
+
+def test_source_google_down_names_both_sources_and_from(tmp_path: Path, sources: dict) -> None:
+    sources["google"]["zip"].unlink()
+    result = run_script("prepare_data.py", "--download", "--source", "google", "--out", "ds", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert sources["microsoft"]["requests"] == []  # no fallback when a source is named
+    assert f"google: {sources['google']['url']}" in result.stderr and "404" in result.stderr
+    assert "--source microsoft" in result.stderr and "--from" in result.stderr
+    assert "Nothing was written" in result.stderr
+    assert_nothing_written(tmp_path / "ds")
+
+
+def test_both_sources_down_gives_one_clear_message(tmp_path: Path, sources: dict,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREPARE_DATA_GOOGLE_URL", f"http://127.0.0.1:{free_port()}/{GOOGLE_ZIP}")  # nothing listens
+    (sources["microsoft"]["zip"]).write_text("<html>a login page, not a zip</html>")
+    result = run_script("prepare_data.py", "--download", "--out", "ds", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.count("Could not download") == 1
+    assert "google: http://127.0.0.1:" in result.stderr and "refused" in result.stderr.lower()
+    assert f"microsoft: {sources['microsoft']['url']}" in result.stderr
+    assert "did not send a .zip archive" in result.stderr and "--from" in result.stderr
+    assert_nothing_written(tmp_path / "ds")
+
+
+def test_a_cut_download_is_never_taken_as_complete(tmp_path: Path, sources: dict,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = sources["microsoft"]["zip"]
+    with serve(archive.parent, body_cut_at=archive.stat().st_size // 2) as (url, _):
+        monkeypatch.setenv("PREPARE_DATA_MICROSOFT_URL", f"{url}/{MICROSOFT_ZIP}")
+        result = run_script("prepare_data.py", "--source", "microsoft", "--out", "ds", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"the connection closed after {archive.stat().st_size // 2:,} of {archive.stat().st_size:,} bytes" in result.stderr
+    assert_nothing_written(tmp_path / "ds")
+    # A .part left by a killed run is not taken as complete either: the next run downloads the whole file.
+    (tmp_path / "ds/.downloads").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "ds/.downloads" / f"{MICROSOFT_ZIP}.part").write_bytes(archive.read_bytes()[:1000])
+    monkeypatch.setenv("PREPARE_DATA_MICROSOFT_URL", sources["microsoft"]["url"])
+    result = run_script("prepare_data.py", "--source", "microsoft", "--out", "ds", cwd=tmp_path)
+    assert "downloaded before" not in result.stdout and sources["microsoft"]["requests"] == [f"/{MICROSOFT_ZIP}"]
+    assert (tmp_path / "ds/.downloads" / MICROSOFT_ZIP).read_bytes() == archive.read_bytes()
+    assert not (tmp_path / "ds/.downloads" / f"{MICROSOFT_ZIP}.part").exists()
+    assert_microsoft_dataset(tmp_path / "ds")
+
+
+def test_many_left_out_files_are_counted_and_listed_in_a_file(tmp_path: Path) -> None:
+    source = make_kaggle_folder(tmp_path / "photos", per_class=5)
+    for i in range(25):
+        (source / f"cat.{100 + i}.jpg").write_bytes(b"")
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
+    assert "left out 25 file(s):\n      25  empty file\n" in result.stdout
+    assert result.stdout.count(": empty file") == 10 and "... and 15 more" in result.stdout
+    listed = (tmp_path / "ds/left_out.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(listed) == sorted(f"{source / f'cat.{100 + i}.jpg'}: empty file" for i in range(25))
+    # Without broken files, the list of an earlier run is removed: it would describe another dataset.
+    for i in range(25):
+        (source / f"cat.{100 + i}.jpg").unlink()
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
+    assert "left out" not in result.stdout and not (tmp_path / "ds/left_out.txt").exists()
