@@ -241,3 +241,25 @@ def test_without_a_cxx_compiler_the_page_answers_uncompiled(trained_run: Path, t
         assert "C++ compiler" in log and "Traceback" not in log
         answer = client.predict(handle_file(str(trained_run / "datasets/val/cat/cat.0.jpg")), api_name="/predict")
         assert sum(confidences(answer).values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_language_flag_overrides_the_browsers_language(trained_run: Path, tmp_path: Path) -> None:
+    from gradio_client import Client
+
+    photo = trained_run / "datasets/val/dog/dog.1.jpg"
+    not_a_photo = tmp_path / "notes.jpg"
+    not_a_photo.write_text("this is a text file", encoding="utf-8")
+    # (--language, the client's language, its verdict, its error, a label on the page)
+    for flag, accept_language, not_sure, unusable, photo_label in (
+            ("zh", "en-US,en;q=0.9", "## 不确定\n最可能是", "这个文件无法使用：不是图片文件", "照片"),
+            ("en", "zh-CN,zh;q=0.9", "## Not sure\nThe best guess is", "This file could not be used: not an image", "Photo")):
+        with run_app("--language", flag, cwd=trained_run) as (app, _):
+            client = Client(app.src, headers={"Accept-Language": accept_language}, verbose=False)
+            _, answer, _ = client.predict(handle_file(str(photo)), 1.0, False, api_name="/classify")
+            assert answer.startswith(not_sure), (flag, answer)
+            with pytest.raises(Exception, match=unusable):
+                client.predict(handle_file(str(not_a_photo)), api_name="/predict")
+            table, _ = client.predict([handle_file(str(photo))], 1.0, api_name="/classify_many")
+            translations = client.config["i18n_translations"]  # what the page shows, whatever the browser's language
+        assert table["data"][0][3] == ("不确定" if flag == "zh" else "not sure")
+        assert translations["en"]["photo"] == translations["zh"]["photo"] == photo_label

@@ -5,6 +5,7 @@ Screenshots of each step land in the test's tmp dir (pytest prints it on failure
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -91,3 +92,76 @@ def test_the_many_photos_tab_returns_a_table_and_a_csv(page: Page, page_url, tmp
     assert downloaded[0] == "file,class,probability,note" and len(downloaded) == 4
     assert {line.split(",")[0] for line in downloaded[1:]} == {"cat.0.jpg", "dog.1.jpg", "truncated.jpg"}
     page.screenshot(path=tmp_path / "many-photos.png", full_page=True)
+
+
+def tutorial_or_generated_photo(workdir: Path) -> Path:
+    """A real dog photo from $CATS_DOGS_TUTORIAL_DIR when set, else a generated one."""
+    real = os.environ.get("CATS_DOGS_TUTORIAL_DIR")
+    return sorted((Path(real) / "val/dog").glob("*.jpg"))[0] if real else workdir / "datasets/val/dog/dog.0.jpg"
+
+
+def page_in(browser, url: str, locale: str) -> Page:
+    """The page in a browser whose language is `locale` (navigator.language and the Accept-Language header)."""
+    page = browser.new_context(locale=locale, viewport={"width": 1280, "height": 1000}).new_page()
+    page.goto(url)
+    return page
+
+
+# What each language shows, and a word of the other that must not appear.
+WORDS = {
+    "zh-CN": {"tabs": ("单张照片", "多张照片"), "photo": "照片", "heatmap_box": "显示模型在看哪里（Grad-CAM 热力图）",
+              "heatmap": "热力图：越红的地方，对结果的影响越大", "info": "验证集准确率", "sure": r"^有 \d+% 的把握。$",
+              "hint": "提示：这看起来既不像猫，也不像狗", "absent": "One photo"},
+    "en-US": {"tabs": ("One photo", "Many photos"), "photo": "Photo",
+              "heatmap_box": "Show where the model looked (Grad-CAM heat map)",
+              "heatmap": "Heat map: red areas drove the answer most", "info": "Val accuracy:", "sure": r"^\d+% sure\.$",
+              "hint": "Hint: this does not look like a cat or a dog", "absent": "单张照片"},
+}
+
+
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
+def test_the_page_speaks_the_browsers_language(browser, page_url, locale: str, tmp_path: Path) -> None:
+    words = WORDS[locale]
+    page = page_in(browser, page_url[0], locale)
+    for tab in words["tabs"]:
+        expect(page.get_by_role("tab", name=tab)).to_be_visible()
+    expect(page.get_by_text(words["absent"])).to_have_count(0)
+    expect(page.locator("#photo")).to_contain_text(words["photo"])
+    expect(page.locator("#show-heatmap")).to_contain_text(words["heatmap_box"])
+    expect(page.locator("h1 + p, .prose").first).to_contain_text(words["info"])
+
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("0")  # always a verdict, never "not sure"
+    threshold.press("Enter")
+    page.locator("#photo input[type=file]").set_input_files(str(tutorial_or_generated_photo(page_url[1])))
+    expect(page.locator("#verdict h2")).to_have_text(re.compile("^(cat|dog)$"), timeout=TIMEOUT_MS)  # names stay
+    expect(page.locator("#verdict p").first).to_have_text(re.compile(words["sure"]))
+    expect(page.locator("#verdict")).to_contain_text(words["hint"])  # the sports-car checkpoint warns about every photo
+    expect(page.locator("#heatmap")).to_contain_text(words["heatmap"])
+    expect(page.locator("#heatmap img")).to_be_visible(timeout=TIMEOUT_MS)
+    page.screenshot(path=tmp_path / f"one-photo-{locale}.png", full_page=True)
+    page.context.close()
+
+
+def test_errors_and_the_table_arrive_in_chinese_for_a_chinese_browser(browser, page_url, tmp_path: Path) -> None:
+    broken = make_broken_files(tmp_path / "broken")
+    page = page_in(browser, page_url[0], "zh-CN")
+    page.locator("#photo input[type=file]").set_input_files(str(broken["text"]))
+    expect(page.get_by_text("这个文件无法使用：不是图片文件").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("This file could not be used")).to_have_count(0)
+    page.screenshot(path=tmp_path / "not-an-image-zh-CN.png", full_page=True)
+
+    page.get_by_role("tab", name="多张照片").click()
+    table = page.locator("#results")
+    expect(table).to_contain_text("备注", timeout=TIMEOUT_MS)  # the column names, before the first run too
+    page.locator("#many-photos input[type=file]").set_input_files(
+        [str(page_url[1] / "datasets/val/cat/cat.0.jpg"), str(broken["truncated"])])
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("1")  # every photo "not sure"
+    threshold.press("Enter")
+    page.get_by_role("button", name="全部分类").click()
+    expect(table).to_contain_text("无法使用：文件不完整", timeout=TIMEOUT_MS)
+    expect(table).to_contain_text("不确定；这看起来既不像猫，也不像狗")
+    expect(table).to_contain_text("cat.0.jpg")
+    page.screenshot(path=tmp_path / "many-photos-zh-CN.png", full_page=True)
+    page.context.close()
