@@ -19,10 +19,8 @@ import argparse
 import csv
 import io
 import os
-import re
 import sys
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,14 +38,14 @@ from common import (  # noqa: E402
     UNREADABLE_IMAGE_ERRORS,
     autocast_dtype,
     build_model,
-    explain_unreadable,
     make_console_safe,
     open_image,
     pick_device,
     pretrained_state_dict,
     zip_member_name,
 )
-from inference import compile_for_inference, prepare_for_inference  # noqa: E402
+from inference import compile_by_default, make_batch_predict  # noqa: E402
+from translations import LANGUAGES, PAGE_KEYS, TEXTS, language_of, reason_in, text  # noqa: E402
 
 MAX_UPLOAD = "20mb"
 EXAMPLES_PER_CLASS = 2
@@ -57,59 +55,6 @@ PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a phot
 MAX_BATCH_PHOTOS = 1000
 MAX_ZIP_MEMBER_BYTES = 50 * 1024 * 1024  # a photo inside a zip larger than this is skipped unread
 BATCH_SIZE = 8
-LANGUAGES = ("en", "zh")
-
-# Every word the page says, as (English, simplified Chinese). Class names are never translated.
-TEXTS: dict[str, tuple[str, str]] = {
-    "title": ("{names} classifier", "{names} 分类器"),
-    "model": ("**Model:** {arch} ({start})", "**模型**：{arch}（{start}）"),
-    "scratch": ("trained from scratch", "从零训练"),
-    "fine_tuned": ("fine-tuned from {weights}", "基于 {weights} 微调"),
-    "classes": ("**Classes:** {names}", "**类别**：{names}"),
-    "accuracy": ("**Val accuracy:** {accuracy:.1f}% (epoch {epoch})", "**验证集准确率**：{accuracy:.1f}%（第 {epoch} 轮）"),
-    "saved": ("**Saved:** {saved}", "**保存时间**：{saved}"),
-    "threshold": ("Say 'not sure' below this probability", "最高概率低于这个值时，回答“不确定”"),
-    "one_photo": ("One photo", "单张照片"),
-    "photo": ("Photo", "照片"),
-    "show_heatmap": ("Show where the model looked (Grad-CAM heat map)", "显示模型在看哪里（Grad-CAM 热力图）"),
-    "probabilities": ("Probabilities", "概率"),
-    "heatmap": ("Heat map: red areas drove the answer most", "热力图：越红的地方，对结果的影响越大"),
-    "examples": ("Examples", "示例"),
-    "many_photos": ("Many photos", "多张照片"),
-    "files": ("Photos, or a .zip of photos", "照片，或装有照片的 .zip 压缩包"),
-    "classify_all": ("Classify all", "全部分类"),
-    "results": ("Results", "结果"),
-    "download_csv": ("Download the table as CSV", "下载表格（CSV）"),
-    "columns": ("file,class,probability,note", "文件,类别,概率,备注"),
-    "sure": ("## {best}\n{p:.0%} sure.", "## {best}\n有 {p:.0%} 的把握。"),
-    "not_sure": ("## Not sure\nThe best guess is **{best}** at {p:.0%}, below the {threshold:.0%} threshold.",
-                 "## 不确定\n最可能是 **{best}**，概率 {p:.0%}，低于 {threshold:.0%} 的阈值。"),
-    "not_a_pet": ("this does not look like a cat or a dog", "这看起来既不像猫，也不像狗"),
-    "pet_hint": ("⚠️ **Hint: {not_a_pet}.** The original ImageNet classifier gives cats and dogs only {share:.0%}; "
-                 "this model only knows {names}, so its answer may mean nothing.",
-                 "⚠️ **提示：{not_a_pet}**。原始的 ImageNet 分类器认为它是猫或狗的概率只有 {share:.0%}；"
-                 "这个模型只认识 {names}，所以它的回答可能没有意义。"),
-    "and": (" and ", "、"),
-    "not_sure_note": ("not sure", "不确定"),
-    "notes_joined_by": ("; ", "；"),
-    "row_unusable": ("could not be used: {reason}", "无法使用：{reason}"),
-    "skipped": ("skipped: over {mb} MB", "已跳过：超过 {mb} MB"),
-    "upload_first": ("Please upload a photo first.", "请先上传一张照片。"),
-    "unusable": ("This file could not be used: {reason}. Upload a photo: JPEG, PNG, BMP, GIF or WebP, at most 20 MB.",
-                 "这个文件无法使用：{reason}。请上传 JPEG、PNG、BMP、GIF 或 WebP 格式的照片，不超过 20 MB。"),
-    "choose_first": ("Please choose some photos, or a .zip of photos, first.", "请先选择照片，或装有照片的 .zip 压缩包。"),
-    "only_first": ("Only the first {n} photos were classified.", "只分类了前 {n} 张照片。"),
-    "classifying": ("classifying", "正在分类"),
-    "photos_unit": ("photos", "张"),
-}
-# common.explain_unreadable's English reasons in Chinese; a reason not listed here stays in English.
-REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（超过 {0} 百万像素），可能是恶意的“解压炸弹”，已拒绝"),
-              (r"the file is cut short.*", "文件不完整（比如下载中断了）"),
-              (r"not an image file.*", "不是图片文件，或者是 Pillow 读不了的格式"),
-              (r"cannot be decoded \((.*)\)", "无法解码（{0}）")]
-# The page's fixed words, handed to Gradio's frontend (gr.I18n) instead of computed per request.
-PAGE_KEYS = ["threshold", "one_photo", "photo", "show_heatmap", "probabilities", "heatmap", "examples", "many_photos",
-             "files", "classify_all", "results", "download_csv"]
 NOT_A_PET = TEXTS["not_a_pet"][0]
 
 
@@ -141,33 +86,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def text(key: str, language: str = "en", **values: Any) -> str:
-    """One of TEXTS in the given language, its {placeholders} filled in."""
-    return TEXTS[key][LANGUAGES.index(language)].format(**values)
-
-
-def language_of(request: gr.Request | None, forced: str = "auto") -> str:
-    """'zh' or 'en' for whoever sent the request: --language when given, else the browser's first language.
-
-    Gradio's frontend picks the page's fixed words by the browser's language too, so labels and answers agree.
-    Scripts send no Accept-Language and get English, as before.
-    """
-    if forced != "auto":
-        return forced
-    headers = getattr(request, "headers", None) or {}
-    first = (headers.get("accept-language") or "").split(",")[0].strip().lower()
-    return "zh" if first.startswith("zh") else "en"
-
-
-def reason_in(language: str, error: Exception) -> str:
-    """common.explain_unreadable's plain words for a failed upload, in the given language."""
-    reason = explain_unreadable(error)
-    for pattern, chinese in REASONS_ZH if language == "zh" else []:
-        if found := re.fullmatch(pattern, reason, flags=re.DOTALL):
-            return chinese.format(*found.groups())
-    return reason
-
-
 def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "auto") -> gr.I18n:
     """The page's fixed words in both languages, for Gradio's frontend to show the browser's own.
 
@@ -193,51 +111,6 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         examples += [str(p) for p in photos[:per_class]]
     return examples
-
-
-def compile_by_default(device: torch.device, requested: bool | None) -> bool:
-    """--compile / --no-compile as given, else on for CPUs: the only devices it was measured on here."""
-    return device.type == "cpu" if requested is None else requested
-
-
-def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
-                       amp_dtype: torch.dtype | None = None, compile_model: bool = False,
-                       wait_for_compile: bool = False) -> Callable[[list[Image.Image]], torch.Tensor]:
-    """Photos in, an (N, classes) tensor of probabilities out.
-
-    The transform is built once here, not per call; the model is a folded, NHWC copy in
-    bf16/fp16 where the device computes it natively (see common.prepare_for_inference).
-    With compile_model, single photos go to a torch.compile'd copy once it is ready: it is
-    compiled in a background thread, so the page answers (uncompiled) from the first second.
-    """
-    transform = checkpoint_transform(meta)
-    fast_model = prepare_for_inference(model, device, amp_dtype)
-    memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-    one_photo_model = {"model": fast_model}  # swapped for the compiled model when it is ready
-
-    def to_batch(images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([transform(image) for image in images]).to(device, dtype=amp_dtype or torch.float32)
-        return batch.contiguous(memory_format=memory_format)
-
-    def compile_one_photo_model() -> None:
-        size = meta["image_size"]
-        compiled = compile_for_inference(fast_model, to_batch([Image.new("RGB", (size, size))]))
-        if compiled is not None:
-            one_photo_model["model"] = compiled
-            print("compiled the model: single photos are answered by the compiled copy from now on", flush=True)
-
-    if compile_model and wait_for_compile:
-        compile_one_photo_model()
-    elif compile_model:
-        threading.Thread(target=compile_one_photo_model, name="compile", daemon=True).start()
-
-    @torch.inference_mode()
-    def batch_predict(images: list[Image.Image]) -> torch.Tensor:
-        # Compiled for one photo only: other batch sizes would each trigger a new compile.
-        answering = one_photo_model["model"] if len(images) == 1 else fast_model
-        return torch.softmax(answering(to_batch(images)).float(), dim=1).cpu()
-
-    return batch_predict
 
 
 def make_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,

@@ -109,19 +109,3 @@ def test_without_the_file_and_offline_the_message_names_the_exact_path(
     assert torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url in result.stderr
     assert f"Copy it to this exact path: {weights_file}" in result.stderr
     assert not (tmp_path / "checkpoint").exists()
-
-
-def test_the_file_names_in_the_docs_are_torchvisions() -> None:
-    from conftest import REPO
-
-    text = (REPO / "docs/platforms.md").read_text(encoding="utf-8")
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-        enum = torchvision.models.get_model_weights(arch)
-        row = next(line for line in text.splitlines() if line.startswith(f"| {arch} |"))
-        for name in ("IMAGENET1K_V2", "IMAGENET1K_V1"):
-            if hasattr(enum, name):
-                assert enum[name].url.rsplit("/", 1)[1] in row
-                assert enum[name].url.rsplit("/", 1)[0] == "https://download.pytorch.org/models"
-    default = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
-    assert default in text and default in readme
