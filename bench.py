@@ -34,9 +34,9 @@ from torchvision import transforms
 
 import common
 import train
-from app import compile_by_default, make_predict
 from checkpoint import make_checkpoint, read_checkpoint
 from common import build_model, make_console_safe, pick_device
+from inference import compile_by_default, make_batch_predict
 from load_datasets import DatasetLoader, collate_readable, read_csv_rows
 from recipe import resolve_speed_settings
 
@@ -113,14 +113,14 @@ def tutorial_loop(samples, device, batch_size: int, image_size: int) -> Callable
     return run
 
 
-def project_loop(csv_path: Path, device, batch_size: int, image_size: int,
-                 no_bf16: bool) -> tuple[Callable[[int, int], float], DatasetLoader, bool, str]:
+def project_loop(csv_path: Path, device, batch_size: int, image_size: int, no_bf16: bool,
+                 compile_model: bool = False) -> tuple[Callable[[int, int], float], DatasetLoader, str, str]:
     """train.py's training step at its defaults for this device.
 
     Returns run(steps, offset), the dataset, whether train.py would cache it, and the settings in words.
     """
     args = train.get_args_parser().parse_args(["--batch-size", str(batch_size), "--image-size", str(image_size)]
-                                              + (["--no-amp"] if no_bf16 else []))
+                                              + (["--no-amp"] if no_bf16 else []) + (["--compile"] if compile_model else []))
     torch.manual_seed(0)
     dataset = DatasetLoader(csv_path, args.image_size, train=True)
     amp_dtype = resolve_speed_settings(args, device, dataset, dataset)
@@ -128,22 +128,24 @@ def project_loop(csv_path: Path, device, batch_size: int, image_size: int,
                                                   else torch.preserve_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
     criterion = torch.nn.CrossEntropyLoss()
+    trained = torch.compile(model) if args.compile else model  # compiled by the warm-up's first step
 
     def run(steps: int, offset: int) -> float:
         loader = subset_loader(dataset, steps, offset, batch_size, num_workers=args.num_workers,
-                               collate_fn=collate_readable)
+                               collate_fn=collate_readable, pin_memory=device.type == "cuda")
         started = time.perf_counter()
-        train.train_one_epoch(model, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
+        train.train_one_epoch(trained, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
                               channels_last=args.channels_last)
         return time.perf_counter() - started
 
     settings = (f"amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'off'}, channels_last "
-                f"{'on' if args.channels_last else 'off'}, cache {'on' if args.cache else 'off'}, {args.num_workers} workers")
+                f"{'on' if args.channels_last else 'off'}, cache {args.cache}, {args.num_workers} workers"
+                f"{', torch.compile' if args.compile else ''}")
     return run, dataset, args.cache, settings
 
 
 def training_throughput(samples, csv_path: Path, device, steps: int, warmup: int, batch_size: int, image_size: int,
-                        no_bf16: bool, rounds: int = 4) -> dict:
+                        no_bf16: bool, compile_model: bool = False, rounds: int = 4) -> dict:
     """Both loops warmed up under a memory watch, then timed in alternating rounds of steps.
 
     Alternating keeps a noisy or throttled moment of a shared machine from favouring either side.
@@ -151,11 +153,12 @@ def training_throughput(samples, csv_path: Path, device, steps: int, warmup: int
     tutorial_run = tutorial_loop(samples, device, batch_size, image_size)
     with PeakMemory() as tutorial_memory:
         tutorial_run(warmup, 0)
-    project_run, dataset, use_cache, settings = project_loop(csv_path, device, batch_size, image_size, no_bf16)
+    project_run, dataset, cache_mode, settings = project_loop(csv_path, device, batch_size, image_size, no_bf16,
+                                                              compile_model)
     with PeakMemory() as project_memory:
         cache_started = time.perf_counter()
-        if use_cache:
-            dataset.cache_images()
+        if cache_mode != "off":
+            dataset.cache_images(cache_mode)
         cache_seconds = time.perf_counter() - cache_started
         project_run(warmup, 0)
     tutorial_seconds = project_seconds = 0.0
@@ -209,8 +212,11 @@ def inference_latencies(photos: list[Path], device, no_bf16: bool, compile_model
         function(argument)
         return (time.perf_counter() - started) * 1000
 
-    predict = make_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device), compile_model,
-                           wait_for_compile=True)
+    batch_predict = make_batch_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device),
+                                       compile_model, wait_for_compile=True)
+
+    def predict(path: str) -> dict[str, float]:  # the page's /predict: the photo opened as app.py opens uploads
+        return dict(zip(meta["class_names"], batch_predict([common.open_image(path)])[0].tolist(), strict=True))
     tutorial, project = [], []
     for photo in photos[:3] + photos:  # alternating, so that a busy or throttled moment hits both alike
         tutorial.append(timed(lambda p: tutorial_predict(Image.open(p).convert("RGB")), photo))
@@ -230,6 +236,41 @@ def accuracy_check(data_dir: Path, epochs: int) -> tuple[float, float]:
     return results[0], results[1]
 
 
+def loader_rate(dataset: Dataset, device: torch.device, batch_size: int, num_workers: int, photos: int,
+                collate=None) -> float:
+    """Images per second delivered to the device as the training step takes them, with no model: the loader alone."""
+    repeated = Subset(dataset, [i % len(dataset) for i in range(photos)])
+    loader = DataLoader(repeated, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    started, delivered = time.perf_counter(), 0
+    for images, *_ in loader:
+        # The training step's format: this project's uint8 batches are normalized there, on the device.
+        images = images.to(device, non_blocking=True)
+        delivered += images.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return delivered / (time.perf_counter() - started)
+
+
+def loader_throughput(data_dir: Path, device: torch.device, batch_size: int, image_size: int,
+                      photos: int) -> list[tuple[str, float]]:
+    """The tutorial's loader (decode, resize, normalize every photo in the main process, every epoch) against
+    this project's from each cache, all augmented as training does, in one run."""
+    samples = read_csv_rows(data_dir / "train.csv")
+    tutorial = TutorialDataset(samples, image_size)
+    rates = [("tutorial (decoded every epoch, 0 workers)",
+              loader_rate(tutorial, device, batch_size, 0, max(batch_size * 2, photos // 20)))]
+    cores = os.cpu_count() or 1
+    for mode, workers in (("off", max(1, cores - 1)), ("off", cores), ("memory", 0), ("disk", 0), ("disk", cores)):
+        dataset = DatasetLoader(data_dir / "train.csv", image_size, train=True)
+        if mode != "off":
+            dataset.cache_images(mode, progress=False)
+        count = photos if mode != "off" else max(batch_size * 2, photos // 10)
+        rate = loader_rate(dataset, device, batch_size, workers, count, collate_readable)
+        rates.append((f"{mode} ({workers} workers)", rate))
+    return rates
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
@@ -244,8 +285,20 @@ def main(args: argparse.Namespace) -> None:
     print(f"## bench.py on {device} ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"native bf16: {common.has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
 
+    if args.loader:
+        print(f"Input pipeline alone (no model): batches of {args.batch_size} at {args.image_size}×{args.image_size}, "
+              f"augmented (random resized crop, flip), moved to {device} as the training step takes them (this project: uint8, "
+              "normalized on the device by the step; the tutorial: normalized floats):\n")
+        rates = loader_throughput(data_dir, device, args.batch_size, args.image_size, args.loader_photos)
+        for name, rate in rates:
+            print(f"loader: {name} {rate:.0f} images/s ({os.cpu_count()} cores, image size {args.image_size}, "
+                  f"batch {args.batch_size})")
+        best = max(rate for name, rate in rates if name.startswith("disk"))
+        print(f"\ndisk cache against the tutorial's loader: **{best / rates[0][1]:.1f}×**\n")
+        return
+
     measured = training_throughput(samples, data_dir / "train.csv", device, args.steps, args.warmup, args.batch_size,
-                                   args.image_size, args.no_bf16)
+                                   args.image_size, args.no_bf16, args.train_compile)
     tutorial_ips, ours_ips = measured["tutorial"], measured["project"]
     print(f"Training, batch {args.batch_size}, {args.image_size}×{args.image_size}, {measured['steps']} steps each "
           f"after {args.warmup} warm-up, in alternating rounds:\n")
@@ -292,6 +345,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="the app's torch.compile'd model (default as in app.py: on CPUs)")
     parser.add_argument("--no-bf16", action="store_true", help="bf16 off, as on a CPU without native bf16")
+    parser.add_argument("--train-compile", action="store_true", help="train.py --compile in the training measurement")
+    parser.add_argument("--loader", action="store_true",
+                        help="only the input pipeline, no model: images/s per cache mode against the tutorial's loader "
+                             "(use --batch-size 64)")
+    parser.add_argument("--loader-photos", type=int, default=4000, help="photos delivered per --loader measurement")
     return parser
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
+from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
 from common import IMAGENET_MEAN, IMAGENET_STD, build_model, default_class_names, eval_transform
 
@@ -160,6 +161,6 @@ def preprocessing(meta: Checkpoint) -> dict[str, Any]:
     return {"image_size": meta["image_size"], "mean": meta["mean"], "std": meta["std"]}
 
 
-def checkpoint_transform(meta: Checkpoint) -> v2.Compose:
+def checkpoint_transform(meta: Checkpoint) -> Callable[[Image.Image], torch.Tensor]:
     """The evaluation preprocessing a checkpoint was trained with: PIL photo in, normalized tensor out."""
     return eval_transform(**preprocessing(meta))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -137,6 +139,16 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
     if is_distributed():
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first, then the others (one process writes a shared file, the others read it)."""
+    if is_distributed() and not is_main_process():
+        dist.barrier()
+    yield
+    if is_distributed() and is_main_process():
+        dist.barrier()
 
 
 def cleanup_distributed() -> None:

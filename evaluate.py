@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpoint import find_checkpoint, load_checkpoint, preprocessing
-from common import make_console_safe, open_image, pick_device
+from common import make_console_safe, open_image, pick_device, to_device
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
 MISTAKES_SHOWN = 16
@@ -33,6 +33,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", default="auto", choices=("auto", "disk", "off"),
+                        help="auto: read the photos from the disk cache train.py left beside the CSV when there is one "
+                             "for this image size; disk: also build it (see train.py --cache)")
     parser.add_argument("--swanlab", action="store_true", help="also log the report and pictures to a local SwanLab run")
     parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project for --swanlab")
     return parser
@@ -47,7 +50,8 @@ def predict_all(model: torch.nn.Module, loader: DataLoader,
         problems += batch_problems
         if len(batch_labels) == 0:
             continue
-        probabilities += torch.softmax(model(images.to(device)).float(), dim=1).cpu().tolist()
+        images = to_device(images, device, False, loader.dataset.mean, loader.dataset.std)
+        probabilities += torch.softmax(model(images).float(), dim=1).cpu().tolist()
         labels += batch_labels.tolist()
         indices += batch_indices.tolist()
     return indices, labels, probabilities, problems
@@ -142,6 +146,8 @@ def main(args: argparse.Namespace) -> None:
         dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(meta))
     except CsvError as error:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
+    if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
+        dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
     print(f"evaluating {checkpoint_path} on {args.csv} ({len(dataset)} photos) with {device}")
 

@@ -1,4 +1,4 @@
-"""Fast copies of a trained model for answering photos: the web page and bench.py use these.
+"""Fast copies of a trained model for answering photos: the web page, predict.py and bench.py use these.
 
 Training never does; what training and serving must agree on (model, preprocessing) is in common.py.
 """
@@ -10,7 +10,10 @@ import threading
 from collections.abc import Callable
 
 import torch
+from PIL import Image
 from torch import nn
+
+from checkpoint import Checkpoint, checkpoint_transform
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:
@@ -58,3 +61,48 @@ def compile_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[[
             return compiled(static_input.copy_(batch)).clone()
 
     return run
+
+
+def compile_by_default(device: torch.device, requested: bool | None) -> bool:
+    """--compile / --no-compile as given, else on for CPUs: the only devices it was measured on here."""
+    return device.type == "cpu" if requested is None else requested
+
+
+def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
+                       amp_dtype: torch.dtype | None = None, compile_model: bool = False,
+                       wait_for_compile: bool = False) -> Callable[[list[Image.Image]], torch.Tensor]:
+    """Photos in, an (N, classes) tensor of probabilities out.
+
+    The transform is built once here, not per call; the model is a folded, NHWC copy in
+    bf16/fp16 where the device computes it natively (see prepare_for_inference).
+    With compile_model, single photos go to a torch.compile'd copy once it is ready: it is
+    compiled in a background thread, so the page answers (uncompiled) from the first second.
+    """
+    transform = checkpoint_transform(meta)
+    fast_model = prepare_for_inference(model, device, amp_dtype)
+    memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+    one_photo_model = {"model": fast_model}  # swapped for the compiled model when it is ready
+
+    def to_batch(images: list[Image.Image]) -> torch.Tensor:
+        batch = torch.stack([transform(image) for image in images]).to(device, dtype=amp_dtype or torch.float32)
+        return batch.contiguous(memory_format=memory_format)
+
+    def compile_one_photo_model() -> None:
+        size = meta["image_size"]
+        compiled = compile_for_inference(fast_model, to_batch([Image.new("RGB", (size, size))]))
+        if compiled is not None:
+            one_photo_model["model"] = compiled
+            print("compiled the model: single photos are answered by the compiled copy from now on", flush=True)
+
+    if compile_model and wait_for_compile:
+        compile_one_photo_model()
+    elif compile_model:
+        threading.Thread(target=compile_one_photo_model, name="compile", daemon=True).start()
+
+    @torch.inference_mode()
+    def batch_predict(images: list[Image.Image]) -> torch.Tensor:
+        # Compiled for one photo only: other batch sizes would each trigger a new compile.
+        answering = one_photo_model["model"] if len(images) == 1 else fast_model
+        return torch.softmax(answering(to_batch(images)).float(), dim=1).cpu()
+
+    return batch_predict

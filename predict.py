@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
-from common import IMAGE_EXTENSIONS, make_console_safe, pick_device
+from common import IMAGE_EXTENSIONS, autocast_dtype, make_console_safe, pick_device, to_device
+from inference import prepare_for_inference
 from load_datasets import ImageList, collate_readable
 
 
@@ -31,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sort-into", default=None, metavar="OUT_DIR", help="copy each photo into OUT_DIR/<class>/")
     parser.add_argument("--top-k", type=int, default=1, help="how many classes to print per photo")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="processes decoding photos while the model computes (default: cores - 1, at most 4)")
     parser.add_argument("--device", default="auto")
     return parser
 
@@ -51,19 +56,21 @@ def collect_images(arguments: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_paths(model: torch.nn.Module, meta: Checkpoint, paths: list[Path], device: torch.device, batch_size: int = 16,
-                  num_workers: int = 0) -> tuple[dict[Path, list[float]], list[str]]:
-    """{path: class probabilities} for every readable photo, and why the others could not be read."""
-    photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))
-    loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable)
-    results, problems = {}, [f"{path}: empty file" for path in photos.empty_files]
-    for images, _, indices, batch_problems in loader:
-        problems += batch_problems
+def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList, device: torch.device,
+                    batch_size: int = 16, num_workers: int = 0) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
+    """Batch by batch, as soon as each is computed: (path, class probabilities) of its readable photos, and
+    why the others could not be read. Worker processes decode the next photos while the model computes."""
+    amp_dtype = autocast_dtype(device)
+    fast_model = prepare_for_inference(model, device, amp_dtype)  # BatchNorm folded, channels-last, bf16 where native
+    loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable,
+                        pin_memory=device.type == "cuda")
+    for images, _, indices, problems in loader:
         if len(indices) == 0:
+            yield [], problems
             continue
-        probabilities = torch.softmax(model(images.to(device)).float(), dim=1).cpu().tolist()
-        results.update((photos.samples[i][0], p) for i, p in zip(indices.tolist(), probabilities, strict=True))
-    return results, problems
+        images = to_device(images, device, device.type in ("cpu", "cuda"), photos.mean, photos.std)
+        probabilities = torch.softmax(fast_model(images.to(amp_dtype or torch.float32)).float(), dim=1).cpu().tolist()
+        yield [(photos.samples[i][0], p) for i, p in zip(indices.tolist(), probabilities, strict=True)], problems
 
 
 def copy_into(photo: Path, folder: Path) -> Path:
@@ -86,22 +93,32 @@ def main(args: argparse.Namespace) -> None:
     model, meta = load_checkpoint(checkpoint_path, device)
     class_names = meta["class_names"]
 
-    results, problems = predict_paths(model, meta, paths, device, args.batch_size, args.num_workers)
-    rows = []
-    for path in paths:
-        if path not in results:
-            continue
-        ranked = sorted(enumerate(results[path]), key=lambda item: item[1], reverse=True)
-        best, probability = ranked[0]
-        rows.append((path, class_names[best], probability))
-        shown = ", ".join(f"{class_names[i]} {p:.1%}" for i, p in ranked[: args.top_k])
-        print(f"{path}\t{shown}")
-
+    photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))
+    problems, rows = [f"{path}: empty file" for path in photos.empty_files], []
+    workers = args.num_workers if args.num_workers is not None else min(4, max(0, (os.cpu_count() or 1) - 1))
+    csv_file = open(args.csv, "w", newline="", encoding="utf-8") if args.csv else None  # noqa: SIM115
+    writer = csv.writer(csv_file) if csv_file else None
+    if writer:
+        writer.writerow(["path", "class", "probability"])
+    progress = tqdm(total=len(paths), unit="photo", desc="predicting", dynamic_ncols=True, disable=len(paths) < 100)
+    try:
+        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers):
+            problems += batch_problems
+            for path, probabilities in results:
+                ranked = sorted(enumerate(probabilities), key=lambda item: item[1], reverse=True)
+                rows.append((path, class_names[ranked[0][0]], ranked[0][1]))
+                shown = ", ".join(f"{class_names[i]} {p:.1%}" for i, p in ranked[: args.top_k])
+                progress.write(f"{path}\t{shown}")
+                if writer:
+                    writer.writerow([str(path), rows[-1][1], f"{rows[-1][2]:.6f}"])
+            if csv_file:
+                csv_file.flush()  # a kill or Ctrl+C keeps every row written so far
+            progress.update(len(results) + len(batch_problems))
+    finally:
+        progress.close()
+        if csv_file:
+            csv_file.close()
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["path", "class", "probability"])
-            writer.writerows((str(path), name, f"{probability:.6f}") for path, name, probability in rows)
         print(f"wrote {len(rows)} rows to {args.csv}")
     if args.sort_into:
         for path, name, _ in rows:

@@ -14,21 +14,19 @@ byte-identical copies are kept only once. The source is never modified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
-import http.client
 import io
+import multiprocessing
 import os
 import random
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -40,32 +38,13 @@ from common import (
     open_image,
     zip_member_name,
 )
+from downloads import SOURCES, download_photos
 
-
-class Source(NamedTuple):
-    url: str
-    class_names: dict[str, str]  # the archive's folder name -> the tutorial's class name (label 0 = cat, 1 = dog)
-    about: str
-
-
-# Two copies of Kaggle's cats vs dogs photos, tried in this order. Google Storage is often blocked in
-# mainland China; Microsoft's Download Center hosts the full set. The variables point them to a mirror or a test server.
-SOURCES = {
-    "google": Source(os.environ.get("PREPARE_DATA_GOOGLE_URL")
-                     or "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
-                     {"cats": "cat", "dogs": "dog"}, "Google Storage: 2,000 train + 1,000 val photos, about 68 MB"),
-    "microsoft": Source(os.environ.get("PREPARE_DATA_MICROSOFT_URL")
-                        or "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
-                           "kagglecatsanddogs_5340.zip",
-                        {"Cat": "cat", "Dog": "dog"}, "Microsoft Download Center: all 25,000 photos, about 790 MB"),
-}
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 LEFT_OUT_FILE = "left_out.txt"
 SHOWN_LEFT_OUT = 10  # Microsoft's set has ~1,700 broken photos: the console shows this many, the file has them all
-FROM_HINT = ("If you already have the photos (for example a .zip that you downloaded in a browser), import them:\n"
-             "  python prepare_data.py --from path/to/photos      (class folders, Kaggle names, or a .zip)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,69 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- getting the source
-class DownloadError(Exception):
-    """A download that gave no complete .zip archive. The message says why, in plain words."""
-
-
-def cache_path(url: str, cache_dir: Path) -> Path:
-    return cache_dir / (Path(urllib.request.url2pathname(url.split("?")[0])).name or "download.zip")
-
-
-def download(url: str, cache_dir: Path) -> Path:
-    """Download once into cache_dir. The file takes its final name only when it is complete."""
-    target = cache_path(url, cache_dir)
-    if target.is_file() and zipfile.is_zipfile(target):
-        print(f"using {target}, downloaded before")
-        return target
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            cache_dir.mkdir(parents=True, exist_ok=True)  # only now: an unreachable server leaves no folder behind
-            total, received = int(response.headers.get("Content-Length") or 0), 0
-            with open(partial, "wb") as file, tqdm(total=total or None, unit="B", unit_scale=True,
-                                                   desc=f"downloading {target.name}") as progress:
-                while chunk := response.read(1 << 20):
-                    file.write(chunk)
-                    received += len(chunk)
-                    progress.update(len(chunk))
-        if received < total:  # urllib returns a cut connection as a normal end of the file
-            raise DownloadError(f"the connection closed after {received:,} of {total:,} bytes")
-        if not zipfile.is_zipfile(partial):
-            raise DownloadError("the server did not send a .zip archive")
-        os.replace(partial, target)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, "reason", error)
-        raise DownloadError(str(reason) or type(error).__name__) from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
-
-
-def download_photos(url: str, source_name: str | None, cache_dir: Path) -> tuple[Path, Source | None]:
-    """The downloaded archive, and the built-in source it came from (None for the user's own URL)."""
-    if url:
-        try:
-            return download(url, cache_dir), None
-        except DownloadError as error:
-            raise SystemExit(f"Could not download {url} ({error}).\nNothing was written to the dataset.\n{FROM_HINT}") from None
-    names = [source_name] if source_name else list(SOURCES)
-    for name in names:  # a complete earlier download saves a slow failing try of the other source
-        if zipfile.is_zipfile(cache_path(SOURCES[name].url, cache_dir)):
-            return download(SOURCES[name].url, cache_dir), SOURCES[name]
-    failures = []
-    for name, next_name in zip(names, [*names[1:], None], strict=True):
-        try:
-            return download(SOURCES[name].url, cache_dir), SOURCES[name]
-        except DownloadError as error:
-            failures.append(f"  {name}: {SOURCES[name].url}\n    Reason: {error}.")
-            if next_name:
-                print(f"The download from {name} failed ({error}). Now trying {next_name}.", flush=True)
-    others = [name for name in SOURCES if name not in names]
-    advice = "".join(f"You can try another source:\n  python prepare_data.py --download --source {name}\n" for name in others)
-    raise SystemExit("Could not download the photos.\n" + "\n".join(failures)
-                     + f"\nNothing was written to the dataset.\n{advice}{FROM_HINT}")
-
-
 def unpack(archive: Path, scratch: Path) -> Path:
     with zipfile.ZipFile(archive) as zipped:
         for member in tqdm(zipped.infolist(), desc=f"unpacking {archive.name}", unit="file"):
@@ -240,12 +156,18 @@ def check_photo(data: bytes) -> str | None:
     return None
 
 
-def check_file(path: Path, first_seen: dict[str, Path]) -> str | None:
-    """Why this photo cannot be used, or None. It is read and decoded once; first_seen spots later copies of it."""
+def inspect_file(path: Path) -> tuple[str | None, str | None]:
+    """(the SHA-1 of a usable photo's bytes, why the photo cannot be used): the part of the check that runs in
+    parallel. Each photo is read and decoded once."""
     data = path.read_bytes()
     reason = check_photo(data)
+    return (hashlib.sha1(data).hexdigest() if reason is None else None), reason
+
+
+def check_file(path: Path, first_seen: dict[str, Path], inspected: tuple[str | None, str | None] | None = None) -> str | None:
+    """Why this photo cannot be used, or None; first_seen spots later copies of it."""
+    digest, reason = inspected or inspect_file(path)
     if reason is None:
-        digest = hashlib.sha1(data).hexdigest()
         if digest in first_seen:
             return f"byte-identical duplicate of {first_seen[digest]}"
         first_seen[digest] = path
@@ -253,17 +175,23 @@ def check_file(path: Path, first_seen: dict[str, Path]) -> str | None:
 
 
 def clean(photos: dict[str | None, dict[str, list[Path]]]) -> tuple[dict, list[tuple[Path, str]]]:
-    """Decode every photo once; leave out the broken ones and all but the first of identical copies."""
+    """Decode every photo once, one process per core; leave out the broken ones and all but the first of
+    identical copies (the first in a fixed order, whatever process finished first)."""
     all_photos = [(split, name, p) for split, classes in photos.items() for name, paths in classes.items() for p in paths]
     kept: dict[str | None, dict[str, list[Path]]] = {split: {name: [] for name in classes} for split, classes in photos.items()}
     excluded: list[tuple[Path, str]] = []
     first_seen: dict[str, Path] = {}
-    for split, name, path in tqdm(all_photos, desc="checking photos", unit="photo"):
-        reason = check_file(path, first_seen)
-        if reason:
-            excluded.append((path, reason))
-        else:
-            kept[split][name].append(path)
+    processes = min(os.cpu_count() or 1, 1 + len(all_photos) // 200)  # a pool costs more than a few photos take
+    with multiprocessing.get_context().Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
+        paths = [path for *_, path in all_photos]
+        inspected = pool.imap(inspect_file, paths, chunksize=32) if pool else map(inspect_file, paths)
+        for (split, name, path), result in tqdm(zip(all_photos, inspected, strict=True), total=len(all_photos),
+                                                desc="checking photos", unit="photo"):
+            reason = check_file(path, first_seen, result)
+            if reason:
+                excluded.append((path, reason))
+            else:
+                kept[split][name].append(path)
     return kept, excluded
 
 

@@ -67,11 +67,16 @@ def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train
         args.channels_last = device.type in ("cpu", "cuda")
     # Under torchrun, the processes on this machine share its memory and cores.
     processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if args.cache is None:
-        cache_bytes = (train_set.cache_bytes() + val_set.cache_bytes()) * processes_here
-        args.cache = not args.freeze_backbone and cache_bytes <= CACHE_BUDGET_BYTES
-    if args.num_workers is None:  # cached photos only need augmenting: worker processes would cost more than they save
-        args.num_workers = 0 if args.cache else min(4, max(1, (os.cpu_count() or 2) // processes_here - 1))
+    if args.cache == "auto":  # the frozen backbone sees each photo once: nothing to cache
+        fits = (train_set.cache_bytes() + val_set.cache_bytes()) * processes_here <= CACHE_BUDGET_BYTES
+        # On a GPU, worker processes read the disk cache: a memory cache would be copied into each (spawn).
+        args.cache = "off" if args.freeze_backbone else "memory" if fits and device.type != "cuda" else "disk"
+    if args.num_workers is None:
+        cores = max(1, (os.cpu_count() or 2) // processes_here)
+        if device.type == "cuda":  # augmenting and collating in parallel, so that the GPU never waits for photos
+            args.num_workers = min(8, max(1, cores - 1))
+        else:  # cached photos only need augmenting (0.1 ms): workers would take cores from the model
+            args.num_workers = 0 if args.cache != "off" else min(4, max(1, cores - 1))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels once
     if not args.amp:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import distributed
 from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from common import MODEL_NAMES, autocast, build_model, make_console_safe, pick_device, to_device
-from load_datasets import DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
+from load_datasets import CACHE_MODES, DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
 from recipe import (
     WEIGHT_DECAY_DEFAULTS,
     best_evaluation,
@@ -93,8 +93,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="mixed precision: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC memory layout, faster convolutions on CPU and CUDA")
-    speed.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                       help="decode and resize every photo once and keep it in memory (default: when it fits in 3 GB)")
+    speed.add_argument("--cache", nargs="?", const="memory", default="auto", choices=CACHE_MODES,
+                       help="decode and resize every photo once, into DATA_DIR/.cache/, and read it from memory or disk "
+                            "in later epochs and runs (auto: memory when it fits in 3 GB, else disk)")
+    speed.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="the same as --cache off")
     speed.add_argument("--freeze-backbone", action="store_true",
                        help="train only the new head on features computed once: seconds per epoch on a CPU (no augmentation)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
@@ -159,10 +161,11 @@ def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: 
 
 def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],
                 train_set: DatasetLoader, val_set: DatasetLoader) -> None:
+    cached = {"memory": ", photos cached in memory", "disk": ", photos cached on disk"}.get(args.cache, "")
     print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos at {args.image_size}×{args.image_size}"
           f"  |  classes: {', '.join(class_names)}")
     print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
-          f"{', channels_last' if args.channels_last else ''}{', photos cached in memory' if args.cache else ''}"
+          f"{', channels_last' if args.channels_last else ''}{cached}"
           f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
     if distributed.is_distributed():
         world_size = distributed.get_world_size()
@@ -351,9 +354,10 @@ def main(args: argparse.Namespace) -> None:
     gallery = load_gallery(val_set) if main_process else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
-    if args.cache:
-        train_set.cache_images(progress=main_process)
-        val_set.cache_images(progress=main_process)
+    if args.cache != "off":
+        with distributed.main_process_first():  # one process builds the disk cache, the others then read it
+            train_set.cache_images(args.cache, progress=main_process)
+            val_set.cache_images(args.cache, progress=main_process)
     if args.freeze_backbone:
         train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
         report_unreadable(problems, unreadable)

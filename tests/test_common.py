@@ -13,13 +13,14 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from common import (
+    augment_photo,
     autocast_dtype,
     build_model,
     eval_transform,
+    normalize,
     open_image,
     pick_device,
-    resize_transform,
-    tensor_transform,
+    resize_photo,
 )
 from conftest import REPO
 
@@ -51,11 +52,27 @@ def test_open_image_applies_exif_rotation(tmp_path: Path) -> None:
 
 def test_transforms_give_normalized_square_tensors() -> None:
     image = Image.new("RGB", (50, 30), (124, 116, 104))  # ≈ ImageNet mean color
-    augmented = v2.Compose([resize_transform(32), tensor_transform(32, augment=True)])  # what training uses
-    for transform in (eval_transform(32), augmented):
-        tensor = transform(image)
+    photo = resize_photo(image, 32)
+    assert photo.shape == (32, 32, 3) and photo.dtype == torch.uint8
+    augmented = augment_photo(photo)  # what training adds
+    assert augmented.shape == (32, 32, 3) and augmented.dtype == torch.uint8 and augmented.is_contiguous()
+    for tensor in (eval_transform(32)(image), normalize(augmented), normalize(torch.stack([photo, augmented]))[1]):
         assert tensor.shape == (3, 32, 32)
         assert tensor.abs().max() < 0.05
+
+
+def test_normalize_is_the_same_arithmetic_as_torchvisions_and_augmentation_crops_and_flips() -> None:
+
+    photo = torch.randint(0, 256, (24, 24, 3), dtype=torch.uint8)
+    reference = v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(photo.permute(2, 0, 1).float() / 255)
+    assert torch.allclose(normalize(photo), reference, atol=1e-5)
+    torch.manual_seed(0)
+    outputs = [augment_photo(photo) for _ in range(20)]
+    assert len({tuple(o.flatten()[:50].tolist()) for o in outputs}) > 10  # random crops
+    striped = torch.zeros(24, 24, 3, dtype=torch.uint8)
+    striped[:, :12] = 255  # left half white: a flip makes the right half white
+    lefts = {bool(augment_photo(striped)[:, 0].float().mean() > 127) for _ in range(40)}
+    assert lefts == {True, False}
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import eval_transform
+from common import eval_transform, normalize
 from conftest import make_broken_files, make_photo
 from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
 
@@ -57,10 +57,10 @@ def test_class_names_from_classes_txt_or_defaults(tmp_path: Path) -> None:
         read_class_names(tmp_path, 4)
 
 
-def test_dataset_gives_normalized_tensors_and_labels(dataset: Path) -> None:
+def test_dataset_gives_uint8_photos_and_labels(dataset: Path) -> None:
     val = DatasetLoader(dataset / "val.csv", image_size=32)
     image, label, index, problem = val[0]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 0
+    assert image.shape == (32, 32, 3) and image.dtype == torch.uint8 and label == 0
     assert index == 0 and problem is None
     assert len(val) == 8 and val.num_classes == 2
     # Evaluation preprocessing is deterministic; training augmentation is not.
@@ -68,7 +68,7 @@ def test_dataset_gives_normalized_tensors_and_labels(dataset: Path) -> None:
     train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
     assert not all(torch.equal(train[0][0], train[0][0]) for _ in range(5))
     plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=False)
-    assert torch.equal(plain[0][0], eval_transform(32)(plain.load_image(0)))
+    assert torch.equal(normalize(plain[0][0]), eval_transform(32)(plain.load_image(0)))  # what the page computes
     # The in-memory cache holds the first stage's output: same tensors, no decoding afterwards.
     expected = [val[i][0] for i in range(len(val))]
     val.cache_images()
@@ -96,7 +96,7 @@ def test_unreadable_photos_are_left_out_of_the_batch_with_their_reason(tmp_path:
     dataset.cache_images()
     assert [item[3] for item in uncached] == [dataset[i][3] for i in range(len(dataset))]
     images, labels, indices, problems = collate_readable(uncached)
-    assert images.shape == (1, 3, 16, 16) and labels.tolist() == [0] and indices.tolist() == [0]
+    assert images.shape == (1, 16, 16, 3) and labels.tolist() == [0] and indices.tolist() == [0]
     assert [problem.split(": ")[0] for problem in problems] == [str(broken[k]) for k in ("truncated", "text", "bomb")]
     images, labels, indices, problems = collate_readable([dataset[1]])
     assert images.numel() == 0 and labels.numel() == 0 and len(problems) == 1

@@ -45,3 +45,32 @@ def test_single_file_and_missing_path(trained_run: Path) -> None:
     assert result.stdout.startswith(f"{photo}\t") and result.stdout.count("%") == 1
     missing = run_script("predict.py", "nowhere.jpg", cwd=trained_run, check=False)
     assert missing.returncode != 0 and "nowhere.jpg: no such file or folder" in missing.stderr
+
+
+def test_rows_are_streamed_to_the_csv_so_a_kill_keeps_every_finished_one(trained_run: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    photos = [make_photo(tmp_path / "many" / f"photo{i:03d}.jpg", i % 2, seed=i) for i in range(300)]
+    out = tmp_path / "streamed.csv"
+    process = subprocess.Popen([sys.executable, str(REPO / "predict.py"), str(tmp_path / "many"), "--csv", str(out),
+                                "--batch-size", "2", "--num-workers", "0",
+                                "--checkpoint", str(trained_run / "checkpoint/best_checkpoint.pth")],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.is_file() or out.read_text(encoding="utf-8").count("\n") < 6):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    stderr = process.communicate()[1]
+    with open(out, encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert 5 <= len(rows) < len(photos)  # written as they came, not at the end
+    assert [Path(row["path"]) for row in rows] == photos[: len(rows)]  # whole rows, in order, none cut in half
+    assert all(row["class"] in ("cat", "dog") and 0.5 <= float(row["probability"]) <= 1 for row in rows)
+    assert "predicting:" in stderr and "photo/s" in stderr  # the progress bar, with its rate and ETA

@@ -153,7 +153,7 @@ def test_every_speed_lever_can_be_switched_off_and_learns_the_same(tmp_path: Pat
     assert "speed: mixed precision bfloat16, channels_last, photos cached in memory, 0 data workers" in runs["fast"][0]
     assert "speed: fp32, 0 data workers" in runs["plain"][0]
     fast, plain = runs["fast"][1], runs["plain"][1]
-    assert fast["config"]["amp"] is True and plain["config"]["cache"] is False
+    assert fast["config"]["amp"] is True and plain["config"]["cache"] == "off"
     # Same seed, same photos: the cache and the memory layout change nothing but rounding, so the
     # first step's loss agrees closely (Adam's updates then amplify rounding). bf16 against fp32 is
     # checked on predictions in test_common: on an untrained 50-layer network it moves the loss itself.

@@ -1,0 +1,165 @@
+"""Decoded photos kept on disk: every photo decoded and resized once, for every later epoch, run and script.
+
+Decoding a JPEG and resizing it costs a few milliseconds per photo and core, every epoch. The cache
+does it once, with one process per core, and writes the uint8 pixels of all photos into one file
+beside the CSVs (size × size × 3 bytes a photo, photo i at offset i × that). Reading a photo back is
+one 196 kB read at 256², with no decoding. Photos that could not be decoded are recorded with their
+reason, so they are reported again without being opened.
+
+The file is named after a key of everything that changes the pixels: the image size, the resize
+method, and each photo's path, size in bytes and modification time. Change a photo, the CSV or the
+size and the key changes, so a stale cache is never used. The pixels are written to a temporary file
+that takes its final name only when complete, and the index (a JSON file, the proof of completeness)
+is written last: a killed build leaves nothing that looks complete, and the next run starts it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import RESIZE_METHOD, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, resize_photo
+
+CACHE_FOLDER = ".cache"  # inside the data folder, beside the CSVs
+CHUNK = 64  # photos per task given to a worker process
+
+
+def cache_key(paths: list[Path], image_size: int) -> str:
+    """A hash of what changes the pixels: size, resize method, and each photo's path, bytes and modification time."""
+    files = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
+    text = json.dumps({"method": RESIZE_METHOD, "image_size": image_size, "files": files})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def writable_folder(preferred: Path) -> Path:
+    """`preferred`, or a folder in the user's cache when the data folder cannot be written (a read-only share)."""
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        probe = preferred / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return preferred
+    except OSError:
+        fallback = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-cats-dogs" / "photos"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+class DiskCache:
+    """Photos by index from a finished cache file: a uint8 size×size×3 tensor, or why the photo is unreadable.
+
+    Each process opens the file on first use (DataLoader workers included) and reads with pread, so
+    the pixels are not counted in the process's memory as a memory map's pages would be.
+    """
+
+    def __init__(self, pixels: Path, count: int, image_size: int, unreadable: dict[int, str]) -> None:
+        self.pixels, self.count, self.image_size, self.unreadable = pixels, count, image_size, unreadable
+        self.photo_bytes = image_size * image_size * 3
+        self._fd: tuple[int, int] | None = None  # (process id, file descriptor)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}  # a worker process opens its own
+
+    def _file(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.pixels, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
+        return self._fd[1]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> torch.Tensor | str:
+        if index in self.unreadable:
+            return self.unreadable[index]
+        data = os.pread(self._file(), self.photo_bytes, index * self.photo_bytes) if hasattr(os, "pread") else \
+            self._read_with_seek(index)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(self.image_size, self.image_size, 3)
+
+    def _read_with_seek(self, index: int) -> bytes:  # Windows has no os.pread
+        with open(self.pixels, "rb") as file:
+            file.seek(index * self.photo_bytes)
+            return file.read(self.photo_bytes)
+
+    def load_all(self) -> torch.Tensor:
+        """Every photo in one N×size×size×3 tensor: the memory cache."""
+        array = np.fromfile(self.pixels, dtype=np.uint8).reshape(self.count, self.image_size, self.image_size, 3)
+        return torch.from_numpy(array)
+
+
+def open_cache(paths: list[Path], image_size: int, folder: Path, name: str) -> DiskCache | None:
+    """The finished cache of these photos at this size in `folder`, or None when there is none."""
+    key = cache_key(paths, image_size)
+    index_file = folder / f"{name}-{image_size}px-{key[:16]}.json"
+    if not index_file.is_file():
+        return None
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    pixels = index_file.with_suffix(".u8")
+    if index.get("key") != key or not pixels.is_file() or pixels.stat().st_size != len(paths) * image_size**2 * 3:
+        return None
+    return DiskCache(pixels, len(paths), image_size, {int(i): reason for i, reason in index["unreadable"].items()})
+
+
+def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, list[tuple[int, str]]]:
+    """A worker's share: decode, resize and write each photo at its offset; returns the number of photos done
+    and (index, reason) of the unreadable ones."""
+    pixels, image_size, photos = task
+    unreadable = []
+    fd = os.open(pixels, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    try:
+        for index, path in photos:
+            try:
+                data = resize_photo(open_image(path), image_size).numpy().tobytes()
+            except UNREADABLE_IMAGE_ERRORS as error:
+                unreadable.append((index, f"{path}: {explain_unreadable(error)}"))
+                continue
+            os.lseek(fd, index * len(data), os.SEEK_SET)
+            os.write(fd, data)
+    finally:
+        os.close(fd)
+    return len(photos), unreadable
+
+
+def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, processes: int | None = None,
+                progress: bool = True) -> DiskCache:
+    """Decode every photo once with one process per core into a new cache file, and return it."""
+    key = cache_key(paths, image_size)
+    stem = f"{name}-{image_size}px-{key[:16]}"
+    for stale in folder.glob(f"{name}-{image_size}px-*"):  # older versions of this data, and killed builds
+        stale.unlink(missing_ok=True)
+    temporary = folder / f"{stem}.u8.tmp-{os.getpid()}"
+    with open(temporary, "wb") as file:
+        file.truncate(len(paths) * image_size * image_size * 3)
+    tasks = [(str(temporary), image_size, [(i, str(paths[i])) for i in range(start, min(start + CHUNK, len(paths)))])
+             for start in range(0, len(paths), CHUNK)]
+    processes = max(1, min(processes or os.cpu_count() or 1, len(tasks)))
+    unreadable: dict[int, str] = {}
+    with tqdm(total=len(paths), desc=f"decoding photos once into {folder / stem}.u8", unit="photo",
+              dynamic_ncols=True, disable=not progress, leave=False) as bar:
+        if processes == 1:
+            results = map(_decode_into, tasks)
+        else:
+            pool = multiprocessing.get_context().Pool(processes)
+            results = pool.imap_unordered(_decode_into, tasks)
+        for done, problems in results:
+            unreadable.update(problems)
+            bar.update(done)
+        if processes > 1:
+            pool.close()
+            pool.join()
+    pixels = folder / f"{stem}.u8"
+    os.replace(temporary, pixels)
+    index_file = folder / f"{stem}.json"
+    index = {"key": key, "image_size": image_size, "count": len(paths), "method": RESIZE_METHOD,
+             "unreadable": {str(i): reason for i, reason in sorted(unreadable.items())},
+             "files": [str(path) for path in paths]}
+    temporary_index = index_file.with_name(index_file.name + f".tmp-{os.getpid()}")
+    temporary_index.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary_index, index_file)  # last: from now on the cache counts as complete
+    return DiskCache(pixels, len(paths), image_size, unreadable)

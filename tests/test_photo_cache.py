@@ -1,0 +1,141 @@
+"""photo_cache.py: photos decoded once, on disk, never stale, never half-written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import load_datasets
+from checkpoint import read_checkpoint
+from conftest import REPO, make_broken_files, make_dataset, make_photo, run_script
+from load_datasets import DatasetLoader
+from photo_cache import DiskCache, build_cache, open_cache
+
+
+def cache_files(data: Path) -> list[str]:
+    return sorted(p.name for p in (data / ".cache").iterdir())
+
+
+def test_disk_memory_and_no_cache_give_identical_pixels(dataset: Path) -> None:
+    plain = DatasetLoader(dataset / "train.csv", image_size=32)
+    expected = [plain[i][0] for i in range(len(plain))]
+    for mode in ("disk", "memory"):
+        cached = DatasetLoader(dataset / "train.csv", image_size=32)
+        cached.cache_images(mode)
+        assert isinstance(cached.cache, DiskCache) == (mode == "disk")
+        assert all(torch.equal(cached[i][0], expected[i]) for i in range(len(cached)))
+    # The same random augmentation of the same pixels: identical batches whatever the cache.
+    augmented = []
+    for mode in ("off", "disk", "memory"):
+        train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
+        if mode != "off":
+            train.cache_images(mode)
+        torch.manual_seed(7)
+        augmented.append(torch.stack([train[i][0] for i in range(len(train))]))
+    assert torch.equal(augmented[0], augmented[1]) and torch.equal(augmented[0], augmented[2])
+
+
+def test_a_changed_photo_size_or_csv_makes_a_new_cache_and_drops_the_old(dataset: Path) -> None:
+    def build(size: int = 32) -> tuple[list[str], torch.Tensor]:
+        photos = DatasetLoader(dataset / "train.csv", image_size=size)
+        photos.cache_images("disk")
+        return cache_files(dataset), photos[0][0]
+
+    first, pixels = build()
+    assert len(first) == 2 and {Path(name).suffix for name in first} == {".u8", ".json"}
+    assert build()[0] == first  # unchanged data: the same cache, found again
+    time.sleep(0.01)
+    make_photo(dataset / "train/cat/cat.0.jpg", 1, seed=999)  # the same file name, other pixels
+    changed, new_pixels = build()
+    assert changed != first and len(changed) == 2 and not torch.equal(new_pixels, pixels)
+    assert build(48)[0] != changed and len(cache_files(dataset)) == 4  # train at 32 px and 48 px side by side
+    rows = (dataset / "train.csv").read_text(encoding="utf-8").splitlines()
+    (dataset / "train.csv").write_text("\n".join(rows[1:]) + "\n", encoding="utf-8")  # one row fewer
+    fewer, _ = build()
+    assert len(fewer) == 4 and not set(changed) & set(fewer)
+
+
+def test_unreadable_photos_are_recorded_and_reported_without_decoding_again(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = make_broken_files(tmp_path / "photos")
+    rows = [f"photos/{name}.{'png' if name == 'bomb' else 'jpg'},{i % 2}" for i, name in
+            enumerate(("whole", "truncated", "text", "bomb"))]
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    DatasetLoader(tmp_path / "val.csv", image_size=16).cache_images("disk")
+
+    def no_decoding(*_):
+        raise AssertionError("a photo was decoded again")
+
+    monkeypatch.setattr(load_datasets, "open_image", no_decoding)
+    again = DatasetLoader(tmp_path / "val.csv", image_size=16)
+    again.cache_images("disk")
+    problems = [again[i][3] for i in range(len(again))]
+    assert problems[0] is None and again[0][0].shape == (16, 16, 3)
+    for problem, kind, reason in zip(problems[1:], ("truncated", "text", "bomb"),
+                                     ("cut short", "not an image file", "too many pixels"), strict=True):
+        assert problem.startswith(f"{broken[kind]}: ") and reason in problem
+
+
+BUILD_SLOWLY = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import photo_cache
+from pathlib import Path
+from common import open_image
+
+def slow_open(path):
+    time.sleep(0.05)
+    return open_image(path)
+
+photo_cache.open_image = slow_open
+paths = sorted(Path(sys.argv[2]).rglob("*.jpg"))
+photo_cache.build_cache(paths, 32, Path(sys.argv[3]), "train", processes=1, progress=False)
+"""
+
+
+def test_a_killed_build_leaves_nothing_that_looks_complete_and_the_next_build_is_whole(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "datasets", per_class_train=30, per_class_val=1)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    build = subprocess.Popen([sys.executable, "-c", BUILD_SLOWLY, str(REPO), str(data / "train"), str(folder)])
+    deadline = time.monotonic() + 60
+    while not list(folder.glob("*.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few photos in
+    build.kill()
+    build.wait()
+    paths = sorted((data / "train").rglob("*.jpg"))
+    assert [p.name for p in folder.iterdir()] and not list(folder.glob("*.json")) and not list(folder.glob("*.u8"))
+    assert open_cache(paths, 32, folder, "train") is None  # nothing counts as complete
+    cache = build_cache(paths, 32, folder, "train", progress=False)
+    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".u8"]  # the killed build's leftovers are gone
+    reopened = open_cache(paths, 32, folder, "train")
+    assert reopened is not None and len(reopened) == 60
+    plain = DatasetLoader(data / "train.csv", image_size=32)
+    by_path = {path: cache[i] for i, path in enumerate(paths)}
+    assert all(torch.equal(plain[i][0], by_path[path]) for i, (path, _) in enumerate(plain.samples))
+
+
+def test_train_builds_the_disk_cache_once_and_later_runs_and_evaluate_reuse_it(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    flags = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--model", "resnet18",
+             "--swanlab-mode", "disabled", "--epochs", "1"]
+    first = run_script("train.py", *flags, "--cache", "disk", cwd=tmp_path)
+    assert "photos cached on disk, 0 data workers" in first.stdout
+    built = {name: (data / ".cache" / name).stat().st_mtime_ns for name in cache_files(data)}
+    assert sorted(Path(name).stem.split("-")[0] for name in built) == ["train", "train", "val", "val"]
+    run_script("train.py", *flags, "--cache", "disk", "--output-dir", "again", cwd=tmp_path)
+    assert {name: (data / ".cache" / name).stat().st_mtime_ns for name in cache_files(data)} == built  # reused
+    runs = [read_checkpoint(tmp_path / folder / "latest_checkpoint.pth")["metrics"] for folder in ("checkpoint", "again")]
+    assert [(m["train_loss"], m["val_loss"]) for m in runs] == [(runs[0]["train_loss"], runs[0]["val_loss"])] * 2
+    os.utime(data / "val/dog/dog.0.jpg")  # touched: the val cache is rebuilt, the train cache stays
+    run_script("evaluate.py", "--csv", str(data / "val.csv"), "--cache", "disk", cwd=tmp_path)
+    after = {name: (data / ".cache" / name).stat().st_mtime_ns for name in cache_files(data)}
+    assert {n for n in after if n.startswith("train")} == {n for n in built if n.startswith("train")}
+    assert {n for n in after if n.startswith("val")} != {n for n in built if n.startswith("val")}
