@@ -118,69 +118,74 @@ def loader_epoch(dataset: DatasetLoader, batch_size: int, workers: int) -> float
     return seen / (time.perf_counter() - started)
 
 
+def time_cache_build(data: Path, image_size: int) -> tuple[tuple, list[DatasetLoader]]:
+    """The disk cache of train and val built with a process per core, against one process's decode rate."""
+    datasets = [DatasetLoader(data / f"{split}.csv", image_size, train=split == "train") for split in ("train", "val")]
+    paths = [path for dataset in datasets for path, _ in dataset.samples]
+    single = decode_rate(paths, image_size)
+    process = psutil.Process()
+    before, started = process.memory_info().rss, time.perf_counter()
+    for dataset in datasets:
+        folder, name = dataset.cache_folder()
+        build_cache([path for path, _ in dataset.samples], image_size, writable_folder(folder), name)
+    seconds = time.perf_counter() - started
+    row = (f"disk cache build, {len(paths)} photos at {image_size}² ({os.cpu_count()} processes)", seconds,
+           f"{len(paths) / seconds:.0f} photos/s, {len(paths) / seconds / single:.2f}× one process ({single:.0f} photos/s)",
+           (process.memory_info().rss - before) / 1e6)
+    return row, datasets
+
+
+def time_training_memory(folder: Path, data: Path, photos: int, seconds: float) -> list[tuple]:
+    """train.py's peak memory in its first `seconds` on every photo, and on 200 photos (the model's own share)."""
+    flags = ["--weights", "none", "--epochs", "1", "--swanlab-mode", "disabled", "--data-dir"]
+    _, peak, output = run_measured(script("train.py", *flags, "ds"), folder, limit=seconds)
+    speed = next((line for line in output.splitlines() if line.startswith("speed:")), "speed: ?")
+    small = data / "small"
+    small.mkdir()
+    val_rows = (data / "val.csv").read_text(encoding="utf-8").splitlines()
+    for split in ("train", "val"):
+        (small / f"{split}.csv").write_text("".join(f"../{row}\n" for row in val_rows[:200]), encoding="utf-8")
+    _, small_peak, _ = run_measured(script("train.py", *flags, "ds/small"), folder, limit=seconds)
+    return [(f"`train.py` on {photos} photos, first {seconds:.0f} s ({speed})", seconds, "", peak),
+            (f"`train.py` on 200 photos, first {seconds:.0f} s (the model's own memory)", seconds, "", small_peak)]
+
+
+def time_inference(folder: Path, data: Path, test_dir: Path, args: argparse.Namespace) -> list[tuple]:
+    """evaluate.py on --evaluate val photos and predict.py --csv on the test folder, with an untrained ResNet50."""
+    checkpoint = folder / "model.pth"
+    save_checkpoint(make_checkpoint(build_model("resnet50", 2), arch="resnet50", class_names=["cat", "dog"],
+                                    image_size=args.image_size, epoch=0, metrics={}), checkpoint)
+    val_rows = (data / "val.csv").read_text(encoding="utf-8").splitlines()
+    (data / "eval.csv").write_text("\n".join(val_rows[:args.evaluate]) + "\n", encoding="utf-8")
+    seconds, peak, _ = run_measured(script("evaluate.py", "--checkpoint", str(checkpoint), "--csv", "ds/eval.csv",
+                                           "--cache", "off"), folder)
+    rows = [(f"`evaluate.py` on {args.evaluate} photos", seconds, f"{args.evaluate / seconds:.1f} photos/s", peak)]
+    seconds, peak, _ = run_measured(script("predict.py", str(test_dir), "--checkpoint", str(checkpoint), "--csv",
+                                           "predictions.csv", "--batch-size", "32"), folder)
+    return rows + [(f"`predict.py --csv` on {args.test} photos", seconds, f"{args.test / seconds:.1f} photos/s", peak)]
+
+
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.tmp))
-    rows = []
     try:
         started = time.perf_counter()
         train_dir, test_dir = generate(folder, args.train, args.test)
         print(f"generated {args.train} + {args.test} photos in {time.perf_counter() - started:.0f} s", flush=True)
-
         seconds, peak, _ = run_measured(script("prepare_data.py", "--from", str(train_dir), "--out", "ds"), folder)
-        rows.append((f"`prepare_data.py --from` on {args.train} photos", seconds, f"{args.train / seconds:.0f} photos/s", peak))
-
+        rows = [(f"`prepare_data.py --from` on {args.train} photos", seconds, f"{args.train / seconds:.0f} photos/s", peak)]
         data = folder / "ds"
-        datasets = [DatasetLoader(data / f"{split}.csv", args.image_size, train=split == "train") for split in ("train", "val")]
-        paths = [path for dataset in datasets for path, _ in dataset.samples]
-        single = decode_rate(paths, args.image_size)
-        process = psutil.Process()
-        before = process.memory_info().rss
-        started = time.perf_counter()
-        for dataset in datasets:
-            folder_, name = dataset.cache_folder()
-            build_cache([path for path, _ in dataset.samples], args.image_size, writable_folder(folder_), name)
-        seconds = time.perf_counter() - started
-        rows.append((f"disk cache build, {len(paths)} photos at {args.image_size}² ({os.cpu_count()} processes)", seconds,
-                     f"{len(paths) / seconds:.0f} photos/s, {len(paths) / seconds / single:.2f}× one process "
-                     f"({single:.0f} photos/s)", (process.memory_info().rss - before) / 1e6))
-
-        train_set = datasets[0]
+        cache_row, (train_set, _) = time_cache_build(data, args.image_size)
         train_set.cache_images("disk", progress=False)
-        before = process.memory_info().rss
+        before = psutil.Process().memory_info().rss
         rate = loader_epoch(train_set, 64, args.workers)
-        rows.append((f"one loader epoch from the disk cache ({len(train_set)} photos, batch 64, augmented, "
-                     f"{args.workers} workers)", len(train_set) / rate, f"{rate:.0f} images/s",
-                     (process.memory_info().rss - before) / 1e6))
-
-        train_flags = ["--weights", "none", "--epochs", "1", "--swanlab-mode", "disabled", "--data-dir", "ds"]
-        seconds, peak, output = run_measured(script("train.py", *train_flags), folder, limit=args.train_seconds)
-        speed = next((line for line in output.splitlines() if line.startswith("speed:")), "speed: ?")
-        rows.append((f"`train.py` on {len(train_set)} photos, first {args.train_seconds:.0f} s ({speed})", seconds,
-                     "", peak))
-        small = data / "small"  # the same model on 200 photos: what the model and the script take by themselves
-        small.mkdir()
-        val_rows = (data / "val.csv").read_text(encoding="utf-8").splitlines()
-        for split in ("train", "val"):
-            (small / f"{split}.csv").write_text("".join(f"../{row}\n" for row in val_rows[:200]), encoding="utf-8")
-        _, small_peak, _ = run_measured(script("train.py", *train_flags[:-1], "ds/small"), folder, limit=args.train_seconds)
-        rows.append((f"`train.py` on 200 photos, first {args.train_seconds:.0f} s (the model's own memory)", 0, "",
-                     small_peak))
-
-        checkpoint = folder / "model.pth"
-        save_checkpoint(make_checkpoint(build_model("resnet50", 2), arch="resnet50", class_names=["cat", "dog"],
-                                        image_size=args.image_size, epoch=0, metrics={}), checkpoint)
-        (data / "eval.csv").write_text("\n".join(val_rows[:args.evaluate]) + "\n", encoding="utf-8")
-        seconds, peak, _ = run_measured(script("evaluate.py", "--checkpoint", str(checkpoint), "--csv", "ds/eval.csv",
-                                               "--cache", "off"), folder)
-        rows.append((f"`evaluate.py` on {args.evaluate} photos", seconds, f"{args.evaluate / seconds:.1f} photos/s", peak))
-
-        seconds, peak, _ = run_measured(script("predict.py", str(test_dir), "--checkpoint", str(checkpoint), "--csv",
-                                               "predictions.csv", "--batch-size", "32"), folder)
-        rows.append((f"`predict.py --csv` on {args.test} photos", seconds, f"{args.test / seconds:.1f} photos/s", peak))
+        rows += [cache_row, (f"one loader epoch from the disk cache ({len(train_set)} photos, batch 64, augmented, "
+                             f"{args.workers} workers)", len(train_set) / rate, f"{rate:.0f} images/s",
+                             (psutil.Process().memory_info().rss - before) / 1e6)]
+        rows += time_training_memory(folder, data, len(train_set), args.train_seconds)
+        rows += time_inference(folder, data, test_dir, args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
     print(f"\n*bench_scale.py on {os.cpu_count()} cores, torch {torch.__version__}*\n")
     print("| step | wall time | rate | peak resident memory |\n|---|---|---|---|")
     for name, seconds, rate, peak in rows:

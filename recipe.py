@@ -84,6 +84,16 @@ def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train
     return autocast_dtype(device) or (torch.float16 if device.type == "mps" else torch.bfloat16)
 
 
+def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
+                     val_set: DatasetLoader) -> torch.dtype | None:
+    """The choices left to `auto` or to a default, made once, so that SwanLab and the checkpoint record
+    what was used; returns the mixed-precision type (None for fp32)."""
+    if args.weight_decay is None:
+        args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
+    args.experiment_name = args.experiment_name or args.model
+    return resolve_speed_settings(args, device, train_set, val_set)
+
+
 def windowed_val_accs(history: list[dict[str, float]], window: int) -> list[tuple[int, float]]:
     """(epoch, mean val accuracy of the `window` evaluations ending there) for every evaluated epoch.
 

@@ -28,11 +28,10 @@ from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkp
 from common import MODEL_NAMES, autocast, build_model, make_console_safe, pick_device, to_device
 from load_datasets import CACHE_MODES, DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
 from recipe import (
-    WEIGHT_DECAY_DEFAULTS,
     best_evaluation,
     make_optimizer,
     make_scheduler,
-    resolve_speed_settings,
+    resolve_settings,
     save_training_curves,
     val_acc_at,
     windowed_val_accs,
@@ -147,16 +146,6 @@ def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | 
     args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
     args.weights = args.weights or DEFAULT_WEIGHTS
     return checkpoint if args.resume else None
-
-
-def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
-                     val_set: DatasetLoader) -> torch.dtype | None:
-    """The choices left to `auto` or to a default, made once, so that SwanLab and the checkpoint record
-    what was used; returns the mixed-precision type (None for fp32)."""
-    if args.weight_decay is None:
-        args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
-    args.experiment_name = args.experiment_name or args.model
-    return resolve_speed_settings(args, device, train_set, val_set)
 
 
 def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ def test_disk_memory_and_no_cache_give_identical_pixels(dataset: Path) -> None:
         if mode != "off":
             train.cache_images(mode)
         torch.manual_seed(7)
+        random.seed(7)
         augmented.append(torch.stack([train[i][0] for i in range(len(train))]))
     assert torch.equal(augmented[0], augmented[1]) and torch.equal(augmented[0], augmented[2])
 

@@ -46,7 +46,8 @@ def test_every_script_prints_unencodable_names_escaped_instead_of_crashing(tmp_p
     data = make_windows_dataset(tmp_path / "我的 数据" / "datasets")
     console = {"PYTHONIOENCODING": encoding}  # run_script decodes strictly in it, as the console would have to
     escaped = "\\U0001f63a"  # how the emoji is shown where the console cannot show it
-    trained = run_script("train.py", "--data-dir", str(data), "--weights", "none", "--image-size", "32", "--epochs", "1",
+    trained = run_script("train.py", "--data-dir", str(data), "--weights", "none", "--model", "resnet18", "--image-size", "32",
+                         "--epochs", "1",
                          "--batch-size", "4", "--swanlab-mode", "disabled", cwd=tmp_path, env=console)
     assert "skipped unreadable photo" in trained.stdout and escaped in trained.stdout
     assert read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")["epoch"] == 1
@@ -74,6 +75,7 @@ def test_training_with_two_data_workers_started_by_spawn_as_on_windows(tmp_path:
                 "sys.argv = sys.argv[1:]; sys.path.insert(0, sys.argv[0].rsplit('/', 1)[0]); "
                 "runpy.run_path(sys.argv[0], run_name='__main__')")
     command = [sys.executable, "-c", launcher, (REPO / "train.py").as_posix(), "--data-dir", str(data), "--weights", "none",
+               "--model", "resnet18",
                "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "2", "--no-cache",
                "--swanlab-mode", "disabled"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", timeout=600,
