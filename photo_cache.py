@@ -19,6 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,15 @@ def cache_key(paths: list[Path], image_size: int) -> str:
 
 
 def writable_folder(preferred: Path) -> Path:
-    """`preferred`, or a folder in the user's cache when the data folder cannot be written (a read-only share)."""
+    """`preferred`, or a folder in the user's cache when the data folder is read-only (a shared dataset).
+
+    Read-only is judged by the folder's write permission bits as well as by trying, since root (a
+    container, CI) can write into a folder whose owner made it read-only.
+    """
+    existing = preferred if preferred.exists() else preferred.parent
     try:
+        if not existing.stat().st_mode & stat.S_IWUSR:
+            raise PermissionError(f"{existing} is read-only")
         preferred.mkdir(parents=True, exist_ok=True)
         probe = preferred / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")

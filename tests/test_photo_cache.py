@@ -141,3 +141,17 @@ def test_train_builds_the_disk_cache_once_and_later_runs_and_evaluate_reuse_it(t
     after = {name: (data / ".cache" / name).stat().st_mtime_ns for name in cache_files(data)}
     assert {n for n in after if n.startswith("train")} == {n for n in built if n.startswith("train")}
     assert {n for n in after if n.startswith("val")} != {n for n in built if n.startswith("val")}
+
+
+def test_a_read_only_data_folder_gets_its_cache_in_the_users_cache(dataset: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
+    dataset.chmod(0o555)  # as a shared dataset is; root could still write there, the bits say it must not
+    try:
+        photos = DatasetLoader(dataset / "val.csv", image_size=32)
+        photos.cache_images("disk")
+        assert not (dataset / ".cache").exists()
+        assert [p.suffix for p in sorted((tmp_path / "user_cache/resnet-cats-dogs/photos").iterdir())] == [".json", ".u8"]
+        assert torch.equal(photos[0][0], DatasetLoader(dataset / "val.csv", image_size=32)[0][0])
+    finally:
+        dataset.chmod(0o755)
