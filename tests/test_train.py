@@ -336,16 +336,16 @@ def test_resume_trains_at_the_checkpoints_image_size_without_repeating_the_flag(
     assert checkpoint["arch"] == "resnet18" and checkpoint["weights"] == "none"  # also taken from the checkpoint
 
 
-@pytest.mark.parametrize(("flag", "value", "recorded"), [("--image-size", "48", "32"), ("--model", "resnet34", "resnet18"),
-                                                         ("--weights", "IMAGENET1K_V2", "none")])
-def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path: Path, flag: str, value: str, recorded: str) -> None:
+def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
     flags = ["--batch-size", "4", "--num-workers", "0", "--swanlab-mode", "disabled"]
     run_script("train.py", *flags, "--weights", "none", "--image-size", "32", "--model", "resnet18", "--epochs", "1",
                cwd=tmp_path)
     before = (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes()
-    result = run_script("train.py", *flags, "--epochs", "2", "--resume", flag, value, cwd=tmp_path, check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    [message] = result.stderr.strip().splitlines()  # one line, naming both values
-    assert f"was trained with {flag} {recorded}, but this command says {flag} {value}" in message
-    assert (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes() == before  # nothing already saved is lost
+    for flag, value, recorded in (("--image-size", "48", "32"), ("--model", "resnet34", "resnet18"),
+                                  ("--weights", "IMAGENET1K_V2", "none")):
+        result = run_script("train.py", *flags, "--epochs", "2", "--resume", flag, value, cwd=tmp_path, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        [message] = result.stderr.strip().splitlines()  # one line, naming both values
+        assert f"was trained with {flag} {recorded}, but this command says {flag} {value}" in message
+        assert (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes() == before  # nothing already saved is lost
