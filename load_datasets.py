@@ -148,7 +148,6 @@ class ImageList(Dataset):
         self.image_size, self.augment, self.mean, self.std = image_size, augment, tuple(mean), tuple(std)
         self.cache: torch.Tensor | DiskCache | None = None
         self.unreadable: dict[int, str] = {}  # of a memory cache: index -> reason
-        self.cache_mode = "off"
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.samples[index][0])
@@ -185,7 +184,6 @@ class ImageList(Dataset):
             self.cache, self.unreadable = disk.load_all(), disk.unreadable
         else:
             self.cache = disk
-        self.cache_mode = mode
 
     def cache_bytes(self) -> int:
         return len(self) * 3 * self.image_size * self.image_size
