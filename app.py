@@ -113,19 +113,6 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
     return examples
 
 
-def make_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
-                 amp_dtype: torch.dtype | None = None, compile_model: bool = False,
-                 wait_for_compile: bool = False) -> Callable[[str | None], dict[str, float]]:
-    """The /predict API: a photo's path in, {class name: probability} out."""
-    batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model, wait_for_compile)
-
-    def predict(image_path: str | None) -> dict[str, float]:
-        probabilities = batch_predict([open_upload(image_path)])[0].tolist()
-        return dict(zip(meta["class_names"], probabilities, strict=True))
-
-    return predict
-
-
 def open_upload(image_path: str | Exception | None, language: str = "en") -> Image.Image:
     """The uploaded photo, or the page's one message for an upload that is not a usable photo, whichever step found out.
 
