@@ -31,7 +31,7 @@ from common import (
     resize_photo,
     to_device,
 )
-from photo_cache import CACHE_FOLDER, DiskCache, build_cache, open_cache, writable_folder
+from photo_cache import CACHE_FOLDER, DiskCache, build_cache, cache_key, open_cache, writable_folder
 
 
 class CsvError(ValueError):
@@ -175,11 +175,12 @@ class ImageList(Dataset):
         """
         paths = [path for path, _ in self.samples]
         folder, name = self.cache_folder()
-        disk = open_cache(paths, self.image_size, folder, name)
+        key = cache_key(paths, self.image_size)  # once: it stats every photo
+        disk = open_cache(paths, self.image_size, folder, name, key)
         if disk is None and not build:
             return
         if disk is None:
-            disk = build_cache(paths, self.image_size, folder, name, progress=progress)
+            disk = build_cache(paths, self.image_size, folder, name, progress=progress, key=key)
         if mode == "memory":
             self.cache, self.unreadable = disk.load_all(), disk.unreadable
         else:

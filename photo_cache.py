@@ -102,9 +102,10 @@ class DiskCache:
         return torch.from_numpy(array)
 
 
-def open_cache(paths: list[Path], image_size: int, folder: Path, name: str) -> DiskCache | None:
-    """The finished cache of these photos at this size in `folder`, or None when there is none."""
-    key = cache_key(paths, image_size)
+def open_cache(paths: list[Path], image_size: int, folder: Path, name: str, key: str | None = None) -> DiskCache | None:
+    """The finished cache of these photos at this size in `folder`, or None when there is none.
+    `key`: their cache_key, when the caller has it (it reads every photo's size and time)."""
+    key = key or cache_key(paths, image_size)
     index_file = folder / f"{name}-{image_size}px-{key[:16]}.json"
     if not index_file.is_file():
         return None
@@ -136,9 +137,9 @@ def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, lis
 
 
 def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, processes: int | None = None,
-                progress: bool = True) -> DiskCache:
+                progress: bool = True, key: str | None = None) -> DiskCache:
     """Decode every photo once with one process per core into a new cache file, and return it."""
-    key = cache_key(paths, image_size)
+    key = key or cache_key(paths, image_size)
     stem = f"{name}-{image_size}px-{key[:16]}"
     for stale in folder.glob(f"{name}-{image_size}px-*"):  # older versions of this data, and killed builds
         stale.unlink(missing_ok=True)
