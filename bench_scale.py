@@ -5,9 +5,10 @@
 
 Generates Kaggle-style photos (cat.N.jpg / dog.N.jpg, sizes around 500×375, a few broken files), then
 times each step a user would run on them and reports the peak resident memory of each, children
-included: prepare_data.py, the disk cache build (against the single-process decode rate), one epoch
-of the training loader from the disk cache, train.py's first minute (the memory of a training run),
-evaluate.py on 2,000 photos and predict.py --csv on the 12,500. Prints a Markdown table.
+included: prepare_data.py, the disk cache build (against one process decoding, the tutorial's way and
+this project's), one epoch of the training loader from the disk cache, train.py's first minute (the
+memory of a training run), evaluate.py on 2,000 photos and predict.py --csv on the 12,500. Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -97,12 +98,17 @@ def script(name: str, *args: str) -> list[str]:
     return [sys.executable, str(HERE / name), *args]
 
 
-def decode_rate(paths: list[Path], image_size: int, count: int = 400) -> float:
-    """Photos per second decoded and resized by one process, the way the memory cache was filled before."""
+def decode_rate(paths: list[Path], image_size: int, count: int = 400, tutorial: bool = False) -> float:
+    """Photos per second decoded and resized by one process: this project's way (common.open_image and
+    resize_photo), or the tutorial's (PIL open, convert, PIL's bilinear Resize, as torchvision's Resize does it)."""
     started = time.perf_counter()
     for path in paths[:count]:
         try:
-            resize_photo(open_image(path), image_size)
+            if tutorial:
+                with Image.open(path) as image:
+                    image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            else:
+                resize_photo(open_image(path), image_size)
         except OSError:
             pass
     return min(count, len(paths)) / (time.perf_counter() - started)
@@ -122,7 +128,7 @@ def time_cache_build(data: Path, image_size: int) -> tuple[tuple, list[DatasetLo
     """The disk cache of train and val built with a process per core, against one process's decode rate."""
     datasets = [DatasetLoader(data / f"{split}.csv", image_size, train=split == "train") for split in ("train", "val")]
     paths = [path for dataset in datasets for path, _ in dataset.samples]
-    single = decode_rate(paths, image_size)
+    tutorial, single = decode_rate(paths, image_size, tutorial=True), decode_rate(paths, image_size)
     process = psutil.Process()
     before, started = process.memory_info().rss, time.perf_counter()
     for dataset in datasets:
@@ -130,7 +136,9 @@ def time_cache_build(data: Path, image_size: int) -> tuple[tuple, list[DatasetLo
         build_cache([path for path, _ in dataset.samples], image_size, writable_folder(folder), name)
     seconds = time.perf_counter() - started
     row = (f"disk cache build, {len(paths)} photos at {image_size}² ({os.cpu_count()} processes)", seconds,
-           f"{len(paths) / seconds:.0f} photos/s, {len(paths) / seconds / single:.2f}× one process ({single:.0f} photos/s)",
+           f"{len(paths) / seconds:.0f} photos/s: {len(paths) / seconds / tutorial:.2f}× one process decoding the "
+           f"tutorial's way ({tutorial:.0f} photos/s), {len(paths) / seconds / single:.2f}× one process decoding this "
+           f"project's way ({single:.0f} photos/s)",
            (process.memory_info().rss - before) / 1e6)
     return row, datasets
 

