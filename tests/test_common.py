@@ -152,3 +152,32 @@ def test_resize_photo_gives_pils_bilinear_pixels() -> None:
         resized = resize_photo(image, 64)
         assert resized.shape == (64, 64, 3) and resized.dtype == torch.uint8 and resized.is_contiguous()
         assert (resized.int() - reference.int()).abs().max() <= 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
+def test_keep_freed_memory_spares_the_page_faults_of_every_training_step() -> None:
+    """Each step frees and takes again the same blocks: with keep_freed_memory they stay mapped."""
+    script = """
+import resource, sys, torch
+from common import build_model, keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+model = build_model("resnet18", 2, "none")
+optimizer = torch.optim.Adam(model.parameters())
+images, labels = torch.randn(8, 3, 64, 64), torch.randint(0, 2, (8,))
+def step():
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+step(), step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {}
+    for mode in ("keep", "default"):
+        result = subprocess.run([sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True, check=True)
+        faults[mode] = int(result.stdout.split()[-1])
+    assert faults["default"] > 10_000, faults  # glibc maps and unmaps the activations every step
+    assert faults["keep"] < 1_000, faults
