@@ -44,11 +44,13 @@ class Checkpoint(TypedDict, total=False):
     best_val_acc_windowed: float | None
     config: dict[str, Any]  # train.py's resolved arguments
     saved_at: str | None
+    ema_weights: bool  # model_state holds the exponential moving average of the weights (train.py --ema), not the last
     optimizer_state: dict[str, Any]  # latest_checkpoint.pth only: for --resume
     scheduler_state: dict[str, Any] | None
+    ema_state: dict[str, Any] | None  # with --ema: the average's weights and update count (recipe.ema_state)
 
 
-TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state")
+TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "ema_state")
 
 
 def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], image_size: int,
@@ -128,7 +130,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     metrics = content.get("metrics") or {}
     defaults = Checkpoint(format=found, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), weights=None, epoch=None,
                           metrics=metrics, history=[], best_epoch=None, best_val_acc=metrics.get("val_acc"),
-                          best_val_acc_windowed=None, config={}, saved_at=None)
+                          best_val_acc_windowed=None, config={}, saved_at=None, ema_weights=False)
     checkpoint = Checkpoint(**{**defaults, **content})
     if "class_names" not in content:
         checkpoint["class_names"] = default_class_names(checkpoint["num_classes"])

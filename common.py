@@ -24,6 +24,7 @@ from typing import IO
 import numpy as np
 import torch
 import torchvision
+import torchvision.transforms.v2
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
@@ -167,10 +168,19 @@ def random_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     return 0, 0, height, width  # as torchvision falls back (its centre crop is the whole square photo here)
 
 
-def augment_photo(photo: torch.Tensor) -> torch.Tensor:
+AUGMENT_CHOICES = ("none", "light", "strong")
+# --augment strong, after the crop and flip: one of TrivialAugmentWide's 14 operations at a random strength, then
+# a random rectangle blanked on 1 photo in 4 (timm's usual --reprob 0.25). Both take uint8 3×H×W and use torch's RNG,
+# which DataLoader seeds in every worker as it does `random`.
+STRONG_AUGMENT = torchvision.transforms.v2.Compose([torchvision.transforms.v2.TrivialAugmentWide(),
+                                                    torchvision.transforms.v2.RandomErasing(p=0.25)])
+
+
+def augment_photo(photo: torch.Tensor, strength: str = "light") -> torch.Tensor:
     """Stage 2 for training, on uint8 height×width×3: a random resized crop back to the same size, and a
-    random horizontal flip. About 0.2 ms a photo: interpolating uint8 in channels-last layout is what
-    torch does fastest on a CPU (5× torchvision's transform on a 3×H×W uint8 tensor, measured here)."""
+    random horizontal flip (`light`, about 0.2 ms a photo: interpolating uint8 in channels-last layout is what
+    torch does fastest on a CPU, 5× torchvision's transform on a 3×H×W uint8 tensor, measured here).
+    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost)."""
     size = photo.shape[0]
     top, left, height, width = random_crop_box(size, photo.shape[1])
     crop = photo[top:top + height, left:left + width]
@@ -180,8 +190,10 @@ def augment_photo(photo: torch.Tensor) -> torch.Tensor:
     # Unsqueeze before permuting: a flipped crop is already dense, and permuting first would give the
     # batch dimension a stride of 3, which interpolate takes for NCHW: a kernel and a copy 2× slower.
     crop = crop.unsqueeze(0).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-    resized = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return resized[0].permute(1, 2, 0).contiguous()
+    resized = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    if strength == "strong":
+        resized = STRONG_AUGMENT(resized)
+    return resized.permute(1, 2, 0).contiguous()
 
 
 def normalize(photos: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from checkpoint import find_checkpoint, load_checkpoint, preprocessing
 from common import make_console_safe, open_image, pick_device, to_device
+from inference import class_probabilities
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
 MISTAKES_SHOWN = 16
@@ -36,14 +37,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", default="auto", choices=("auto", "disk", "off"),
                         help="auto: read the photos from the disk cache train.py left beside the CSV when there is one "
                              "for this image size; disk: also build it (see train.py --cache)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped photo")
     parser.add_argument("--swanlab", action="store_true", help="also log the report and pictures to a local SwanLab run")
     parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project for --swanlab")
     return parser
 
 
 @torch.inference_mode()
-def predict_all(model: torch.nn.Module, loader: DataLoader,
-                device: torch.device) -> tuple[list[int], list[int], list[list[float]], list[str]]:
+def predict_all(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                tta: bool = False) -> tuple[list[int], list[int], list[list[float]], list[str]]:
     """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones."""
     indices, labels, probabilities, problems = [], [], [], []
     for images, batch_labels, batch_indices, batch_problems in tqdm(loader, desc="evaluating", unit="batch"):
@@ -51,7 +53,7 @@ def predict_all(model: torch.nn.Module, loader: DataLoader,
         if len(batch_labels) == 0:
             continue
         images = to_device(images, device, False, loader.dataset.mean, loader.dataset.std)
-        probabilities += torch.softmax(model(images).float(), dim=1).cpu().tolist()
+        probabilities += class_probabilities(model, images, tta).cpu().tolist()
         labels += batch_labels.tolist()
         indices += batch_indices.tolist()
     return indices, labels, probabilities, problems
@@ -149,13 +151,15 @@ def main(args: argparse.Namespace) -> None:
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
-    print(f"evaluating {checkpoint_path} on {args.csv} ({len(dataset)} photos) with {device}")
+    print(f"evaluating {checkpoint_path}{' (EMA weights)' if meta['ema_weights'] else ''} on {args.csv} "
+          f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}")
 
-    indices, labels, probabilities, problems = predict_all(model, loader, device)
+    indices, labels, probabilities, problems = predict_all(model, loader, device, args.tta)
     problems += [f"{path}: empty file" for path in dataset.empty_files]
     predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
     report = build_report(labels, predictions, class_names)
-    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), unreadable=sorted(problems))
+    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), unreadable=sorted(problems), tta=args.tta,
+                  ema_weights=meta["ema_weights"])
 
     wrong = [(probabilities[i][predictions[i]], i) for i in range(len(labels)) if predictions[i] != labels[i]]
     mistakes = [(dataset.samples[indices[i]][0], class_names[predictions[i]], confidence, class_names[labels[i]])

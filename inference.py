@@ -63,6 +63,17 @@ def compile_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[[
     return run
 
 
+def class_probabilities(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                        tta: bool = False) -> torch.Tensor:
+    """Softmax of the model's answer for a batch (N×3×H×W), in fp32. With `tta` (test-time augmentation), the mean
+    of that and the softmax for the same photos flipped left to right: a cat is a cat in a mirror. One more forward
+    pass per batch; evaluate.py, predict.py and the page's checkbox all call this."""
+    probabilities = torch.softmax(model(images).float(), dim=1)
+    if tta:
+        probabilities = (probabilities + torch.softmax(model(images.flip(-1)).float(), dim=1)) / 2
+    return probabilities
+
+
 def compile_by_default(device: torch.device, requested: bool | None) -> bool:
     """--compile / --no-compile as given, else on for CPUs: the only devices it was measured on here."""
     return device.type == "cpu" if requested is None else requested

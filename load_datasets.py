@@ -140,12 +140,14 @@ class ImageList(Dataset):
     `empty_files`.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256, augment: bool = False,
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256, augment: bool | str = False,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         # Empty files are common in interrupted downloads and cost nothing to find now.
         self.empty_files = [str(path) for path, _ in samples if path.stat().st_size == 0]
         self.samples = [(path, label) for path, label in samples if path.stat().st_size > 0]
-        self.image_size, self.augment, self.mean, self.std = image_size, augment, tuple(mean), tuple(std)
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        # common.augment_photo's strength: "light" or "strong" (True means light), or None (False, "none") for none.
+        self.augment = {True: "light", False: None, "none": None}.get(augment, augment)
         self.cache: torch.Tensor | DiskCache | None = None
         self.unreadable: dict[int, str] = {}  # of a memory cache: index -> reason
 
@@ -194,7 +196,7 @@ class ImageList(Dataset):
         image = self.resized(index)
         if isinstance(image, str):
             return None, self.samples[index][1], index, image
-        return augment_photo(image) if self.augment else image, self.samples[index][1], index, None
+        return augment_photo(image, self.augment) if self.augment else image, self.samples[index][1], index, None
 
     def __getitems__(self, indices: list[int]) -> list[tuple]:
         """A batch's photos, on one thread: cropping and resizing one photo is too small a job to share
@@ -213,13 +215,13 @@ class ImageList(Dataset):
 class DatasetLoader(ImageList):
     """The tutorial's dataset, read from a `path,label` CSV.
 
-    `train=True` adds the light augmentation of `common.augment_photo`
-    (unless augment=False); otherwise this is the tutorial's Resize + Normalize.
+    `train=True` adds the augmentation of `common.augment_photo` ("light" or True, "strong";
+    none with augment=False or "none"); otherwise this is the tutorial's Resize + Normalize.
     `mean` and `std` default to ImageNet's (evaluate.py passes a checkpoint's own).
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
-                 augment: bool = True, num_classes: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+                 augment: bool | str = True, num_classes: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         self.csv_path = Path(csv_path)
         super().__init__(read_csv_rows(self.csv_path, num_classes), image_size, train and augment, mean, std)
 
@@ -246,7 +248,7 @@ def collate_readable(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
-                   augment: bool = True) -> tuple[list[str], DatasetLoader, DatasetLoader]:
+                   augment: bool | str = True) -> tuple[list[str], DatasetLoader, DatasetLoader]:
     """The class names, train set and val set of a data folder, for train.py.
 
     Every CSV there (test.csv too) is checked up front, so that a data mistake stops the run before

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
 from common import IMAGE_EXTENSIONS, autocast_dtype, make_console_safe, pick_device, to_device
-from inference import prepare_for_inference
+from inference import class_probabilities, prepare_for_inference
 from load_datasets import ImageList, collate_readable
 
 
@@ -38,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=None,
                         help="processes decoding photos while the model computes (default: cores - 1, at most 4)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped photo")
     return parser
 
 
@@ -57,7 +58,8 @@ def collect_images(arguments: list[str]) -> list[Path]:
 
 @torch.inference_mode()
 def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList, device: torch.device,
-                    batch_size: int = 16, num_workers: int = 0) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
+                    batch_size: int = 16, num_workers: int = 0,
+                    tta: bool = False) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
     """Batch by batch, as soon as each is computed: (path, class probabilities) of its readable photos, and
     why the others could not be read. Worker processes decode the next photos while the model computes."""
     amp_dtype = autocast_dtype(device)
@@ -69,7 +71,7 @@ def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList,
             yield [], problems
             continue
         images = to_device(images, device, device.type in ("cpu", "cuda"), photos.mean, photos.std)
-        probabilities = torch.softmax(fast_model(images.to(amp_dtype or torch.float32)).float(), dim=1).cpu().tolist()
+        probabilities = class_probabilities(fast_model, images.to(amp_dtype or torch.float32), tta).cpu().tolist()
         yield [(photos.samples[i][0], p) for i, p in zip(indices.tolist(), probabilities, strict=True)], problems
 
 
@@ -102,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
         writer.writerow(["path", "class", "probability"])
     progress = tqdm(total=len(paths), unit="photo", desc="predicting", dynamic_ncols=True, disable=len(paths) < 100)
     try:
-        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers):
+        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers, args.tta):
             problems += batch_problems
             for path, probabilities in results:
                 ranked = sorted(enumerate(probabilities), key=lambda item: item[1], reverse=True)

@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from common import autocast_dtype
 from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader
 
 WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
+BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
+EMA_WARMUP_POWER = 2 / 3  # timm's ModelEmaV3 default
 
 
 def make_optimizer(args: argparse.Namespace, parameters, device: torch.device,
@@ -90,37 +94,107 @@ def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: 
     what was used; returns the mixed-precision type (None for fp32)."""
     if args.weight_decay is None:
         args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
+    if args.ema and args.freeze_backbone:
+        raise SystemExit("--ema averages the whole network, but --freeze-backbone trains the head alone; drop one of them.")
     args.experiment_name = args.experiment_name or args.model
     return resolve_speed_settings(args, device, train_set, val_set)
 
 
-def windowed_val_accs(history: list[dict[str, float]], window: int) -> list[tuple[int, float]]:
+def windowed_val_accs(history: list[dict[str, float]], window: int, key: str = "val_acc") -> list[tuple[int, float]]:
     """(epoch, mean val accuracy of the `window` evaluations ending there) for every evaluated epoch.
 
     On a few hundred val photos one epoch's accuracy jumps by several points: the best single epoch
     is often a lucky spike early in training, whose test accuracy falls short of the epochs around it.
+    `key`: ema_val_acc for the EMA weights' accuracy.
     """
-    evaluated = [h for h in history if "val_acc" in h]
+    evaluated = [h for h in history if key in h]
     # fsum: the same accuracies in another order give exactly the same mean, so ties stay ties.
-    return [(h["epoch"], math.fsum(e["val_acc"] for e in evaluated[max(0, i + 1 - window):i + 1]) / min(i + 1, window))
+    return [(h["epoch"], math.fsum(e[key] for e in evaluated[max(0, i + 1 - window):i + 1]) / min(i + 1, window))
             for i, h in enumerate(evaluated)]
 
 
-def val_acc_at(history: list[dict[str, float]], epoch: int) -> float:
+def val_acc_at(history: list[dict[str, float]], epoch: int, key: str = "val_acc") -> float:
     """The val accuracy of that epoch, -1 where it was not evaluated (no epoch evaluated yet)."""
-    return next((h["val_acc"] for h in history if h["epoch"] == epoch and "val_acc" in h), -1.0)
+    return next((h[key] for h in history if h["epoch"] == epoch and key in h), -1.0)
 
 
-def best_evaluation(history: list[dict[str, float]], window: int) -> tuple[int, float, int]:
+def best_evaluation(history: list[dict[str, float]], window: int, key: str = "val_acc") -> tuple[int, float, int]:
     """The epoch to keep (the highest windowed val accuracy, the earliest on a tie), that accuracy, and
     the number of evaluations since then, which early stopping counts."""
-    scores = windowed_val_accs(history, window)
+    scores = windowed_val_accs(history, window, key)
     if not scores:
         return 0, -1.0, 0
     # The first evaluations' shorter windows are as noisy as one evaluation: once a full window exists, only full ones compete.
     candidates = range(window - 1, len(scores)) if len(scores) >= window else range(len(scores))
     best = max(candidates, key=lambda i: scores[i][1])
     return *scores[best], len(scores) - 1 - best
+
+
+def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bool = False) -> tuple[int, bool]:
+    """(epoch, whether the EMA weights) that --best-rule keeps in best_checkpoint.pth: `window`, the highest mean val
+    accuracy over `window` evaluations; `val-loss`, the lowest val loss; `last`, the last epoch. With `ema`, the EMA
+    weights of an epoch compete with the trained ones on the same score and win only when strictly better."""
+    if rule == "last":
+        last = history[-1]
+        return last["epoch"], ema and last.get("ema_val_acc", -1.0) > last.get("val_acc", -1.0)
+    options = []
+    for is_ema in (False, True) if ema else (False,):
+        prefix = "ema_" if is_ema else ""
+        if rule == "window":
+            epoch, score, _ = best_evaluation(history, window, prefix + "val_acc")
+        else:  # the earliest of equal losses, as for accuracies
+            lowest = min((h for h in history if prefix + "val_loss" in h), key=lambda h: h[prefix + "val_loss"], default=None)
+            epoch, score = (lowest["epoch"], -lowest[prefix + "val_loss"]) if lowest else (0, -math.inf)
+        options.append((score, is_ema, epoch))
+    score, is_ema, epoch = max(options, key=lambda option: option[0])  # the first of equal scores: the trained weights
+    return epoch, is_ema
+
+
+def best_fields(history: list[dict[str, float]], args: argparse.Namespace, ema: bool) -> dict[str, Any]:
+    """The checkpoint keys that describe the epoch --best-rule keeps: best_epoch, best_val_acc, best_val_acc_windowed
+    (of the EMA weights when they won, which ema_weights says)."""
+    epoch, use_ema = best_choice(history, args.best_rule, args.best_window, ema)
+    key = "ema_val_acc" if use_ema else "val_acc"
+    return {"best_epoch": epoch, "best_val_acc": val_acc_at(history, epoch, key), "ema_weights": use_ema,
+            "best_val_acc_windowed": dict(windowed_val_accs(history, args.best_window, key)).get(epoch, -1.0)}
+
+
+def checkpoints_due(history: list[dict[str, float]], args: argparse.Namespace, ema: bool) -> dict[str, bool]:
+    """{file under --output-dir: whether it holds the EMA weights} for the files this epoch writes besides
+    latest_checkpoint.pth: best_checkpoint.pth when --best-rule picks this epoch; with --save-candidates, also
+    candidates/window.pth and candidates/val-loss.pth (those rules on the trained weights alone) and
+    candidates/ema.pth (the EMA, every epoch), so that a study measures every choice of one run."""
+    epoch = history[-1]["epoch"]
+    choices = {"best_checkpoint.pth": best_choice(history, args.best_rule, args.best_window, ema)}
+    if args.save_candidates:
+        choices.update({f"candidates/{rule}.pth": best_choice(history, rule, args.best_window)
+                        for rule in ("window", "val-loss")})
+        if ema:
+            choices["candidates/ema.pth"] = (epoch, True)
+    return {name: use_ema for name, (chosen, use_ema) in choices.items() if chosen == epoch}
+
+
+def make_ema(model: nn.Module, decay: float, state: dict[str, Any] | None = None) -> AveragedModel:
+    """An exponential moving average of `model`'s weights, updated by `ema.update_parameters(model)` after every step
+    as timm's ModelEmaV3 with warm-up: ema = d·ema + (1 − d)·weights, with d = min(decay, 1 − (1 + t)^(−2/3)) at
+    the t-th update after the first, which copies. The warm-up keeps the first epochs' EMA from being mostly the
+    random start. BatchNorm's running statistics are averaged like the weights (timm's default), not copied: they
+    must describe the averaged weights, not the last ones. `state`: a resumed checkpoint's ema_state."""
+    def ema_update(ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], updates: torch.Tensor) -> None:
+        # num_batches_tracked, an integer, is averaged and truncated: BatchNorm ignores it (its momentum is fixed).
+        get_ema_multi_avg_fn(min(decay, 1 - (1 + int(updates)) ** -EMA_WARMUP_POWER))(ema_tensors, tensors, updates)
+
+    ema = AveragedModel(getattr(model, "_orig_mod", model), multi_avg_fn=ema_update, use_buffers=True)
+    if state:
+        ema.module.load_state_dict(state["model_state"])
+        ema.n_averaged.fill_(state["updates"])
+    return ema.eval()
+
+
+def ema_state(ema: AveragedModel) -> dict[str, Any]:
+    """What --resume needs to continue the EMA: its weights and the number of updates (the warm-up's t)."""
+    return {"model_state": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
+            "updates": int(ema.n_averaged)}
 
 
 def save_training_curves(history: list[dict[str, float]], path: Path) -> None:

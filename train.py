@@ -14,28 +14,50 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import swanlab
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import distributed
 from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
-from common import MODEL_NAMES, autocast, build_model, keep_freed_memory, make_console_safe, pick_device, to_device
+from common import (
+    AUGMENT_CHOICES,
+    MODEL_NAMES,
+    autocast,
+    build_model,
+    keep_freed_memory,
+    make_console_safe,
+    pick_device,
+    to_device,
+)
 from load_datasets import CACHE_MODES, DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
 from recipe import (
+    BEST_RULES,
     best_evaluation,
+    best_fields,
+    checkpoints_due,
+    ema_state,
+    make_ema,
     make_optimizer,
     make_scheduler,
     resolve_settings,
     save_training_curves,
-    val_acc_at,
     windowed_val_accs,
 )
+
+try:
+    import swanlab
+except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains without SwanLab, logging nowhere
+    swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
+                              "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
+                              Image=lambda *_, **__: None)
 
 SWANLAB_LOG_DIR = "swanlog"
 # Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
@@ -63,6 +85,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--best-window", type=positive_int, default=3, metavar="N",
                         help="the best checkpoint is the epoch ending the N evaluations with the highest mean val "
                              "accuracy (1 = the single highest, a lucky spike on a small val set)")
+    recipe.add_argument("--best-rule", default="window", choices=BEST_RULES, help="best_checkpoint.pth: the epoch of the "
+                        "best windowed val accuracy, of the lowest val loss, or the last (docs/recipes.md)")
+    recipe.add_argument("--ema", action="store_true", help="also average the weights (EMA, as timm), evaluate the average "
+                        "every epoch, keep it as best_checkpoint.pth when it scores better")
+    recipe.add_argument("--ema-decay", type=float, default=0.999, help="the EMA's decay per step (after a warm-up)")
+    recipe.add_argument("--augment", default="light", choices=AUGMENT_CHOICES,
+                        help="light: random crop and flip; strong: also TrivialAugmentWide and random erasing")
+    recipe.add_argument("--save-candidates", action="store_true", help="for study_checkpoints.py: see recipe.checkpoints_due")
     recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
                         help="stop after N evaluations without a better (windowed) val accuracy (0 = never)")
     parser.add_argument("--image-size", type=positive_int, default=None,
@@ -82,7 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/latest_checkpoint.pth up to --epochs, with its model, image size "
                              "and weights")
-    parser.add_argument("--no-augment", action="store_true", help="no random crop/flip: the tutorial's exact preprocessing")
+    parser.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                        help="the same as --augment none: the tutorial's exact preprocessing")
     parser.add_argument("--swanlab-mode", default="local", choices=("local", "cloud", "offline", "disabled"),
                         help="local: dashboard on this machine via `swanlab watch swanlog`; cloud needs a SwanLab account")
     parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project name")
@@ -201,19 +232,20 @@ def log_validation(val_loss: float, val_acc: float, windowed: float, epoch: int,
 
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, args: argparse.Namespace,
-                     config: dict, class_names: list[str], history: list[dict], is_best: bool) -> None:
-    """latest_checkpoint.pth every epoch, best_checkpoint.pth at a new best, and the curves."""
-    best_epoch, best_windowed, _ = best_evaluation(history, args.best_window)
-    checkpoint = make_checkpoint(model, arch=args.model, class_names=class_names, image_size=args.image_size,
-                                 epoch=history[-1]["epoch"], metrics={k: v for k, v in history[-1].items() if k != "epoch"},
-                                 best_val_acc=val_acc_at(history, best_epoch), best_epoch=best_epoch,
-                                 best_val_acc_windowed=best_windowed, history=history, config=config,
-                                 optimizer_state=optimizer.state_dict(),
-                                 scheduler_state=scheduler.state_dict() if scheduler else None, weights=args.weights)
+                     config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None) -> None:
+    """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
+    fields = dict(arch=args.model, class_names=class_names, image_size=args.image_size, epoch=history[-1]["epoch"],
+                  metrics={k: v for k, v in history[-1].items() if k != "epoch"}, history=history, config=config,
+                  weights=args.weights, **best_fields(history, args, ema is not None))
+    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
+                                 scheduler_state=scheduler.state_dict() if scheduler else None,
+                                 ema_state=ema_state(ema) if ema else None)
     output_dir = Path(args.output_dir)
     save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
-    if is_best:  # the best one is for using, not resuming: no optimizer state
-        save_checkpoint(checkpoint, output_dir / "best_checkpoint.pth", training_state=False)
+    due = checkpoints_due(history, args, ema is not None)
+    ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
+    for name, use_ema in due.items():  # for using, not resuming: no optimizer state
+        save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
     save_training_curves(history, output_dir / "training_curves.png")
 
 
@@ -237,9 +269,10 @@ def print_summary(args: argparse.Namespace, history: list[dict], unreadable: set
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    best_epoch, best_windowed, _ = best_evaluation(history, args.best_window)
-    print(f"done. best epoch {best_epoch}: val_acc {val_acc_at(history, best_epoch):.2f}% (mean of last {args.best_window}: "
-          f"{best_windowed:.2f}%)  |  checkpoints and training_curves.png in {args.output_dir}/  |  "
+    best = best_fields(history, args, args.ema)
+    print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
+          f"{best['best_val_acc']:.2f}% (mean of last {args.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
+          f"checkpoints and training_curves.png in {args.output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
 
 
@@ -256,7 +289,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     device: torch.device, epoch: int, epochs: int, global_step: int, unreadable: set[str],
                     amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                     scaler: torch.amp.GradScaler | None = None,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[float, int, int]:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    ema: AveragedModel | None = None) -> tuple[float, int, int]:
     """One pass over the training photos; returns the mean loss, the updated step count and the photos seen."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)
     model.train()
@@ -279,6 +313,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         scaler.update()
         if scheduler is not None:
             scheduler.step()  # per step, so that warm-up and decay are smooth even over few epochs
+        if ema is not None:
+            ema.update_parameters(model)
 
         global_step += 1
         seen += labels.size(0)
@@ -325,7 +361,7 @@ def main(args: argparse.Namespace) -> None:
     rank, main_process = distributed.get_rank(), distributed.is_main_process()
     latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
     resume_from = resolve_resume(args, latest_path)  # first: it decides the model and image size
-    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size, augment=not args.no_augment)
+    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size, augment=args.augment)
     device = ddp_device or pick_device(args.device)
     # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
     generator = seed_everything(args.seed + rank)
@@ -335,6 +371,7 @@ def main(args: argparse.Namespace) -> None:
     model = create_model(args, len(class_names), device, resume_from, ddp_device is not None)
     optimizer = make_optimizer(args, (model.fc if args.freeze_backbone else model).parameters(), device,
                                resume_from and resume_from["optimizer_state"])
+    ema = make_ema(model, args.ema_decay, resume_from and resume_from.get("ema_state")) if args.ema else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     start_epoch, history = (resume_from["epoch"] + 1, resume_from["history"]) if resume_from else (1, [])
@@ -365,7 +402,7 @@ def main(args: argparse.Namespace) -> None:
             train_sampler.set_epoch(epoch)  # a new shuffle every epoch
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,
                                                         args.epochs, global_step, unreadable, scaler=scaler,
-                                                        scheduler=scheduler, **speed)
+                                                        scheduler=scheduler, ema=ema, **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
@@ -376,6 +413,12 @@ def main(args: argparse.Namespace) -> None:
             metrics.update(val_loss=val_loss, val_acc=val_acc, val_acc_windowed=windowed)
             summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
             summary += f" (mean of last {args.best_window}: {windowed:.2f}%)" if args.best_window > 1 else ""
+            if ema is not None:  # under torchrun: rank 0's averaged BatchNorm statistics, as for the model
+                distributed.broadcast_buffers(ema.module)
+                ema_loss, ema_acc, _ = evaluate(ema.module, val_loader, criterion, device, unreadable,
+                                                sharded=ddp_device is not None, **speed)
+                metrics.update(ema_val_loss=ema_loss, ema_val_acc=ema_acc)
+                summary += f"  ema_val_acc {ema_acc:.2f}%"
             log_validation(val_loss, val_acc, windowed, epoch, global_step, predictions, gallery, val_set, class_names)
         metrics["epoch_time_s"] = time.perf_counter() - started
         print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
@@ -384,7 +427,7 @@ def main(args: argparse.Namespace) -> None:
         # The best epoch is chosen, and early stopping judged, on the windowed mean, not on one lucky evaluation.
         best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
         if main_process:  # the weights are the same in every process: one writes them
-            save_checkpoints(model, optimizer, scheduler, args, config, class_names, history, best_epoch == epoch)
+            save_checkpoints(model, optimizer, scheduler, args, config, class_names, history, ema)
         if args.early_stopping and evaluations_since_best >= args.early_stopping:
             print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
                   f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")

@@ -77,6 +77,20 @@ def test_normalize_is_the_same_arithmetic_as_torchvisions_and_augmentation_crops
     assert lefts == {True, False}
 
 
+def test_strong_augmentation_is_the_light_crop_then_trivialaugment_and_erasing_on_uint8() -> None:
+    photo = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8)
+    changed = 0
+    for seed in range(20):
+        random.seed(seed)  # the crop and flip draw from `random`: the same ones for both strengths
+        light = augment_photo(photo, "light")
+        random.seed(seed)
+        torch.manual_seed(seed)
+        strong = augment_photo(photo, "strong")
+        assert strong.shape == light.shape == (32, 32, 3) and strong.dtype == torch.uint8
+        changed += not torch.equal(strong, light)
+    assert changed >= 15  # TrivialAugmentWide leaves a photo as it is in 1 draw of its 14 (and strength 0)
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_build_model_replaces_the_head(arch: str) -> None:
     model = build_model(arch, num_classes=3, weights="none").eval()

@@ -9,7 +9,7 @@ from torch import nn
 
 from checkpoint import checkpoint_transform, load_checkpoint
 from common import open_image
-from inference import compile_for_inference, prepare_for_inference
+from inference import class_probabilities, compile_for_inference, prepare_for_inference
 
 
 def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:
@@ -40,3 +40,15 @@ def test_compiled_copy_answers_each_input_not_a_stale_one() -> None:
             assert torch.allclose(answer, model(x), atol=1e-4)
     assert not torch.allclose(answers[0], answers[1], atol=1e-3)  # the inputs differ, so must the answers
 
+
+
+def test_tta_is_exactly_the_mean_of_the_softmax_of_the_photo_and_of_its_mirror() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    images = torch.randn(5, 3, 8, 8)
+    with torch.inference_mode():
+        plain, with_tta = class_probabilities(model, images), class_probabilities(model, images, tta=True)
+        mirrored = torch.softmax(model(images.flip(-1)), dim=1)
+    torch.testing.assert_close(plain, torch.softmax(model(images), dim=1), rtol=0, atol=0)
+    torch.testing.assert_close(with_tta, (plain + mirrored) / 2, rtol=0, atol=0)
+    assert not torch.allclose(with_tta, plain)  # the mirror changed the answer: the test could fail

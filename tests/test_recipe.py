@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from recipe import make_optimizer, make_scheduler, val_acc_at
+from recipe import best_choice, checkpoints_due, ema_state, make_ema, make_optimizer, make_scheduler, val_acc_at
 
 
 def test_a_restored_schedule_goes_on_at_the_rate_it_had_reached() -> None:
@@ -34,3 +34,47 @@ def test_a_restored_schedule_goes_on_at_the_rate_it_had_reached() -> None:
 def test_val_acc_at_an_epoch_without_evaluation_is_minus_one() -> None:
     history = [{"epoch": 1, "train_loss": 0.6}, {"epoch": 2, "train_loss": 0.5, "val_acc": 75.0}]
     assert val_acc_at(history, 2) == 75.0 and val_acc_at(history, 1) == -1.0 and val_acc_at(history, 0) == -1.0
+
+
+def test_ema_weights_and_batchnorm_statistics_equal_a_hand_computation_over_3_steps() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = make_ema(model, decay=0.5)
+    seen = []  # each step's weight and running mean, as the model had them when the EMA was updated
+    for step in range(3):
+        with torch.no_grad():
+            model[0].weight.fill_(float(step + 1) ** 2)  # 1, 4, 9
+        model(torch.randn(4, 2))  # training mode: BatchNorm's running mean moves
+        seen.append((model[0].weight.clone(), model[1].running_mean.clone()))
+        ema.update_parameters(model)
+    # timm's ModelEmaV3 with warm-up: the 1st update copies, the t-th after it uses min(decay, 1 - (1 + t) ** (-2/3)).
+    d1, d2 = min(0.5, 1 - 2 ** (-2 / 3)), min(0.5, 1 - 3 ** (-2 / 3))
+    assert d1 == pytest.approx(0.3700, abs=1e-4) and d2 == 0.5  # the warm-up, then the decay's cap
+    for index in range(2):  # the weights, then the running means: averaged alike
+        expected = d2 * (d1 * seen[0][index] + (1 - d1) * seen[1][index]) + (1 - d2) * seen[2][index]
+        averaged = ema.module[0].weight if index == 0 else ema.module[1].running_mean
+        torch.testing.assert_close(averaged, expected)
+    assert model[0].weight[0, 0] == 9  # the trained model is left alone
+
+    resumed = make_ema(model, decay=0.5, state=ema_state(ema))  # --resume: the same average, the same warm-up step
+    for average in (ema, resumed):
+        average.update_parameters(model)
+    torch.testing.assert_close(resumed.module.state_dict(), ema.module.state_dict())
+    assert int(resumed.n_averaged) == 4
+
+
+def test_best_choice_under_each_rule_and_with_the_ema_competing() -> None:
+    history = [{"epoch": 1, "val_acc": 60.0, "val_loss": 0.60, "ema_val_acc": 50.0, "ema_val_loss": 0.70},
+               {"epoch": 2, "val_acc": 90.0, "val_loss": 0.50, "ema_val_acc": 70.0, "ema_val_loss": 0.40},
+               {"epoch": 3, "val_acc": 70.0, "val_loss": 0.55, "ema_val_acc": 80.0, "ema_val_loss": 0.45},
+               {"epoch": 4, "val_acc": 70.0, "val_loss": 0.65, "ema_val_acc": 85.0, "ema_val_loss": 0.50}]
+    assert best_choice(history, "last", 2) == (4, False)
+    assert best_choice(history, "last", 2, ema=True) == (4, True)  # 85 > 70 at the last epoch
+    assert best_choice(history, "window", 1) == (2, False)  # 90, a single evaluation
+    assert best_choice(history, "window", 2) == (3, False)  # (90 + 70) / 2 = 80, the first of the two 80s
+    assert best_choice(history, "window", 2, ema=True) == (4, True)  # (80 + 85) / 2 = 82.5
+    assert best_choice(history, "val-loss", 2) == (2, False)
+    assert best_choice(history, "val-loss", 2, ema=True) == (2, True)  # 0.40 < 0.50
+    args = argparse.Namespace(best_rule="window", best_window=2, save_candidates=True)
+    assert checkpoints_due(history, args, ema=True) == {"best_checkpoint.pth": True, "candidates/ema.pth": True}
+    assert checkpoints_due(history[:2], args, ema=False) == {  # epoch 2 is each rule's choice so far
+        "best_checkpoint.pth": False, "candidates/window.pth": False, "candidates/val-loss.pth": False}

@@ -349,3 +349,26 @@ def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path: Path) -
         [message] = result.stderr.strip().splitlines()  # one line, naming both values
         assert f"was trained with {flag} {recorded}, but this command says {flag} {value}" in message
         assert (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes() == before  # nothing already saved is lost
+
+
+def test_ema_is_evaluated_kept_when_better_and_resumed_and_evaluate_says_so(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets")
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--swanlab-mode", "disabled", "--ema", "--best-rule", "last"]
+    run_script("train.py", *flags, "--epochs", "1", "--augment", "strong", cwd=tmp_path)
+    result = run_script("train.py", *flags, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert "ema_val_acc" in result.stdout
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert latest["ema_state"]["updates"] == 8  # 16 photos in batches of 4, twice: the count went on after --resume
+    assert latest["config"]["augment"] == "light" and not latest["ema_weights"]
+    last = latest["history"][-1]
+    best = read_checkpoint(tmp_path / "checkpoint/best_checkpoint.pth")
+    assert best["epoch"] == 2 and best["ema_weights"] == (last["ema_val_acc"] > last["val_acc"])
+    kept = latest["ema_state"]["model_state"] if best["ema_weights"] else latest["model_state"]
+    assert all(torch.equal(best["model_state"][k], kept[k]) for k in kept)
+    assert "ema_state" not in best and "optimizer_state" not in best
+
+    evaluated = run_script("evaluate.py", "--csv", "datasets/val.csv", "--out", "eval", "--tta", cwd=tmp_path)
+    assert ("(EMA weights)" in evaluated.stdout) == best["ema_weights"] and "flip TTA" in evaluated.stdout
+    assert json.loads((tmp_path / "eval/report.json").read_text(encoding="utf-8"))["tta"] is True
+    refused = run_script("train.py", *flags, "--freeze-backbone", "--output-dir", "frozen", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "--ema averages the whole network" in refused.stderr
