@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from tqdm import tqdm
 
@@ -136,13 +137,26 @@ def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, lis
     return len(photos), unreadable
 
 
+def _being_written(path: Path, stem: str) -> bool:
+    """Whether another run may be using this file right now: several runs can start on one data folder at once.
+
+    A temporary file is in use while the process it names lives; a killed build's is not. A finished file of
+    this very cache may have just been renamed into place by a run beside this one.
+    """
+    pid = path.name.rpartition(".tmp-")[2]
+    if pid.isdigit():
+        return psutil.pid_exists(int(pid))
+    return path.name.startswith(stem)
+
+
 def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, processes: int | None = None,
                 progress: bool = True, key: str | None = None) -> DiskCache:
     """Decode every photo once with one process per core into a new cache file, and return it."""
     key = key or cache_key(paths, image_size)
     stem = f"{name}-{image_size}px-{key[:16]}"
     for stale in folder.glob(f"{name}-{image_size}px-*"):  # older versions of this data, and killed builds
-        stale.unlink(missing_ok=True)
+        if not _being_written(stale, stem):
+            stale.unlink(missing_ok=True)
     temporary = folder / f"{stem}.u8.tmp-{os.getpid()}"
     with open(temporary, "wb") as file:
         file.truncate(len(paths) * image_size * image_size * 3)

@@ -124,6 +124,24 @@ def test_a_killed_build_leaves_nothing_that_looks_complete_and_the_next_build_is
     assert all(torch.equal(plain[i][0], by_path[path]) for i, (path, _) in enumerate(plain.samples))
 
 
+def test_runs_started_together_on_one_folder_each_finish_and_leave_one_whole_cache(tmp_path: Path) -> None:
+    """Several train.py runs on one data folder (a seed sweep) build the same cache at the same time: none may
+    delete another's file under construction (seen on a GPU machine: FileNotFoundError at the rename)."""
+    data = make_dataset(tmp_path / "datasets", per_class_train=10, per_class_val=1)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    builds = [subprocess.Popen([sys.executable, "-c", BUILD_SLOWLY, str(REPO), str(data / "train"), str(folder)],
+                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [build.communicate(timeout=120)[1] for build in builds]
+    assert [build.returncode for build in builds] == [0, 0, 0], errors
+    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".u8"]
+    paths = sorted((data / "train").rglob("*.jpg"))
+    cache = open_cache(paths, 32, folder, "train")
+    plain = DatasetLoader(data / "train.csv", image_size=32)
+    by_path = {path: cache[i] for i, path in enumerate(paths)}
+    assert all(torch.equal(plain[i][0], by_path[path]) for i, (path, _) in enumerate(plain.samples))
+
+
 def test_train_builds_the_disk_cache_once_and_later_runs_and_evaluate_reuse_it(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
     flags = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--model", "resnet18",
