@@ -6,6 +6,8 @@ Only training needs these; what training and serving must agree on (model, prepr
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import os
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 
-from common import autocast_dtype
+import distributed
+from common import IMAGENET_MEAN, IMAGENET_STD, autocast_dtype, to_device
 from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader
+from lr_finder import same_random_state
 
 WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
 BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
@@ -25,13 +30,16 @@ EMA_WARMUP_POWER = 2 / 3  # timm's ModelEmaV3 default
 
 def make_optimizer(args: argparse.Namespace, parameters, device: torch.device,
                    state: dict[str, Any] | None = None) -> torch.optim.Optimizer:
-    """train.py's --optimizer with its --lr and --weight-decay (already resolved to a number); `state`: a
-    resumed checkpoint's optimizer state."""
+    """train.py's --optimizer with its --lr and --weight-decay (already resolved to a number); `parameters`:
+    tensors, or parameter_groups' groups; `state`: a resumed checkpoint's optimizer state."""
+    lr = 0.0 if args.lr == "auto" else args.lr  # --lr auto: lr_finder.find_lr sets the rates before the first step
+    # Each group of parameter_groups trains at its share of the rate (discriminative learning rates).
+    parameters = [{**group, "lr": lr * group["lr_scale"]} if isinstance(group, dict) else group for group in parameters]
     if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
+        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
     else:  # the fused kernels update all weights at once: the same algorithm, a few % faster per step
         optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optimizer_class(parameters, lr=args.lr, weight_decay=args.weight_decay,
+        optimizer = optimizer_class(parameters, lr=lr, weight_decay=args.weight_decay,
                                     fused=device.type in ("cpu", "cuda"))
     if state:
         optimizer.load_state_dict(state)
@@ -53,7 +61,15 @@ def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, s
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
         return 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # --freeze-epochs: the backbone joins later, and warms up again from there, as fastai's fine_tune starts a
+    # second one-cycle schedule after unfreezing: Adam's first steps move every weight by about the full rate.
+    joins = getattr(args, "freeze_epochs", 0) * steps_per_epoch
+
+    def rejoining(step: int) -> float:
+        return factor(step) * min(1.0, max(0, step - joins + 1) / max(1, warmup))
+
+    factors = [rejoining if joins and group.get("stage", "fc") != "fc" else factor for group in optimizer.param_groups]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     if state:
         scheduler.load_state_dict(state)
         # Creating the scheduler set the rate of step 0, and loading its state does not undo that.
@@ -92,6 +108,7 @@ def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: 
                      val_set: DatasetLoader) -> torch.dtype | None:
     """The choices left to `auto` or to a default, made once, so that SwanLab and the checkpoint record
     what was used; returns the mixed-precision type (None for fp32)."""
+    check_fine_tuning_flags(args)
     if args.weight_decay is None:
         args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
     if args.ema and args.freeze_backbone:
@@ -219,3 +236,130 @@ def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+# --------------------------------------------------------------------------- --freeze-epochs, --lr-decay-per-stage
+# A torchvision ResNet's stages from the head down: with --lr-decay-per-stage D, the k-th trains at lr × D**k.
+RESNET_STAGES = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
+
+
+def check_fine_tuning_flags(args: argparse.Namespace) -> None:
+    """--freeze-epochs, --lr-decay-per-stage and the lr finder: combinations that cannot work, refused before any work."""
+    if args.freeze_epochs and args.freeze_backbone:
+        raise SystemExit("--freeze-epochs and --freeze-backbone: choose one. --freeze-backbone trains the head alone "
+                         "for the whole run; --freeze-epochs N for the first N epochs, then every layer.")
+    if args.freeze_epochs < 0:
+        raise SystemExit(f"--freeze-epochs {args.freeze_epochs}: expected 0 (no frozen phase) or more epochs.")
+    if not 0 < args.lr_decay_per_stage <= 1:
+        raise SystemExit(f"--lr-decay-per-stage {args.lr_decay_per_stage}: expected a factor in (0, 1], such as 0.5 "
+                         "(1 = the same rate for every layer).")
+    if distributed.is_distributed() and (args.freeze_epochs or args.lr_find or args.lr == "auto"):
+        raise SystemExit("--freeze-epochs, --lr-find and --lr auto run in one process: use `python train.py` "
+                         "(DistributedDataParallel needs the same trainable layers in every step).")
+
+
+def parameter_groups(model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The parameters as the optimizer gets them, each group with its `lr_scale`, its share of --lr.
+
+    With --lr-decay-per-stage D (or --freeze-epochs), one group per stage: 1 for the head, D for layer4, D²
+    for layer3, ... D⁵ for the stem. Earlier layers hold general features (edges, textures) that ImageNet
+    already taught; they should move least. This is the layer-wise decay of ULMFiT (Howard & Ruder 2018,
+    "discriminative fine-tuning") and BEiT (timm's `layer_decay`), by ResNet stage as fastai splits it.
+    """
+    if args.freeze_backbone:
+        return [{"params": list(model.fc.parameters()), "lr_scale": 1.0, "stage": "fc"}]
+    if args.lr_decay_per_stage == 1 and not args.freeze_epochs:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]  # one group, as checkpoints before these flags
+    stages: dict[str, list[nn.Parameter]] = {stage: [] for stage in RESNET_STAGES}
+    for name, parameter in model.named_parameters():
+        top = name.split(".")[0]
+        stages[top if top in stages else "stem"].append(parameter)  # conv1 and bn1 are the stem
+    return [{"params": stages[stage], "lr_scale": args.lr_decay_per_stage ** depth, "stage": stage}
+            for depth, stage in enumerate(RESNET_STAGES)]
+
+
+def keep_batchnorm_statistics(module: nn.Module, inputs: tuple) -> None:
+    """A forward pre-hook: train_one_epoch's model.train() put the frozen BatchNorm back in training mode, which
+    would normalise with the batch's statistics and overwrite the running ones ImageNet gave."""
+    module.eval()
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """--freeze-epochs: freeze or unfreeze everything but the head. Frozen, no gradient is computed for the backbone
+    (no backward through it: the step costs about a forward pass) and its BatchNorm layers keep their
+    statistics. Called before every epoch, so that the phase follows the epoch, on --resume too."""
+    was_frozen = not model.conv1.weight.requires_grad
+    for name, child in model.named_children():
+        if name != "fc":
+            child.requires_grad_(not frozen)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if frozen and not hasattr(module, "frozen_hook"):
+                module.frozen_hook = module.register_forward_pre_hook(keep_batchnorm_statistics)
+            elif not frozen and hasattr(module, "frozen_hook"):
+                module.frozen_hook.remove()
+                del module.frozen_hook
+    if frozen != was_frozen:
+        print("backbone frozen: the head trains alone (BatchNorm statistics kept)" if frozen else
+              "backbone unfrozen: every layer trains from here")
+
+
+# --------------------------------------------------------------------------- the run folder
+def save_run_config(config: dict[str, Any], path: Path) -> None:
+    """args.json beside the checkpoints: the whole configuration, with what auto and the defaults chose."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
+    """results.csv: one row per epoch with every metric (the checkpoint's history), rewritten after every epoch,
+    through a temporary file: a run stopped at any moment keeps the rows of its finished epochs."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+LABEL_FONTS = ("msyh.ttc", "simhei.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "NotoSansCJK-Regular.ttc",
+               "wqy-microhei.ttc", "DejaVuSans.ttf", "Arial.ttf")  # Chinese class names first: Windows, macOS, Linux
+
+
+def label_font(size: int):
+    """A font that can write Chinese class names where the system has one, else Pillow's own."""
+    from PIL import ImageFont
+
+    for name in LABEL_FONTS:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size)
+
+
+def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max_photos: int = 32) -> None:
+    """train_batch.jpg: the first batch of the training loader as the model gets it (augmented, normalised by
+    common.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
+    state is put back: the first training step gets this very batch."""
+    from PIL import Image, ImageDraw
+
+    with same_random_state(loader):
+        images, labels, _, _ = next(iter(loader))
+    if len(labels) == 0:
+        return
+    inputs = to_device(images[:max_photos], torch.device("cpu"), channels_last=False)  # N×3×H×W, as the model sees
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    photos = (inputs * std + mean).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    tile = max(128, photos.shape[1])  # tiny test images are enlarged, pixel for pixel
+    columns, caption = min(8, len(photos)), max(14, tile // 10)
+    rows = -(-len(photos) // columns)
+    grid = Image.new("RGB", (columns * tile, rows * (tile + caption + 6)), "white")
+    draw, font = ImageDraw.Draw(grid), label_font(caption)
+    for i, (photo, label) in enumerate(zip(photos, labels.tolist(), strict=False)):
+        x, y = i % columns * tile, i // columns * (tile + caption + 6)
+        grid.paste(Image.fromarray(photo).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + tile // 2, y + tile + 2), class_names[label], fill="black", font=font, anchor="mt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, quality=90)

@@ -38,6 +38,7 @@ from common import (
     to_device,
 )
 from load_datasets import CACHE_MODES, DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
+from lr_finder import find_lr, learning_rate, log_lr_find
 from recipe import (
     BEST_RULES,
     best_evaluation,
@@ -47,8 +48,13 @@ from recipe import (
     make_ema,
     make_optimizer,
     make_scheduler,
+    parameter_groups,
     resolve_settings,
+    save_results_csv,
+    save_run_config,
+    save_train_batch,
     save_training_curves,
+    set_backbone_frozen,
     windowed_val_accs,
 )
 
@@ -70,7 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="datasets", help="folder with train.csv, val.csv and optionally classes.txt")
     parser.add_argument("--epochs", type=positive_int, default=20, help="total number of epochs (also with --resume)")
     parser.add_argument("--batch-size", type=int, default=8, help="photos per step (per process under torchrun)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--lr", type=learning_rate, default=1e-4, help="peak learning rate, or auto: the lr finder's (--lr-find)")
     recipe = parser.add_argument_group("recipe (--scheduler none --no-augment is the tutorial's exactly; "
                                        "from scratch, add --no-zero-init-residual)")
     recipe.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
@@ -118,6 +124,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="local: dashboard on this machine via `swanlab watch swanlog`; cloud needs a SwanLab account")
     parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project name")
     parser.add_argument("--experiment-name", default=None, help="SwanLab experiment name (default: the model name)")
+    tuning = parser.add_argument_group("learning rate and fine-tuning (docs/training.md)")
+    tuning.add_argument("--lr-find", action="store_true", help="learning-rate range test: plot in OUTPUT_DIR/lr_find.png, "
+                        "suggested rate printed, then exit (with --lr auto: train with it)")
+    tuning.add_argument("--lr-find-steps", type=positive_int, default=100, metavar="N", help="steps of the lr finder")
+    tuning.add_argument("--freeze-epochs", type=int, default=None, metavar="N",
+                        help="train the head alone for the first N epochs (backbone frozen), then every layer (default 0)")
+    tuning.add_argument("--lr-decay-per-stage", type=float, default=None, metavar="D",
+                        help="each ResNet stage below the head trains at D × the rate of the one above, e.g. 0.5 "
+                             "(default 1: one rate)")
     speed = parser.add_argument_group("speed (defaults: the fastest safe choice for the device found)")
     speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16")
@@ -158,7 +173,10 @@ def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | 
         except ValueError as error:
             raise SystemExit(f"--resume: {error}") from None
         recorded = {"--model": ("model", checkpoint["arch"]), "--image-size": ("image_size", checkpoint["image_size"]),
-                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights"))}
+                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights")),
+                    # The optimizer's groups and the phase of each epoch depend on these two.
+                    "--freeze-epochs": ("freeze_epochs", checkpoint["config"].get("freeze_epochs", 0)),
+                    "--lr-decay-per-stage": ("lr_decay_per_stage", checkpoint["config"].get("lr_decay_per_stage", 1.0))}
         for flag, (name, value) in recorded.items():
             given = getattr(args, name)
             if given is not None and value is not None and given != value:
@@ -176,6 +194,7 @@ def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | 
     args.model = args.model or DEFAULT_MODEL
     args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
     args.weights = args.weights or DEFAULT_WEIGHTS
+    args.freeze_epochs, args.lr_decay_per_stage = args.freeze_epochs or 0, args.lr_decay_per_stage or 1.0
     return checkpoint if args.resume else None
 
 
@@ -247,6 +266,7 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
     save_training_curves(history, output_dir / "training_curves.png")
+    save_results_csv(history, output_dir / "results.csv")
 
 
 def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: list[str], criterion: nn.Module,
@@ -361,7 +381,8 @@ def main(args: argparse.Namespace) -> None:
     rank, main_process = distributed.get_rank(), distributed.is_main_process()
     latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
     resume_from = resolve_resume(args, latest_path)  # first: it decides the model and image size
-    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size, augment=args.augment)
+    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size,
+                                                     augment="none" if args.freeze_backbone else args.augment)
     device = ddp_device or pick_device(args.device)
     # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
     generator = seed_everything(args.seed + rank)
@@ -369,8 +390,7 @@ def main(args: argparse.Namespace) -> None:
     print_setup(args, device, amp_dtype, class_names, train_set, val_set)
 
     model = create_model(args, len(class_names), device, resume_from, ddp_device is not None)
-    optimizer = make_optimizer(args, (model.fc if args.freeze_backbone else model).parameters(), device,
-                               resume_from and resume_from["optimizer_state"])
+    optimizer = make_optimizer(args, parameter_groups(model, args), device, resume_from and resume_from["optimizer_state"])
     ema = make_ema(model, args.ema_decay, resume_from and resume_from.get("ema_state")) if args.ema else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
@@ -385,19 +405,29 @@ def main(args: argparse.Namespace) -> None:
         with distributed.main_process_first():  # one process builds the disk cache, the others then read it
             train_set.cache_images(args.cache, progress=main_process)
             val_set.cache_images(args.cache, progress=main_process)
+    if main_process:  # what the model sees: its first batch, de-normalised, labelled
+        save_train_batch(train_loader, class_names, Path(args.output_dir) / "train_batch.jpg")
     if args.freeze_backbone:
         train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
         report_unreadable(problems, unreadable)
     trained, evaluated = distributed.wrap_model(model, args, device)
-    scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
-    config = start_swanlab(args, class_names, device, train_set, val_set)
-
-    global_step = (start_epoch - 1) * len(train_loader)
     # The head alone trains on fp32 features in milliseconds: no mixed precision or layout needed there.
     speed = {"amp_dtype": None, "channels_last": False} if args.freeze_backbone else \
         {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
+    set_backbone_frozen(model, start_epoch <= args.freeze_epochs)  # the lr finder tries the first epoch's phase
+    lr_found = find_lr(args, trained, train_loader, optimizer, criterion, device, speed, resume_from)  # may set args.lr
+    scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
+    config = start_swanlab(args, class_names, device, train_set, val_set)
+    if main_process:
+        save_run_config(config, Path(args.output_dir) / "args.json")
+    if log_lr_find(lr_found, args.output_dir):  # --lr-find alone: it ends here
+        swanlab.finish()
+        return
+
+    global_step = (start_epoch - 1) * len(train_loader)
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
+        set_backbone_frozen(model, epoch <= args.freeze_epochs)  # --freeze-epochs: head only, then every layer
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)  # a new shuffle every epoch
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,

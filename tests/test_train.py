@@ -372,3 +372,56 @@ def test_ema_is_evaluated_kept_when_better_and_resumed_and_evaluate_says_so(tmp_
     assert json.loads((tmp_path / "eval/report.json").read_text(encoding="utf-8"))["tta"] is True
     refused = run_script("train.py", *flags, "--freeze-backbone", "--output-dir", "frozen", cwd=tmp_path, check=False)
     assert refused.returncode != 0 and "--ema averages the whole network" in refused.stderr
+
+
+def test_freeze_epochs_then_every_layer_with_lr_auto_and_a_run_folder_that_explains_itself(tmp_path: Path) -> None:
+    import csv
+    import random
+
+    from PIL import Image
+
+    from common import build_model
+
+    data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    (data / "classes.txt").write_text("猫\ndog\n", encoding="utf-8")
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--swanlab-mode", "disabled", "--lr", "auto", "--lr-find-steps", "20"]
+    first = run_script("train.py", *flags, "--epochs", "1", "--freeze-epochs", "1", "--lr-decay-per-stage", "0.5",
+                       cwd=tmp_path)
+    assert "backbone frozen: the head trains alone" in first.stdout
+    frozen = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    random.seed(42)
+    torch.manual_seed(42)  # train.py's --seed default: the same initial weights
+    initial = build_model("resnet18", 2, zero_init_residual=True).state_dict()
+    backbone = [k for k in initial if not k.startswith("fc.")]
+    # The lr finder and the frozen epoch left every backbone weight and BatchNorm buffer as it was.
+    assert all(torch.equal(frozen["model_state"][k], initial[k]) for k in backbone)
+    assert not torch.equal(frozen["model_state"]["fc.weight"], initial["fc.weight"])
+    lr = frozen["config"]["lr"]
+    assert lr == frozen["config"]["lr_suggested"] and f"suggested lr {lr:.2e}" in first.stdout
+    groups = frozen["optimizer_state"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [0.5**k for k in range(6)] and groups[0]["stage"] == "fc"
+
+    # Resumed without repeating the flags: epoch 2 trains every layer, at the rate found at the start.
+    resumed = run_script("train.py", *flags, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert "lr finder" not in resumed.stdout and "backbone frozen" not in resumed.stdout
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert latest["config"]["freeze_epochs"] == 1 and latest["config"]["lr"] == lr
+    assert not torch.equal(latest["model_state"]["layer1.0.conv1.weight"], initial["layer1.0.conv1.weight"])
+    assert not torch.equal(latest["model_state"]["bn1.running_mean"], initial["bn1.running_mean"])
+    contradicting = run_script("train.py", *flags, "--epochs", "3", "--resume", "--freeze-epochs", "2", cwd=tmp_path,
+                               check=False)
+    assert "was trained with --freeze-epochs 1, but this command says --freeze-epochs 2" in contradicting.stderr
+
+    # The run folder: the resolved configuration, one row per epoch, and the first batch as the model saw it.
+    run_dir = tmp_path / "checkpoint"
+    config = json.loads((run_dir / "args.json").read_text(encoding="utf-8"))
+    assert config["lr"] == lr and config["cache"] == "memory" and config["amp"] in (True, False)
+    assert config["class_names"] == ["猫", "dog"] and config["freeze_epochs"] == 1 and config["resume"] is True
+    with open(run_dir / "results.csv", encoding="utf-8", newline="") as file:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+    assert rows == latest["history"] and [row["epoch"] for row in rows] == [1, 2]
+    with Image.open(run_dir / "train_batch.jpg") as grid:
+        assert grid.size[0] == 4 * 128 and grid.size[1] > 128  # 4 photos enlarged to 128 px, their labels below
+        tiles = [grid.crop((i * 128 + 40, 40, i * 128 + 88, 88)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+                 for i in range(4)]
+    assert all(max(tile) > 100 and tile[0] != tile[2] for tile in tiles)  # de-normalised: reddish cats, bluish dogs
