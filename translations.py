@@ -1,7 +1,7 @@
 """Every word the web page says, in English and simplified Chinese, and how a request's language is chosen.
 
 app.py shows these: its fixed words through Gradio's I18n (the browser picks), and the answers it computes
-(verdicts, notes, errors) in the language of the request that asked.
+(verdicts, notes, errors) in the language of the request that asked. review.py's page does the same with REVIEW_TEXTS.
 """
 
 from __future__ import annotations
