@@ -106,10 +106,13 @@ def rank_photos(model: torch.nn.Module, meta: dict, data_dir: Path, splits: list
         dataset.cache_images("disk", build=False)  # pixels train.py already decoded, when it used this image size
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_readable)
         problems = {Path(path): "empty file" for path in dataset.empty_files}
-        for images, labels, indices, unreadable in tqdm(loader, desc=f"ranking {split}.csv", unit="batch"):
-            for problem in unreadable:  # "path: reason" for each photo left out of the batch
-                path = next(p for p, _ in dataset.samples if problem.startswith(f"{p}: "))
-                problems[path] = problem[len(str(path)) + 2:]
+        for batch, (images, labels, indices, unreadable) in enumerate(tqdm(loader, desc=f"ranking {split}.csv",
+                                                                           unit="batch")):
+            first = batch * batch_size  # no shuffling: each batch is the next slice of the dataset
+            left_out = sorted(set(range(first, first + len(indices) + len(unreadable))) - set(indices.tolist()))
+            for i, problem in zip(left_out, unreadable, strict=True):  # "path: reason", in dataset order
+                path = dataset.samples[i][0]
+                problems[path] = problem.removeprefix(f"{path}: ")
             if len(indices) == 0:
                 continue
             images = to_device(images, device, channels_last, dataset.mean, dataset.std).to(amp_dtype or torch.float32)
