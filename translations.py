@@ -1,7 +1,7 @@
 """Every word the web page says, in English and simplified Chinese, and how a request's language is chosen.
 
 app.py shows these: its fixed words through Gradio's I18n (the browser picks), and the answers it computes
-(verdicts, notes, errors) in the language of the request that asked.
+(verdicts, notes, errors) in the language of the request that asked. review.py's page does the same with REVIEW_TEXTS.
 """
 
 from __future__ import annotations
@@ -93,3 +93,38 @@ def reason_in(language: str, error: Exception) -> str:
         if found := re.fullmatch(pattern, reason, flags=re.DOTALL):
             return chinese.format(*found.groups())
     return reason
+
+
+# review.py's page, as (English, simplified Chinese).
+REVIEW_TEXTS: dict[str, tuple[str, str]] = {
+    "title": ("Review the labels", "检查标注"),
+    "intro": ("{count} photos ({splits}), worst first: the model `{checkpoint}` disagrees most with the labels at the top. "
+              "Every click is saved to `{decisions}`; **Apply** writes new CSVs and keeps the old ones as `.bak-<time>`.",
+              "共 {count} 张照片（{splits}），问题最大的排在最前：模型 `{checkpoint}` 最不认同这些标注。"
+              "每次点击都会立即保存到 `{decisions}`；点 **应用** 才会写新的 CSV，旧文件保留为 `.bak-<时间>`。"),
+    "photo": ("Photo", "照片"),
+    "keep": ("Keep", "保留"),
+    "relabel": ("Change to {name}", "改为 {name}"),
+    "exclude": ("Exclude", "排除"),
+    "previous": ("← Previous", "← 上一张"),
+    "next": ("Next →", "下一张 →"),
+    "ranking": ("Ranking (click a row to open it)", "排名（点击一行即可打开）"),
+    "apply": ("Apply: write the new train.csv and val.csv", "应用：写入新的 train.csv 和 val.csv"),
+    "columns": ("rank,split,file,given,predicted,confidence,loss,decision", "排名,数据集,文件,标注,预测,置信度,损失,决定"),
+    "details": ("### {rank} of {count} · `{file}`\n**Given label:** {given} · **Predicted:** {predicted} ({p:.0%}) · "
+                "**Loss:** {loss:.2f}\n\n**Your decision:** {decision}",
+                "### 第 {rank} / {count} 张 · `{file}`\n**标注**：{given} · **预测**：{predicted}（{p:.0%}）· "
+                "**损失**：{loss:.2f}\n\n**你的决定**：{decision}"),
+    "unreadable": ("### {rank} of {count} · `{file}`\n**Given label:** {given} · **Cannot be read:** {problem}\n\n"
+                   "**Your decision:** {decision}",
+                   "### 第 {rank} / {count} 张 · `{file}`\n**标注**：{given} · **无法读取**：{problem}\n\n"
+                   "**你的决定**：{decision}"),
+    "undecided": ("none yet", "还没有"),
+    "kept": ("keep", "保留"),
+    "relabelled": ("change to {name}", "改为 {name}"),
+    "excluded": ("exclude", "排除"),
+    "applied": ("`{csv}`: {relabelled} relabelled, {excluded} excluded; the old file is `{backup}`.",
+                "`{csv}`：改了 {relabelled} 个标注，排除了 {excluded} 张；旧文件是 `{backup}`。"),
+    "nothing": ("Nothing to apply: no decision changes the CSVs.", "没有要应用的改动：所有决定都不改变 CSV。"),
+    "retrain": ("Train again to use them: `python train.py`.", "重新训练即可使用：`python train.py`。"),
+}
