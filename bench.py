@@ -13,6 +13,7 @@ single-photo inference: the tutorial's per-call path vs the web page's. Prints a
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
@@ -144,33 +145,62 @@ def project_loop(csv_path: Path, device, batch_size: int, image_size: int, no_bf
     return run, dataset, args.cache, settings
 
 
+def serve_training_loop(connection, side: str, options: dict) -> None:
+    """A child process that runs one side's training loop on request, so that each side has a process of its
+    own, as in real use: the project's allocator setting (common.keep_freed_memory) must not speed up the
+    tutorial's loop too. Sends its set-up first, then the seconds of each run(steps, offset) it is asked for."""
+    swanlab.init(mode="disabled")  # train_one_epoch logs to SwanLab
+    torch.set_num_threads(options.pop("threads"))
+    warmup = options.pop("warmup")
+    with PeakMemory() as memory:
+        if side == "tutorial":
+            run, settings, cache_seconds = tutorial_loop(**options), "", 0.0
+        else:
+            common.keep_freed_memory()  # as train.py does first
+            run, dataset, cache_mode, settings = project_loop(**options)
+            cache_started = time.perf_counter()
+            if cache_mode != "off":
+                dataset.cache_images(cache_mode, progress=False)
+            cache_seconds = time.perf_counter() - cache_started
+        run(warmup, 0)
+    connection.send({"settings": settings, "mb": memory.increase_mb, "cache_s": cache_seconds})
+    while (request := connection.recv()) is not None:
+        connection.send(run(*request))
+
+
 def training_throughput(samples, csv_path: Path, device, steps: int, warmup: int, batch_size: int, image_size: int,
                         no_bf16: bool, compile_model: bool = False, rounds: int = 4) -> dict:
-    """Both loops warmed up under a memory watch, then timed in alternating rounds of steps.
+    """Both loops, each in a process of its own, warmed up under a memory watch, then timed in alternating rounds.
 
     Alternating keeps a noisy or throttled moment of a shared machine from favouring either side.
     """
-    tutorial_run = tutorial_loop(samples, device, batch_size, image_size)
-    with PeakMemory() as tutorial_memory:
-        tutorial_run(warmup, 0)
-    project_run, dataset, cache_mode, settings = project_loop(csv_path, device, batch_size, image_size, no_bf16,
-                                                              compile_model)
-    with PeakMemory() as project_memory:
-        cache_started = time.perf_counter()
-        if cache_mode != "off":
-            dataset.cache_images(cache_mode)
-        cache_seconds = time.perf_counter() - cache_started
-        project_run(warmup, 0)
-    tutorial_seconds = project_seconds = 0.0
+    context = multiprocessing.get_context("spawn")
+    common_options = {"device": device, "batch_size": batch_size, "image_size": image_size, "warmup": warmup,
+                      "threads": torch.get_num_threads()}
+    sides = {"tutorial": {"samples": samples, **common_options},
+             "project": {"csv_path": csv_path, "no_bf16": no_bf16, "compile_model": compile_model, **common_options}}
+    connections, children, setups = {}, [], {}
+    for side, options in sides.items():  # one after the other: their warm-ups must not overlap
+        connections[side], child_end = context.Pipe()
+        children.append(context.Process(target=serve_training_loop, args=(child_end, side, options), daemon=True))
+        children[-1].start()
+        child_end.close()  # the child's now: if it dies, recv() raises EOFError instead of waiting forever
+        setups[side] = connections[side].recv()
+    seconds = {"tutorial": 0.0, "project": 0.0}
     per_round = max(1, steps // rounds)
     for round_index in range(rounds):
         offset = (warmup + round_index * per_round) * batch_size
-        tutorial_seconds += tutorial_run(per_round, offset)
-        project_seconds += project_run(per_round, offset)
+        for side, connection in connections.items():
+            connection.send((per_round, offset))
+            seconds[side] += connection.recv()
+    for connection in connections.values():
+        connection.send(None)
+    for child in children:
+        child.join()
     images = rounds * per_round * batch_size
-    return {"tutorial": images / tutorial_seconds, "project": images / project_seconds, "settings": settings,
-            "tutorial_mb": tutorial_memory.increase_mb, "project_mb": project_memory.increase_mb,
-            "cache_s": cache_seconds, "steps": rounds * per_round}
+    return {"tutorial": images / seconds["tutorial"], "project": images / seconds["project"],
+            "settings": setups["project"]["settings"], "tutorial_mb": setups["tutorial"]["mb"],
+            "project_mb": setups["project"]["mb"], "cache_s": setups["project"]["cache_s"], "steps": rounds * per_round}
 
 
 def freeze_backbone_run(data_dir: Path, epochs: int, no_bf16: bool) -> float:
