@@ -6,22 +6,17 @@ Only training needs these; what training and serving must agree on (model, prepr
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
 
 import distributed
-from common import IMAGENET_MEAN, IMAGENET_STD, autocast_dtype, to_device
+from common import autocast_dtype
 from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader
-from lr_finder import same_random_state
 
 WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
 BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
@@ -214,30 +209,6 @@ def ema_state(ema: AveragedModel) -> dict[str, Any]:
             "updates": int(ema.n_averaged)}
 
 
-def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no window, also on machines without a display
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    evaluated = [h for h in history if "val_loss" in h]
-    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
-    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
-    loss_axis.legend()
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.xaxis.get_major_locator().set_params(integer=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 # --------------------------------------------------------------------------- --freeze-epochs, --lr-decay-per-stage
 # A torchvision ResNet's stages from the head down: with --lr-decay-per-stage D, the k-th trains at lr × D**k.
 RESNET_STAGES = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
@@ -302,64 +273,3 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
     if frozen != was_frozen:
         print("backbone frozen: the head trains alone (BatchNorm statistics kept)" if frozen else
               "backbone unfrozen: every layer trains from here")
-
-
-# --------------------------------------------------------------------------- the run folder
-def save_run_config(config: dict[str, Any], path: Path) -> None:
-    """args.json beside the checkpoints: the whole configuration, with what auto and the defaults chose."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-
-
-def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
-    """results.csv: one row per epoch with every metric (the checkpoint's history), rewritten after every epoch,
-    through a temporary file: a run stopped at any moment keeps the rows of its finished epochs."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
-
-
-LABEL_FONTS = ("msyh.ttc", "simhei.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "NotoSansCJK-Regular.ttc",
-               "wqy-microhei.ttc", "DejaVuSans.ttf", "Arial.ttf")  # Chinese class names first: Windows, macOS, Linux
-
-
-def label_font(size: int):
-    """A font that can write Chinese class names where the system has one, else Pillow's own."""
-    from PIL import ImageFont
-
-    for name in LABEL_FONTS:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size)
-
-
-def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max_photos: int = 32) -> None:
-    """train_batch.jpg: the first batch of the training loader as the model gets it (augmented, normalised by
-    common.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
-    state is put back: the first training step gets this very batch."""
-    from PIL import Image, ImageDraw
-
-    with same_random_state(loader):
-        images, labels, _, _ = next(iter(loader))
-    if len(labels) == 0:
-        return
-    inputs = to_device(images[:max_photos], torch.device("cpu"), channels_last=False)  # N×3×H×W, as the model sees
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    photos = (inputs * std + mean).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
-    tile = max(128, photos.shape[1])  # tiny test images are enlarged, pixel for pixel
-    columns, caption = min(8, len(photos)), max(14, tile // 10)
-    rows = -(-len(photos) // columns)
-    grid = Image.new("RGB", (columns * tile, rows * (tile + caption + 6)), "white")
-    draw, font = ImageDraw.Draw(grid), label_font(caption)
-    for i, (photo, label) in enumerate(zip(photos, labels.tolist(), strict=False)):
-        x, y = i % columns * tile, i // columns * (tile + caption + 6)
-        grid.paste(Image.fromarray(photo).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
-        draw.text((x + tile // 2, y + tile + 2), class_names[label], fill="black", font=font, anchor="mt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path, quality=90)

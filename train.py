@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -26,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import distributed
-from checkpoint import Checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from checkpoint import Checkpoint, read_checkpoint
 from common import (
     AUGMENT_CHOICES,
     MODEL_NAMES,
@@ -42,30 +40,23 @@ from lr_finder import find_lr, learning_rate, log_lr_find
 from recipe import (
     BEST_RULES,
     best_evaluation,
-    best_fields,
-    checkpoints_due,
-    ema_state,
     make_ema,
     make_optimizer,
     make_scheduler,
     parameter_groups,
     resolve_settings,
-    save_results_csv,
-    save_run_config,
-    save_train_batch,
-    save_training_curves,
     set_backbone_frozen,
     windowed_val_accs,
 )
+from run_folder import (
+    log_validation,
+    print_summary,
+    save_checkpoints,
+    save_train_batch,
+    start_swanlab,
+    swanlab,
+)
 
-try:
-    import swanlab
-except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains without SwanLab, logging nowhere
-    swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
-                              "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
-                              Image=lambda *_, **__: None)
-
-SWANLAB_LOG_DIR = "swanlog"
 # Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
 DEFAULT_MODEL, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS = "resnet50", 256, "IMAGENET1K_V2"
 
@@ -225,50 +216,6 @@ def create_model(args: argparse.Namespace, num_classes: int, device: torch.devic
     return model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
 
 
-def start_swanlab(args: argparse.Namespace, class_names: list[str], device: torch.device, train_set: DatasetLoader,
-                  val_set: DatasetLoader) -> dict:
-    """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too)."""
-    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
-              "train_size": len(train_set), "val_size": len(val_set), "world_size": distributed.get_world_size()}
-    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
-    # The other processes log nothing: their swanlab.log calls do nothing.
-    swanlab.init(project=args.project, name=args.experiment_name,
-                 mode=swanlab_mode if distributed.is_main_process() else "disabled",
-                 log_dir=SWANLAB_LOG_DIR, config=config,
-                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
-    if swanlab_mode == "local":
-        print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
-    return config
-
-
-def log_validation(val_loss: float, val_acc: float, windowed: float, epoch: int, step: int, predictions: dict[int, int],
-                   gallery: list, val_set: DatasetLoader, class_names: list[str]) -> None:
-    """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
-    captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
-                 for i, image in gallery if i in predictions]
-    swanlab.log({"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed, "epoch": epoch,
-                 "val_examples": captioned}, step=step)
-
-
-def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, args: argparse.Namespace,
-                     config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None) -> None:
-    """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
-    fields = dict(arch=args.model, class_names=class_names, image_size=args.image_size, epoch=history[-1]["epoch"],
-                  metrics={k: v for k, v in history[-1].items() if k != "epoch"}, history=history, config=config,
-                  weights=args.weights, **best_fields(history, args, ema is not None))
-    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
-                                 scheduler_state=scheduler.state_dict() if scheduler else None,
-                                 ema_state=ema_state(ema) if ema else None)
-    output_dir = Path(args.output_dir)
-    save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
-    due = checkpoints_due(history, args, ema is not None)
-    ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
-    for name, use_ema in due.items():  # for using, not resuming: no optimizer state
-        save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
-    save_training_curves(history, output_dir / "training_curves.png")
-    save_results_csv(history, output_dir / "results.csv")
-
-
 def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: list[str], criterion: nn.Module,
                       device: torch.device, unreadable: set[str], best_epoch: int) -> None:
     """With a test.csv: the best checkpoint's accuracy on photos that chose nothing (val chose the epoch)."""
@@ -284,18 +231,6 @@ def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: l
     print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
 
 
-def print_summary(args: argparse.Namespace, history: list[dict], unreadable: set[str]) -> None:
-    if unreadable:
-        print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
-        for problem in sorted(unreadable):
-            print(f"  {problem}")
-    best = best_fields(history, args, args.ema)
-    print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
-          f"{best['best_val_acc']:.2f}% (mean of last {args.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
-          f"checkpoints and training_curves.png in {args.output_dir}/  |  "
-          f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
-
-
 def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
     """Warn once per photo that fails to decode; the run goes on without it."""
     for problem in problems:
@@ -303,6 +238,39 @@ def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
             unreadable.add(problem)
             if distributed.is_main_process():  # the other processes' photos are listed at the end of the run
                 tqdm.write(f"warning: skipped unreadable photo {problem}")
+
+
+def prepare_photos(args: argparse.Namespace, train_set: DatasetLoader, val_set: DatasetLoader, train_loader: DataLoader,
+                   class_names: list[str]) -> set[str]:
+    """Empty files reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees,
+    its first batch de-normalised and labelled. Returns the photos found unreadable so far."""
+    unreadable: set[str] = set()
+    report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
+    if args.cache != "off":
+        with distributed.main_process_first():  # one process builds the disk cache, the others then read it
+            train_set.cache_images(args.cache, progress=distributed.is_main_process())
+            val_set.cache_images(args.cache, progress=distributed.is_main_process())
+    if distributed.is_main_process():
+        save_train_batch(train_loader, class_names, Path(args.output_dir) / "train_batch.jpg")
+    return unreadable
+
+
+def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, criterion: nn.Module,
+             device: torch.device, unreadable: set[str], args: argparse.Namespace, history: list[dict], epoch: int,
+             speed: dict) -> tuple[dict[str, float], str, dict[int, int]]:
+    """One evaluation on val, of the model and of its EMA: the metrics, their line for the log, the predictions."""
+    sharded = distributed.is_distributed()
+    val_loss, val_acc, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
+    windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], args.best_window)[-1][1]
+    metrics = {"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed}
+    summary = f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
+    summary += f" (mean of last {args.best_window}: {windowed:.2f}%)" if args.best_window > 1 else ""
+    if ema is not None:  # under torchrun: rank 0's averaged BatchNorm statistics, as for the model
+        distributed.broadcast_buffers(ema.module)
+        ema_loss, ema_acc, _ = evaluate(ema.module, loader, criterion, device, unreadable, sharded=sharded, **speed)
+        metrics.update(ema_val_loss=ema_loss, ema_val_acc=ema_acc)
+        summary += f"  ema_val_acc {ema_acc:.2f}%"
+    return metrics, summary, predictions
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -399,14 +367,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"resuming from {latest_path} at epoch {start_epoch}")
     train_loader, val_loader, train_sampler = make_loaders(args, train_set, val_set, device, generator)
     gallery = load_gallery(val_set) if main_process else []
-    unreadable: set[str] = set()
-    report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
-    if args.cache != "off":
-        with distributed.main_process_first():  # one process builds the disk cache, the others then read it
-            train_set.cache_images(args.cache, progress=main_process)
-            val_set.cache_images(args.cache, progress=main_process)
-    if main_process:  # what the model sees: its first batch, de-normalised, labelled
-        save_train_batch(train_loader, class_names, Path(args.output_dir) / "train_batch.jpg")
+    unreadable = prepare_photos(args, train_set, val_set, train_loader, class_names)
     if args.freeze_backbone:
         train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
         report_unreadable(problems, unreadable)
@@ -417,9 +378,7 @@ def main(args: argparse.Namespace) -> None:
     set_backbone_frozen(model, start_epoch <= args.freeze_epochs)  # the lr finder tries the first epoch's phase
     lr_found = find_lr(args, trained, train_loader, optimizer, criterion, device, speed, resume_from)  # may set args.lr
     scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
-    config = start_swanlab(args, class_names, device, train_set, val_set)
-    if main_process:
-        save_run_config(config, Path(args.output_dir) / "args.json")
+    config = start_swanlab(args, class_names, device, train_set, val_set)  # also writes args.json
     if log_lr_find(lr_found, args.output_dir):  # --lr-find alone: it ends here
         swanlab.finish()
         return
@@ -437,19 +396,11 @@ def main(args: argparse.Namespace) -> None:
         summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
         if epoch % args.eval_interval == 0 or epoch == args.epochs:
             distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
-            val_loss, val_acc, predictions = evaluate(evaluated, val_loader, criterion, device, unreadable,
-                                                      sharded=ddp_device is not None, **speed)
-            windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], args.best_window)[-1][1]
-            metrics.update(val_loss=val_loss, val_acc=val_acc, val_acc_windowed=windowed)
-            summary += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
-            summary += f" (mean of last {args.best_window}: {windowed:.2f}%)" if args.best_window > 1 else ""
-            if ema is not None:  # under torchrun: rank 0's averaged BatchNorm statistics, as for the model
-                distributed.broadcast_buffers(ema.module)
-                ema_loss, ema_acc, _ = evaluate(ema.module, val_loader, criterion, device, unreadable,
-                                                sharded=ddp_device is not None, **speed)
-                metrics.update(ema_val_loss=ema_loss, ema_val_acc=ema_acc)
-                summary += f"  ema_val_acc {ema_acc:.2f}%"
-            log_validation(val_loss, val_acc, windowed, epoch, global_step, predictions, gallery, val_set, class_names)
+            val_metrics, val_summary, predictions = validate(evaluated, ema, val_loader, criterion, device, unreadable,
+                                                             args, history, epoch, speed)
+            metrics.update(val_metrics)
+            summary += val_summary
+            log_validation(val_metrics, epoch, global_step, predictions, gallery, val_set, class_names)
         metrics["epoch_time_s"] = time.perf_counter() - started
         print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
         history.append({"epoch": epoch, **metrics})

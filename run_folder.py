@@ -1,0 +1,178 @@
+"""What a training run leaves behind and logs: the checkpoints, args.json, results.csv, train_batch.jpg,
+training_curves.png, and the SwanLab run.
+
+train.py calls these once per run or once per epoch; training itself is in train.py and recipe.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+import distributed
+from checkpoint import make_checkpoint, save_checkpoint
+from common import IMAGENET_MEAN, IMAGENET_STD, to_device
+from load_datasets import DatasetLoader
+from lr_finder import same_random_state
+from recipe import best_fields, checkpoints_due, ema_state
+
+try:
+    import swanlab
+except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains without SwanLab, logging nowhere
+    swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
+                              "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
+                              Image=lambda *_, **__: None)
+
+SWANLAB_LOG_DIR = "swanlog"
+
+
+def start_swanlab(args: argparse.Namespace, class_names: list[str], device: torch.device, train_set: DatasetLoader,
+                  val_set: DatasetLoader) -> dict:
+    """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too)."""
+    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
+              "train_size": len(train_set), "val_size": len(val_set), "world_size": distributed.get_world_size()}
+    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
+    # The other processes log nothing: their swanlab.log calls do nothing.
+    swanlab.init(project=args.project, name=args.experiment_name,
+                 mode=swanlab_mode if distributed.is_main_process() else "disabled",
+                 log_dir=SWANLAB_LOG_DIR, config=config,
+                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
+    if swanlab_mode == "local":
+        print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
+    if distributed.is_main_process():
+        save_run_config(config, Path(args.output_dir) / "args.json")
+    return config
+
+
+def log_validation(metrics: dict[str, float], epoch: int, step: int, predictions: dict[int, int], gallery: list,
+                   val_set: DatasetLoader, class_names: list[str]) -> None:
+    """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
+    captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
+                 for i, image in gallery if i in predictions]
+    swanlab.log({**metrics, "epoch": epoch, "val_examples": captioned}, step=step)
+
+
+def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, args: argparse.Namespace,
+                     config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None) -> None:
+    """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
+    fields = dict(arch=args.model, class_names=class_names, image_size=args.image_size, epoch=history[-1]["epoch"],
+                  metrics={k: v for k, v in history[-1].items() if k != "epoch"}, history=history, config=config,
+                  weights=args.weights, **best_fields(history, args, ema is not None))
+    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
+                                 scheduler_state=scheduler.state_dict() if scheduler else None,
+                                 ema_state=ema_state(ema) if ema else None)
+    output_dir = Path(args.output_dir)
+    save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
+    due = checkpoints_due(history, args, ema is not None)
+    ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
+    for name, use_ema in due.items():  # for using, not resuming: no optimizer state
+        save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
+    save_training_curves(history, output_dir / "training_curves.png")
+    save_results_csv(history, output_dir / "results.csv")
+
+
+def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch as a PNG, for those who never open SwanLab."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window, also on machines without a display
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    evaluated = [h for h in history if "val_loss" in h]
+    loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
+    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
+    loss_axis.legend()
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_run_config(config: dict[str, Any], path: Path) -> None:
+    """args.json beside the checkpoints: the whole configuration, with what auto and the defaults chose."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
+    """results.csv: one row per epoch with every metric (the checkpoint's history), rewritten after every epoch,
+    through a temporary file: a run stopped at any moment keeps the rows of its finished epochs."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+LABEL_FONTS = ("msyh.ttc", "simhei.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "NotoSansCJK-Regular.ttc",
+               "wqy-microhei.ttc", "DejaVuSans.ttf", "Arial.ttf")  # Chinese class names first: Windows, macOS, Linux
+
+
+def label_font(size: int):
+    """A font that can write Chinese class names where the system has one, else Pillow's own."""
+    from PIL import ImageFont
+
+    for name in LABEL_FONTS:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size)
+
+
+def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max_photos: int = 32) -> None:
+    """train_batch.jpg: the first batch of the training loader as the model gets it (augmented, normalised by
+    common.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
+    state is put back: the first training step gets this very batch."""
+    from PIL import Image, ImageDraw
+
+    with same_random_state(loader):
+        images, labels, _, _ = next(iter(loader))
+    if len(labels) == 0:
+        return
+    inputs = to_device(images[:max_photos], torch.device("cpu"), channels_last=False)  # N×3×H×W, as the model sees
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    photos = (inputs * std + mean).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    tile = max(128, photos.shape[1])  # tiny test images are enlarged, pixel for pixel
+    columns, caption = min(8, len(photos)), max(14, tile // 10)
+    rows = -(-len(photos) // columns)
+    grid = Image.new("RGB", (columns * tile, rows * (tile + caption + 6)), "white")
+    draw, font = ImageDraw.Draw(grid), label_font(caption)
+    for i, (photo, label) in enumerate(zip(photos, labels.tolist(), strict=False)):
+        x, y = i % columns * tile, i // columns * (tile + caption + 6)
+        grid.paste(Image.fromarray(photo).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + tile // 2, y + tile + 2), class_names[label], fill="black", font=font, anchor="mt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, quality=90)
+
+
+def print_summary(args: argparse.Namespace, history: list[dict], unreadable: set[str]) -> None:
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
+        for problem in sorted(unreadable):
+            print(f"  {problem}")
+    best = best_fields(history, args, args.ema)
+    print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
+          f"{best['best_val_acc']:.2f}% (mean of last {args.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
+          f"checkpoints and training_curves.png in {args.output_dir}/  |  "
+          f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")
