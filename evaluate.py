@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from checkpoint import find_checkpoint, load_checkpoint, preprocessing
 from common import make_console_safe, open_image, pick_device, to_device
+from engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
 MISTAKES_SHOWN = 16
@@ -33,6 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                        help=f"{ENGINE_HELP}; fp32 inside (no bf16); cached beside the checkpoint")
     parser.add_argument("--cache", default="auto", choices=("auto", "disk", "off"),
                         help="auto: read the photos from the disk cache train.py left beside the CSV when there is one "
                              "for this image size; disk: also build it (see train.py --cache)")
@@ -42,16 +45,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 @torch.inference_mode()
-def predict_all(model: torch.nn.Module, loader: DataLoader,
-                device: torch.device) -> tuple[list[int], list[int], list[list[float]], list[str]]:
-    """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones."""
+def predict_all(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                engine: Engine | None = None) -> tuple[list[int], list[int], list[list[float]], list[str]]:
+    """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones.
+    `engine` (engines.load_engine) answers instead of the model when given."""
     indices, labels, probabilities, problems = [], [], [], []
     for images, batch_labels, batch_indices, batch_problems in tqdm(loader, desc="evaluating", unit="batch"):
         problems += batch_problems
         if len(batch_labels) == 0:
             continue
         images = to_device(images, device, False, loader.dataset.mean, loader.dataset.std)
-        probabilities += torch.softmax(model(images).float(), dim=1).cpu().tolist()
+        probabilities += torch.softmax((engine or model)(images).float(), dim=1).cpu().tolist()
         labels += batch_labels.tolist()
         indices += batch_indices.tolist()
     return indices, labels, probabilities, problems
@@ -149,13 +153,14 @@ def main(args: argparse.Namespace) -> None:
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
-    print(f"evaluating {checkpoint_path} on {args.csv} ({len(dataset)} photos) with {device}")
+    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device)
+    print(f"evaluating {checkpoint_path} on {args.csv} ({len(dataset)} photos) with {device}, {engine_line}")
 
-    indices, labels, probabilities, problems = predict_all(model, loader, device)
+    indices, labels, probabilities, problems = predict_all(model, loader, device, engine)
     problems += [f"{path}: empty file" for path in dataset.empty_files]
     predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
     report = build_report(labels, predictions, class_names)
-    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), unreadable=sorted(problems))
+    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), engine=engine_line, unreadable=sorted(problems))
 
     wrong = [(probabilities[i][predictions[i]], i) for i in range(len(labels)) if predictions[i] != labels[i]]
     mistakes = [(dataset.samples[indices[i]][0], class_names[predictions[i]], confidence, class_names[labels[i]])
