@@ -41,6 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="processes decoding photos while the model computes (default: cores - 1, at most 4)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help=f"{ENGINE_HELP}; cached beside the checkpoint")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="bf16 where the device computes it natively (--no-amp: fp32 everywhere)")
     return parser
 
 
@@ -61,11 +63,11 @@ def collect_images(arguments: list[str]) -> list[Path]:
 @torch.inference_mode()
 def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList, device: torch.device,
                     batch_size: int = 16, num_workers: int = 0,
-                    engine: Engine | None = None) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
+                    engine: Engine | None = None, amp: bool = True) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
     """Batch by batch, as soon as each is computed: (path, class probabilities) of its readable photos, and
     why the others could not be read. Worker processes decode the next photos while the model computes.
     `engine` (engines.load_engine) answers instead of the PyTorch model when given."""
-    amp_dtype = autocast_dtype(device)
+    amp_dtype = autocast_dtype(device) if amp else None
     fast_model = prepare_for_inference(model, device, amp_dtype)  # BatchNorm folded, channels-last, bf16 where native
     loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable,
                         pin_memory=device.type == "cuda")
@@ -98,7 +100,8 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     model, meta = load_checkpoint(checkpoint_path, device)
     class_names = meta["class_names"]
-    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device, autocast_dtype(device))
+    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device,
+                                       autocast_dtype(device) if args.amp else None)
     print(engine_line, file=sys.stderr, flush=True)  # stdout holds only the answers, for pipes
 
     photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))
@@ -110,7 +113,8 @@ def main(args: argparse.Namespace) -> None:
         writer.writerow(["path", "class", "probability"])
     progress = tqdm(total=len(paths), unit="photo", desc="predicting", dynamic_ncols=True, disable=len(paths) < 100)
     try:
-        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers, engine):
+        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers, engine,
+                                                          args.amp):
             problems += batch_problems
             for path, probabilities in results:
                 ranked = sorted(enumerate(probabilities), key=lambda item: item[1], reverse=True)
