@@ -369,9 +369,8 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
             csv_file = gr.File(label=words("download_csv"), elem_id="results-csv")
             run_many.click(make_classify_many(batch_predict, class_names, pet_share_of, language),
                            inputs=[files, threshold_slider], outputs=[table, csv_file], api_name="classify_many")
-        engine_note = gr.Markdown(elem_id="engine")
         demo.load(empty_table, outputs=table, queue=False, api_visibility="private")
-        demo.load(lambda: f"<small>{engine_line['now']}</small>", outputs=engine_note, queue=False,
+        demo.load(lambda: f"<small>{engine_line['now']}</small>", outputs=gr.Markdown(elem_id="engine"), queue=False,
                   api_visibility="private")
     return demo
 

@@ -7,15 +7,18 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from gradio_client import handle_file
 from PIL import Image
+from playwright.sync_api import expect
 
 from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from common import build_model
-from conftest import make_dataset, run_script
+from conftest import make_dataset, run_app, run_script
 from engines import engine_path, load_engine, read_photos
 
 CPU = torch.device("cpu")
@@ -84,7 +87,7 @@ def test_every_engine_answers_pytorchs_top_class(separating: tuple[Path, Path]) 
 
 
 def test_int8_falls_back_on_a_broken_calibration_and_the_cache_follows_the_checkpoint(
-        separating: tuple[Path, Path], tmp_path: Path) -> None:
+        separating: tuple[Path, Path], tmp_path: Path, browser) -> None:
     checkpoint = shutil.copy(separating[0], tmp_path / "model.pth")  # its own cache: checkpoint dir/engines/
     make_broken_calibration(tmp_path / "datasets", separating[1])  # predict.py calibrates on ./datasets
     photo = str(tmp_path / "datasets/val/dog/dog.0.jpg")
@@ -104,6 +107,19 @@ def test_int8_falls_back_on_a_broken_calibration_and_the_cache_follows_the_check
     assert "exporting" not in again.stderr and "quantizing" not in again.stderr  # the cache, not a new build
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "engines").iterdir()} == cached
 
+    # The page: PyTorch answers until the engine is ready, then the engine; the page says which, and why not INT8.
+    with run_app("--checkpoint", str(checkpoint), "--engine", "openvino", cwd=tmp_path) as (client, _):
+        log = tmp_path / f"app-{client.src.rstrip('/').rsplit(':', 1)[1]}.log"
+        deadline = time.monotonic() + 60
+        while "engine: openvino" not in log.read_text(encoding="utf-8") and time.monotonic() < deadline:
+            time.sleep(0.5)  # the engine is loaded in the background
+        page = browser.new_page()
+        page.goto(client.src)
+        expect(page.locator("#engine")).to_contain_text(reason, timeout=30_000)
+        assert client.predict(handle_file(photo), api_name="/predict")["label"] == "dog"
+        page.close()
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "engines").iterdir()} == cached
+
     make_separating_checkpoint(Path(checkpoint), separating[1], epoch=2)  # retrained: other bytes, another key
     model, meta = load_checkpoint(checkpoint)
     run, line = load_engine("openvino-fp32", model, meta, checkpoint, CPU)
@@ -120,3 +136,22 @@ def test_an_engine_that_cannot_load_falls_back_to_torch_with_one_line(separating
                         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "fake")})
     assert result.stderr.strip() == "engine: torch (openvino is not usable here: ImportError: no OpenVINO for this CPU)"
     assert result.stdout.startswith(f"{photo}\tcat")
+
+
+def test_bench_engines_prints_the_page_latency_per_engine_and_predicts_rates(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    result = run_script("bench.py", "--data-dir", "datasets", "--engines", "--image-size", "32", "--photos", "3",
+                        "--predict-photos", "4", "--no-compile", cwd=tmp_path, timeout=600)
+    out = result.stdout
+    assert re.search(r"^## bench\.py on cpu \(.+: (.*AVX2|none of AVX2)", out, re.M)  # the CPU and its instruction sets
+    rows = re.findall(r"^\| (tutorial app function|page, [^|]+) \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)× \|$", out, re.M)
+    names = [name for name, *_ in rows]
+    assert names[:3] == ["tutorial app function", "page, torch", "page, onnxruntime fp32"]
+    assert re.fullmatch(r"page, openvino (fp32|bf16)", names[3]) and names[4] == "page, openvino int8"
+    tutorial_p50 = float(rows[0][1])
+    for _, p50, p90, ratio in rows:
+        assert float(p50) <= float(p90) and float(ratio) == pytest.approx(float(p50) / tutorial_p50, abs=0.02)
+    rates = re.findall(r"^\| predict\.py --engine (\w+) \| ([\d.]+) \| ([\d.]+)× \| (.+) \|$", out, re.M)
+    assert [(engine, line.split(" (")[0]) for engine, _, _, line in rates][0] == ("torch", "torch")
+    assert rates[1][0] == "auto" and rates[1][3].startswith("openvino")  # auto on a CPU
+    assert all(float(rate) > 0 for _, rate, _, _ in rates)
