@@ -94,7 +94,8 @@ def page_latencies(model: torch.nn.Module, meta: dict, engines: dict[str, Callab
 def predict_rates(checkpoint: Path, photos: list[Path], count: int, amp: bool, engines: list[str],
                   tutorial: Callable) -> list[tuple[str, float, str]]:
     """(engine, photos/s, the engine line predict.py printed) for `count` photos, and the tutorial's function
-    called per photo on the same photos (timed on the first 100 of them: it does not speed up)."""
+    called per photo on the same photos (timed on the first 100 of them: it does not speed up).
+    The engines are already in the checkpoint's cache (page_engines built them), as from a user's second run on."""
     with tempfile.TemporaryDirectory() as folder:
         for i in range(count):  # the photos repeated under new names: predict.py reads every file anew
             shutil.copy(photos[i % len(photos)], Path(folder) / f"{i:05d}{photos[i % len(photos)].suffix}")
@@ -106,8 +107,6 @@ def predict_rates(checkpoint: Path, photos: list[Path], count: int, amp: bool, e
         for engine in engines:
             command = [sys.executable, str(Path(__file__).with_name("predict.py")), folder, "--checkpoint",
                        str(checkpoint), "--engine", engine, *([] if amp else ["--no-amp"])]
-            warm_up = [*command[:2], str(files[0]), *command[3:]]
-            subprocess.run(warm_up, capture_output=True, check=True)  # builds and caches the engine first
             started = time.perf_counter()
             run = subprocess.run(command, capture_output=True, text=True, check=True)
             line = next((x for x in run.stderr.splitlines() if x.startswith("engine:")), "")
