@@ -68,7 +68,8 @@ def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList,
     why the others could not be read. Worker processes decode the next photos while the model computes.
     `engine` (engines.load_engine) answers instead of the PyTorch model when given."""
     amp_dtype = autocast_dtype(device) if amp else None
-    fast_model = prepare_for_inference(model, device, amp_dtype)  # BatchNorm folded, channels-last, bf16 where native
+    # BatchNorm folded, channels-last, bf16 where native; not needed when another engine answers
+    fast_model = None if engine else prepare_for_inference(model, device, amp_dtype)
     loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable,
                         pin_memory=device.type == "cuda")
     for images, _, indices, problems in loader:
