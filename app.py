@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     pretrained_state_dict,
     zip_member_name,
 )
+from engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from inference import compile_by_default, make_batch_predict  # noqa: E402
 from translations import LANGUAGES, PAGE_KEYS, TEXTS, language_of, reason_in, text  # noqa: E402
 
@@ -79,6 +80,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="answer single photos with a torch.compile'd model, compiled in the background at start "
                              "(default: on CPUs, where it was measured: 31 instead of 41 ms per photo)")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                        help=f"{ENGINE_HELP}. Built in the background at the first start (PyTorch answers meanwhile), "
+                             "then cached beside the checkpoint")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="requests computed at once (default: 1 on CPU, whose cores one request already uses; 2 on GPU)")
     parser.add_argument("--language", choices=["auto", *LANGUAGES], default="auto",
@@ -314,11 +318,21 @@ def make_classify(model: torch.nn.Module, meta: Checkpoint, device: torch.device
 def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, examples: list[str],
                amp_dtype: torch.dtype | None = None, checkpoint_path: Path = Path("checkpoint"),
                threshold: float = DOUBT_THRESHOLD, show_heatmap: bool = True, pet_check: bool = True,
-               compile_model: bool = False, language: str = "auto", i18n: gr.I18n | None = None) -> gr.Blocks:
+               compile_model: bool = False, language: str = "auto", i18n: gr.I18n | None = None,
+               engine: str = "torch", data_dir: str | None = None) -> gr.Blocks:
     """The page. Its fixed words are keys into i18n (page_translations), which launch() must be given too;
     its answers are worded per request, in language_of(request, language)."""
     class_names = meta["class_names"]
-    batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model)
+    # The engine (engines.py) is built in the background; its line, with why INT8 was not used, is shown on the page.
+    engine_line = {"now": "engine: torch" if engine == "torch" else f"engine: torch until {engine} is ready"}
+
+    def prepare_engine() -> Callable | None:
+        run, engine_line["now"] = load_engine(engine, model, meta, checkpoint_path, device, amp_dtype, data_dir)
+        print(engine_line["now"], flush=True)
+        return run
+
+    batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model,
+                                       engine=None if engine == "torch" else prepare_engine)
     pet_share_of = load_pet_check(meta, device, amp_dtype) if pet_check else None
     classify, predict = make_classify(model, meta, device, batch_predict, pet_share_of, language)
     words = i18n or page_translations(meta, checkpoint_path, language)
@@ -356,6 +370,8 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
             run_many.click(make_classify_many(batch_predict, class_names, pet_share_of, language),
                            inputs=[files, threshold_slider], outputs=[table, csv_file], api_name="classify_many")
         demo.load(empty_table, outputs=table, queue=False, api_visibility="private")
+        demo.load(lambda: f"<small>{engine_line['now']}</small>", outputs=gr.Markdown(elem_id="engine"), queue=False,
+                  api_visibility="private")
     return demo
 
 
@@ -373,7 +389,8 @@ def main(args: argparse.Namespace) -> None:
     i18n = page_translations(meta, checkpoint_path, args.language)
     demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype, checkpoint_path,
                       args.threshold, args.heatmap, args.pet_check,
-                      compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n)
+                      compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n,
+                      engine=args.engine, data_dir=args.data_dir)
     # One request already uses every CPU core, so more at once would only make each slower; the queue
     # holds the rest (up to 100) and answers them in turn while the page itself stays served.
     concurrency = args.concurrency or (2 if device.type == "cuda" else 1)

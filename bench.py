@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
+import bench_engines
 import common
 import train
 from checkpoint import make_checkpoint, read_checkpoint
@@ -301,6 +302,23 @@ def loader_throughput(data_dir: Path, device: torch.device, batch_size: int, ima
     return rates
 
 
+def cpu_description() -> str:
+    """The CPU's model and the instruction sets that decide inference speed (Linux reports them; elsewhere the
+    platform's name alone). ONEDNN_MAX_CPU_ISA=AVX2 makes PyTorch compute as on a laptop with AVX2 only."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    named = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
+             "amx_tile": "AMX", "avx_vnni": "AVX-VNNI"}
+    found = [name for flag, name in named.items() if flag in flags]
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{model or platform.machine()}: {', '.join(found) or 'none of AVX2/AVX-512/AMX'}" + (
+        f"; ONEDNN_MAX_CPU_ISA={capped}" if capped else "")
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
@@ -311,9 +329,13 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     samples = read_csv_rows(data_dir / "train.csv")
     photos = [path for path, _ in read_csv_rows(data_dir / "val.csv")][: args.photos]
-    cpu = platform.processor() or platform.machine()
-    print(f"## bench.py on {device} ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"## bench.py on {device} ({cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"native bf16: {common.has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
+
+    if args.engines:
+        bench_engines.report(data_dir, photos, device, args.no_bf16, compile_by_default(device, args.compile),
+                             args.predict_photos, args.checkpoint, args.image_size)
+        return
 
     if args.loader:
         print(f"Input pipeline alone (no model): batches of {args.batch_size} at {args.image_size}×{args.image_size}, "
@@ -379,6 +401,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader", action="store_true",
                         help="only the input pipeline, no model: images/s per cache mode against the tutorial's loader "
                              "(use --batch-size 64)")
+    parser.add_argument("--engines", action="store_true",
+                        help="only inference: the page's p50/p90 per engine (torch, onnxruntime, OpenVINO fp32 and INT8) "
+                             "and predict.py's photos/s on a folder, against the tutorial's function per photo")
+    parser.add_argument("--predict-photos", type=int, default=500, help="photos in the folder for --engines' predict.py")
+    parser.add_argument("--checkpoint", default=None,
+                        help="for --engines: a trained checkpoint (default: an untrained ResNet50 at 256²; speed does "
+                             "not depend on the weights, INT8's accuracy check does)")
     parser.add_argument("--loader-photos", type=int, default=4000, help="photos delivered per --loader measurement")
     return parser
 

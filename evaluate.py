@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from checkpoint import find_checkpoint, load_checkpoint, preprocessing
 from common import make_console_safe, open_image, pick_device, to_device
+from engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
 from inference import class_probabilities
 from load_datasets import CsvError, DatasetLoader, collate_readable
 
@@ -34,6 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="torch",
+                        help="torch: the checkpoint itself in fp32, exactly as train.py reports its test accuracy. "
+                             f"The others measure what the page answers with: {ENGINE_HELP}")
     parser.add_argument("--cache", default="auto", choices=("auto", "disk", "off"),
                         help="auto: read the photos from the disk cache train.py left beside the CSV when there is one "
                              "for this image size; disk: also build it (see train.py --cache)")
@@ -45,15 +49,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 @torch.inference_mode()
 def predict_all(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                tta: bool = False) -> tuple[list[int], list[int], list[list[float]], list[str]]:
-    """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones."""
+                tta: bool = False, engine: Engine | None = None) -> tuple[list[int], list[int], list[list[float]], list[str]]:
+    """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones.
+    `engine` (engines.load_engine) answers instead of the model when given."""
     indices, labels, probabilities, problems = [], [], [], []
     for images, batch_labels, batch_indices, batch_problems in tqdm(loader, desc="evaluating", unit="batch"):
         problems += batch_problems
         if len(batch_labels) == 0:
             continue
         images = to_device(images, device, False, loader.dataset.mean, loader.dataset.std)
-        probabilities += class_probabilities(model, images, tta).cpu().tolist()
+        probabilities += class_probabilities(engine or model, images, tta).cpu().tolist()
         labels += batch_labels.tolist()
         indices += batch_indices.tolist()
     return indices, labels, probabilities, problems
@@ -151,15 +156,16 @@ def main(args: argparse.Namespace) -> None:
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
+    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device)
     print(f"evaluating {checkpoint_path}{' (EMA weights)' if meta['ema_weights'] else ''} on {args.csv} "
-          f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}")
+          f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}, {engine_line}")
 
-    indices, labels, probabilities, problems = predict_all(model, loader, device, args.tta)
+    indices, labels, probabilities, problems = predict_all(model, loader, device, args.tta, engine)
     problems += [f"{path}: empty file" for path in dataset.empty_files]
     predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
     report = build_report(labels, predictions, class_names)
-    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), unreadable=sorted(problems), tta=args.tta,
-                  ema_weights=meta["ema_weights"])
+    report.update(checkpoint=str(checkpoint_path), csv=str(args.csv), engine=engine_line, unreadable=sorted(problems),
+                  tta=args.tta, ema_weights=meta["ema_weights"])
 
     wrong = [(probabilities[i][predictions[i]], i) for i in range(len(labels)) if predictions[i] != labels[i]]
     mistakes = [(dataset.samples[indices[i]][0], class_names[predictions[i]], confidence, class_names[labels[i]])

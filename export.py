@@ -1,18 +1,23 @@
-"""Export a checkpoint to ONNX for deployment, and check the export on a real photo.
+"""Export a checkpoint to ONNX or OpenVINO for deployment, and check the export on a real photo.
 
     python export.py --onnx model.onnx                      # checkpoint/best_checkpoint.pth
     python export.py --checkpoint my.pth --onnx my.onnx --image datasets/val/cat/cat.1.jpg
+    python export.py --openvino model.xml                   # model.xml + model.bin, fp32
+    python export.py --openvino model-int8.xml --int8       # INT8 by NNCF, calibrated on datasets/train.csv
     python export.py --info                                 # parameters and FLOPs only
 
-The ONNX model takes `images` (N×3×S×S, normalized as in training, any N) and returns
-`logits` (N×classes). The check runs onnxruntime and PyTorch on the same photo and
-fails when their class probabilities differ by more than 1e-4.
+Both models take `images` (N×3×S×S, normalized as in training, any N) and return
+`logits` (N×classes). The check runs the export and PyTorch on the same photo and
+fails when their class probabilities differ by more than 1e-4. An INT8 model is checked
+as engines.py checks it (top class against fp32 PyTorch on the val photos, see docs/speed.md)
+and removed when it fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +26,15 @@ import torch
 
 from checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
 from common import IMAGE_EXTENSIONS, count_parameters_and_flops, make_console_safe, open_image
+from engines import (
+    Engine,
+    export_onnx,
+    find_data_dir,
+    onnxruntime_engine,
+    openvino_engine,
+    quantize_int8,
+    save_openvino,
+)
 
 TOLERANCE = 1e-4
 
@@ -30,6 +44,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="default: checkpoint/best_checkpoint.pth, else latest")
     parser.add_argument("--onnx", default=None, help="where to write the .onnx file")
+    parser.add_argument("--openvino", default=None, help="where to write the OpenVINO model (.xml, with its .bin beside it)")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --openvino: INT8 post-training quantization (NNCF) calibrated on DATA_DIR/train.csv "
+                             "and checked on DATA_DIR/val.csv")
+    parser.add_argument("--data-dir", default=None,
+                        help="for --int8: a folder with train.csv and val.csv (default: the checkpoint's, else datasets)")
     parser.add_argument("--image", default=None, help="photo for the parity check (default: the first under datasets/val)")
     parser.add_argument("--info", action="store_true", help="print parameters and FLOPs at the checkpoint's image size")
     parser.add_argument("--repeats", type=int, default=20, help="runs per latency measurement")
@@ -55,52 +75,88 @@ def find_photo(image: str | None) -> Path:
     raise SystemExit("the parity check needs a real photo: pass --image path/to/photo.jpg")
 
 
-def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 3, image_size, image_size)
-    torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
-
-
-def check_parity(model: torch.nn.Module, onnx_path: Path, batch: torch.Tensor, repeats: int) -> tuple[float, float, float]:
-    """Largest probability difference between onnxruntime and PyTorch, and both median latencies (ms)."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    feed = {"images": batch.numpy()}
-    onnx_probabilities = torch.softmax(torch.from_numpy(session.run(None, feed)[0]), dim=1)
+def check_parity(model: torch.nn.Module, run: Engine, batch: torch.Tensor, repeats: int) -> tuple[float, float, float]:
+    """Largest probability difference between the exported model and PyTorch, and both median latencies (ms)."""
+    exported_probabilities = torch.softmax(run(batch), dim=1)
     with torch.inference_mode():
         torch_probabilities = torch.softmax(model(batch), dim=1)
         torch_ms = median_latency_ms(lambda: model(batch), repeats)
-    onnx_ms = median_latency_ms(lambda: session.run(None, feed), repeats)
-    return (onnx_probabilities - torch_probabilities).abs().max().item(), torch_ms, onnx_ms
+    exported_ms = median_latency_ms(lambda: run(batch), repeats)
+    return (exported_probabilities - torch_probabilities).abs().max().item(), torch_ms, exported_ms
+
+
+def verify(model: torch.nn.Module, run: Engine, name: str, files: list[Path], batch: torch.Tensor, photo: Path,
+           args: argparse.Namespace, tolerance: float | None = TOLERANCE) -> None:
+    """Print the parity and both latencies; remove the files and stop when the difference is over `tolerance`."""
+    difference, torch_ms, exported_ms = check_parity(model, run, batch, args.repeats)
+    print(f"parity on {photo}: max |Δ probability| = {difference:.2e}"
+          + (f" (tolerance {tolerance:.0e})" if tolerance else " (INT8: checked by its top classes instead)"))
+    print(f"latency per photo (median of {args.repeats}): PyTorch {torch_ms:.1f} ms, {name} {exported_ms:.1f} ms")
+    if tolerance is not None and difference > tolerance:
+        for file in files:
+            file.unlink()
+        raise SystemExit(f"the {name} model disagrees with PyTorch by {difference:.2e} > {tolerance:.0e}; "
+                         f"removed {', '.join(map(str, files))}")
+
+
+def export_openvino(model: torch.nn.Module, meta: dict, xml_path: Path, int8: bool, data_dir: str | None) -> None:
+    """fp32 straight from the ONNX export; INT8 quantized from that, then checked, and removed when the check fails."""
+    import openvino
+
+    if xml_path.suffix != ".xml":
+        raise SystemExit(f"--openvino {xml_path}: give a file name ending in .xml (the weights go to a .bin beside it)")
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = Path(scratch) / "model.onnx"
+        export_onnx(model, meta["image_size"], onnx_path)
+        fp32_path = Path(scratch) / "model.xml" if int8 else xml_path
+        save_openvino(openvino.convert_model(str(onnx_path)), fp32_path)
+        if not int8:
+            return
+        found = find_data_dir(meta, data_dir)
+        if found is None:
+            raise SystemExit("--int8 needs photos to calibrate and check on: pass --data-dir with train.csv and val.csv")
+        result = quantize_int8(model, meta, fp32_path, found, xml_path, None)
+    print(f"INT8 check on {result['val_photos']} val photos: top class as fp32 PyTorch on {result['agreement']:.1%}, "
+          f"val accuracy {result['int8_accuracy']:.1f}% (fp32 {result['fp32_accuracy']:.1f}%); results in "
+          f"{xml_path.with_suffix('.json')}")
+    if result["decision"] != "int8":
+        for file in (xml_path, xml_path.with_suffix(".bin")):
+            file.unlink()
+        raise SystemExit(f"the INT8 model is not good enough: {result['reason']}; removed {xml_path} and its .bin")
 
 
 def main(args: argparse.Namespace) -> None:
-    if not args.onnx and not args.info:
-        raise SystemExit("nothing to do: pass --onnx model.onnx and/or --info")
+    if not (args.onnx or args.openvino or args.info):
+        raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml and/or --info")
+    if args.int8 and not args.openvino:
+        raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
     checkpoint_path = find_checkpoint(args.checkpoint)
-    model, meta = load_checkpoint(checkpoint_path, "cpu")  # ONNX export traces on the CPU
+    model, meta = load_checkpoint(checkpoint_path, "cpu")  # exports trace on the CPU
     image_size = meta["image_size"]
     if args.info:
         parameters, flops = count_parameters_and_flops(model, image_size)
         print(f"{meta['arch']} ({len(meta['class_names'])} classes) at {image_size}×{image_size}: "
               f"{parameters / 1e6:.2f} M parameters, {flops / 1e9:.2f} GFLOPs per image")
-    if not args.onnx:
+    if not (args.onnx or args.openvino):
         return
 
-    onnx_path = Path(args.onnx)
     photo = find_photo(args.image)
-    export_onnx(model, image_size, onnx_path)
-    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB): input `images` N×3×{image_size}×{image_size}, "
-          f"output `logits` N×{len(meta['class_names'])}, classes {meta['class_names']}")
     batch = checkpoint_transform(meta)(open_image(photo)).unsqueeze(0)
-    difference, torch_ms, onnx_ms = check_parity(model, onnx_path, batch, args.repeats)
-    print(f"parity on {photo}: max |Δ probability| = {difference:.2e} (tolerance {TOLERANCE:.0e})")
-    print(f"latency per photo (median of {args.repeats}): PyTorch {torch_ms:.1f} ms, onnxruntime {onnx_ms:.1f} ms")
-    if difference > TOLERANCE:
-        onnx_path.unlink()
-        raise SystemExit(f"the ONNX model disagrees with PyTorch by {difference:.2e} > {TOLERANCE:.0e}; removed {onnx_path}")
+    shapes = (f"input `images` N×3×{image_size}×{image_size}, output `logits` N×{len(meta['class_names'])}, "
+              f"classes {meta['class_names']}")
+    if args.onnx:
+        onnx_path = Path(args.onnx)
+        export_onnx(model, image_size, onnx_path)
+        print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB): {shapes}")
+        verify(model, onnxruntime_engine(onnx_path), "onnxruntime", [onnx_path], batch, photo, args)
+    if args.openvino:
+        xml_path = Path(args.openvino)
+        export_openvino(model, meta, xml_path, args.int8, args.data_dir)
+        size = xml_path.with_suffix(".bin").stat().st_size / 1e6
+        print(f"wrote {xml_path} and its .bin ({size:.1f} MB, {'INT8' if args.int8 else 'fp32'}): {shapes}")
+        verify(model, openvino_engine(xml_path, None), "OpenVINO", [xml_path, xml_path.with_suffix(".bin")], batch,
+               photo, args, None if args.int8 else TOLERANCE)
 
 
 if __name__ == "__main__":

@@ -81,39 +81,55 @@ def compile_by_default(device: torch.device, requested: bool | None) -> bool:
 
 def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.device,
                        amp_dtype: torch.dtype | None = None, compile_model: bool = False,
-                       wait_for_compile: bool = False) -> Callable[[list[Image.Image]], torch.Tensor]:
+                       wait_for_compile: bool = False,
+                       engine: Callable[[], Callable[[torch.Tensor], torch.Tensor] | None] | None = None,
+                       ) -> Callable[[list[Image.Image]], torch.Tensor]:
     """Photos in, an (N, classes) tensor of probabilities out.
 
     The transform is built once here, not per call; the model is a folded, NHWC copy in
     bf16/fp16 where the device computes it natively (see prepare_for_inference).
-    With compile_model, single photos go to a torch.compile'd copy once it is ready: it is
-    compiled in a background thread, so the page answers (uncompiled) from the first second.
+    `engine` builds another engine (engines.load_engine; None: it cannot load): once built, it answers
+    every photo. Else, with compile_model, single photos go to a torch.compile'd copy once it is ready.
+    Either is prepared in a background thread, so the page answers (uncompiled) from the first second;
+    wait_for_compile waits for it instead.
     """
     transform = checkpoint_transform(meta)
     fast_model = prepare_for_inference(model, device, amp_dtype)
     memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-    one_photo_model = {"model": fast_model}  # swapped for the compiled model when it is ready
+    dtype = amp_dtype or torch.float32
+
+    def eager(batch: torch.Tensor) -> torch.Tensor:
+        return fast_model(batch.to(dtype))
+
+    # Every answerer takes fp32 batches: the engines compute from the exact input, PyTorch casts it itself.
+    answering = {"one": eager, "many": eager}  # swapped for the engine or the compiled copy when it is ready
 
     def to_batch(images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([transform(image) for image in images]).to(device, dtype=amp_dtype or torch.float32)
+        batch = torch.stack([transform(image) for image in images]).to(device)
         return batch.contiguous(memory_format=memory_format)
 
-    def compile_one_photo_model() -> None:
+    def get_ready() -> None:
+        run = engine() if engine is not None else None
+        if run is not None:
+            answering.update(one=run, many=run)
+            return
+        if not compile_model:
+            return
         size = meta["image_size"]
-        compiled = compile_for_inference(fast_model, to_batch([Image.new("RGB", (size, size))]))
+        compiled = compile_for_inference(fast_model, to_batch([Image.new("RGB", (size, size))]).to(dtype))
         if compiled is not None:
-            one_photo_model["model"] = compiled
+            answering["one"] = lambda batch: compiled(batch.to(dtype))
             print("compiled the model: single photos are answered by the compiled copy from now on", flush=True)
 
-    if compile_model and wait_for_compile:
-        compile_one_photo_model()
-    elif compile_model:
-        threading.Thread(target=compile_one_photo_model, name="compile", daemon=True).start()
+    if (engine is not None or compile_model) and wait_for_compile:
+        get_ready()
+    elif engine is not None or compile_model:
+        threading.Thread(target=get_ready, name="compile", daemon=True).start()
 
     @torch.inference_mode()
     def batch_predict(images: list[Image.Image]) -> torch.Tensor:
         # Compiled for one photo only: other batch sizes would each trigger a new compile.
-        answering = one_photo_model["model"] if len(images) == 1 else fast_model
-        return torch.softmax(answering(to_batch(images)).float(), dim=1).cpu()
+        run = answering["one"] if len(images) == 1 else answering["many"]
+        return torch.softmax(run(to_batch(images)).float(), dim=1).cpu()
 
     return batch_predict

@@ -13,6 +13,7 @@ import argparse
 import csv
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
 from common import IMAGE_EXTENSIONS, autocast_dtype, make_console_safe, pick_device, to_device
+from engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
 from inference import class_probabilities, prepare_for_inference
 from load_datasets import ImageList, collate_readable
 
@@ -39,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="processes decoding photos while the model computes (default: cores - 1, at most 4)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped photo")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help=f"{ENGINE_HELP}; cached beside the checkpoint")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="bf16 where the device computes it natively (--no-amp: fp32 everywhere)")
     return parser
 
 
@@ -59,11 +64,14 @@ def collect_images(arguments: list[str]) -> list[Path]:
 @torch.inference_mode()
 def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList, device: torch.device,
                     batch_size: int = 16, num_workers: int = 0,
-                    tta: bool = False) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
+                    tta: bool = False, engine: Engine | None = None,
+                    amp: bool = True) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
     """Batch by batch, as soon as each is computed: (path, class probabilities) of its readable photos, and
-    why the others could not be read. Worker processes decode the next photos while the model computes."""
-    amp_dtype = autocast_dtype(device)
-    fast_model = prepare_for_inference(model, device, amp_dtype)  # BatchNorm folded, channels-last, bf16 where native
+    why the others could not be read. Worker processes decode the next photos while the model computes.
+    `engine` (engines.load_engine) answers instead of the PyTorch model when given."""
+    amp_dtype = autocast_dtype(device) if amp else None
+    # BatchNorm folded, channels-last, bf16 where native; not needed when another engine answers
+    fast_model = None if engine else prepare_for_inference(model, device, amp_dtype)
     loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable,
                         pin_memory=device.type == "cuda")
     for images, _, indices, problems in loader:
@@ -71,7 +79,8 @@ def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList,
             yield [], problems
             continue
         images = to_device(images, device, device.type in ("cpu", "cuda"), photos.mean, photos.std)
-        probabilities = class_probabilities(fast_model, images.to(amp_dtype or torch.float32), tta).cpu().tolist()
+        answer = engine or (lambda batch: fast_model(batch.to(amp_dtype or torch.float32)))
+        probabilities = class_probabilities(answer, images, tta).cpu().tolist()
         yield [(photos.samples[i][0], p) for i, p in zip(indices.tolist(), probabilities, strict=True)], problems
 
 
@@ -94,6 +103,9 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     model, meta = load_checkpoint(checkpoint_path, device)
     class_names = meta["class_names"]
+    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device,
+                                       autocast_dtype(device) if args.amp else None)
+    print(engine_line, file=sys.stderr, flush=True)  # stdout holds only the answers, for pipes
 
     photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))
     problems, rows = [f"{path}: empty file" for path in photos.empty_files], []
@@ -104,7 +116,8 @@ def main(args: argparse.Namespace) -> None:
         writer.writerow(["path", "class", "probability"])
     progress = tqdm(total=len(paths), unit="photo", desc="predicting", dynamic_ncols=True, disable=len(paths) < 100)
     try:
-        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers, args.tta):
+        for results, batch_problems in predict_batches(model, meta, photos, device, args.batch_size, workers, args.tta,
+                                                          engine, args.amp):
             problems += batch_problems
             for path, probabilities in results:
                 ranked = sorted(enumerate(probabilities), key=lambda item: item[1], reverse=True)

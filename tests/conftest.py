@@ -147,6 +147,9 @@ def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = F
     port = free_port()
     log = open(cwd / f"app-{port}.log", "w+", encoding="utf-8")
     flags = [] if compile_model else ["--no-compile"]
+    # PyTorch answers unless a test asks for another engine: building OpenVINO INT8 in the background would take
+    # the cores for ~15 s and change the answers in the middle of a test. test_engines.py tests the engines.
+    flags += [] if "--engine" in args else ["--engine", "torch"]
     process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *flags, *args], cwd=cwd,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import onnxruntime
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import run_script
+from conftest import make_dataset, run_script
 
 
 def test_onnx_export_with_parity_check_and_dynamic_batch(trained_run: Path, tmp_path: Path) -> None:
@@ -34,3 +35,28 @@ def test_info_alone_and_nothing_to_do(trained_run: Path) -> None:
     assert "resnet50 (2 classes) at 32×32" in result.stdout
     idle = run_script("export.py", cwd=trained_run, check=False)
     assert idle.returncode != 0 and "nothing to do" in idle.stderr
+
+
+def test_openvino_export_fp32_parity_and_int8_refused_on_a_broken_calibration(tmp_path: Path) -> None:
+    from test_engines import make_broken_calibration, make_separating_checkpoint
+
+    data = make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
+    checkpoint = make_separating_checkpoint(tmp_path / "model.pth", data)
+    result = run_script("export.py", "--checkpoint", str(checkpoint), "--openvino", "out/model.xml", "--repeats", "2",
+                        cwd=tmp_path)
+    assert float(re.search(r"max \|Δ probability\| = (\S+)", result.stdout).group(1)) <= 1e-4
+    assert re.search(r"PyTorch [\d.]+ ms, OpenVINO [\d.]+ ms", result.stdout)
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(tmp_path / "out/model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    model, _ = load_checkpoint(checkpoint)
+    batch = torch.randn(3, 3, 32, 32)  # any batch size
+    with torch.inference_mode():
+        assert np.abs(compiled(batch.numpy())[0] - model(batch).numpy()).max() < 1e-3
+
+    broken = make_broken_calibration(tmp_path / "broken", data)
+    refused = run_script("export.py", "--checkpoint", str(checkpoint), "--openvino", "out/int8.xml", "--int8",
+                         "--data-dir", str(broken), cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "the INT8 model is not good enough: agreement 50.0% < 99%" in refused.stderr
+    assert not (tmp_path / "out/int8.xml").exists() and not (tmp_path / "out/int8.bin").exists()
+    assert json.loads((tmp_path / "out/int8.json").read_text(encoding="utf-8"))["decision"] == "fp32"

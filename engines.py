@@ -1,0 +1,259 @@
+"""Inference engines: a trained model answered by PyTorch, onnxruntime or OpenVINO (INT8 through NNCF).
+
+    run, line = load_engine("auto", model, meta, checkpoint_path, device)
+    print(line)                       # engine: openvino int8 (agreement 100% on 70 val photos)
+    logits = run(batch) if run else fast_torch_model(batch)
+
+Every engine takes the batch that the project's one preprocessing made (N×3×S×S floats, normalized as in
+training: checkpoint_transform, common.normalize) and returns N×classes logits. None stands for PyTorch:
+the caller keeps its own fast copy (inference.prepare_for_inference), and Grad-CAM always uses PyTorch.
+
+Exports are cached beside the checkpoint, keyed by its contents, so that the second start is fast:
+    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
+    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
+    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
+
+INT8 is calibrated on up to 300 of the train photos, then used only when it agrees with fp32 PyTorch on
+at least 99% of the val photos and its val accuracy is within 0.5 points. auto: PyTorch on a GPU; on a
+CPU OpenVINO INT8 when it passed that check, else OpenVINO fp32, else onnxruntime, else PyTorch (the
+measurements behind this order are in docs/speed.md). An engine that cannot load falls back to
+PyTorch with one printed line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from checkpoint import Checkpoint, checkpoint_transform
+from common import UNREADABLE_IMAGE_ERRORS, open_image
+
+ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
+ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
+               "openvino tries INT8 too, openvino-fp32 does not. An engine that cannot load falls back to torch")
+CALIBRATION_PHOTOS = 300  # NNCF's default subset size
+MIN_AGREEMENT = 0.99  # share of val photos where INT8's top class must equal fp32's
+MAX_ACCURACY_DROP = 0.5  # points of val accuracy INT8 may lose
+Engine = Callable[[torch.Tensor], torch.Tensor]
+
+
+def engine_path(checkpoint_path: Path, name: str) -> Path:
+    """The cache file `name` for this checkpoint's exact contents: a retrained checkpoint gets new files."""
+    stat = checkpoint_path.stat()
+    key = file_digest(str(checkpoint_path.resolve()), stat.st_mtime_ns, stat.st_size)[:12]
+    return checkpoint_path.parent / "engines" / f"{checkpoint_path.stem}-{key}-{name}"
+
+
+@functools.lru_cache(maxsize=8)
+def file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """SHA-256 of a file, read once per version of it (~0.3 s for a ResNet50 checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
+    """The model as ONNX: input `images` N×3×S×S (any N), output `logits`. Written to a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+    example = torch.zeros(1, 3, image_size, image_size)
+    torch.onnx.export(model.eval(), (example,), str(partial), input_names=["images"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
+    os.replace(partial, path)
+
+
+def cached_onnx(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path) -> Path:
+    path = engine_path(checkpoint_path, "model.onnx")
+    if not path.is_file():
+        print(f"exporting the model to ONNX once for this checkpoint: {path}", file=sys.stderr, flush=True)
+        export_onnx(model, meta["image_size"], path)
+    return path
+
+
+def onnxruntime_engine(onnx_path: Path) -> Engine:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # Its threads would otherwise spin between calls, taking the CPU from the decoding and from other engines.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: torch.Tensor) -> torch.Tensor:  # session.run may be called from several threads at once
+        return torch.from_numpy(session.run(None, {"images": batch.float().contiguous().numpy()})[0])
+
+    return run
+
+
+def save_openvino(model, xml_path: Path) -> None:
+    """model.xml and model.bin written under temporary names, then renamed (the .xml last: it marks a whole pair)."""
+    import openvino
+
+    partial = xml_path.with_name(f"{xml_path.stem}.{os.getpid()}.tmp.xml")
+    openvino.save_model(model, str(partial), compress_to_fp16=False)  # fp16 weights would change the fp32 answers
+    os.replace(partial.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+    os.replace(partial, xml_path)
+
+
+def openvino_engine(xml_path: Path, amp_dtype: torch.dtype | None) -> Engine:
+    """The OpenVINO model compiled for this CPU; bf16 inside only where PyTorch would use it too (amp_dtype)."""
+    import openvino
+
+    precision = "bf16" if amp_dtype == torch.bfloat16 else "f32"
+    compiled = openvino.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                                     "PERFORMANCE_HINT": "LATENCY"})
+    request, lock = compiled.create_infer_request(), threading.Lock()  # one request: calls take turns
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with lock:
+            request.infer({0: batch.float().contiguous().numpy()})
+            return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run
+
+
+def read_photos(csv_path: Path, meta: Checkpoint, limit: int) -> tuple[torch.Tensor, list[int]]:
+    """Up to `limit` readable photos of a `path,label` CSV (spread over the whole file), preprocessed as ever."""
+    from load_datasets import read_csv_rows
+
+    rows = read_csv_rows(csv_path, len(meta["class_names"]))
+    rows = rows[:: max(1, len(rows) // limit)][:limit]  # CSVs are often sorted by class: take every k-th row
+    transform, images, labels = checkpoint_transform(meta), [], []
+    for path, label in rows:
+        try:
+            images.append(transform(open_image(path)))
+            labels.append(label)
+        except UNREADABLE_IMAGE_ERRORS:
+            continue
+    if not images:
+        raise ValueError(f"no readable photo in {csv_path}")
+    return torch.stack(images).contiguous(), labels
+
+
+def logits_of(run: Engine, photos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    return torch.cat([run(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)]).float()
+
+
+def check_int8(model: torch.nn.Module, int8: Engine, photos: torch.Tensor, labels: list[int]) -> dict:
+    """Agreement of the top classes and both accuracies on the val photos, and the decision with its reason."""
+    with torch.inference_mode():
+        fp32_classes = logits_of(model.eval(), photos).argmax(1)
+    int8_classes = logits_of(int8, photos).argmax(1)
+    truth = torch.tensor(labels)
+    agreement = (fp32_classes == int8_classes).float().mean().item()
+    fp32_accuracy = 100 * (fp32_classes == truth).float().mean().item()
+    int8_accuracy = 100 * (int8_classes == truth).float().mean().item()
+    problems = []
+    if agreement < MIN_AGREEMENT:
+        problems.append(f"agreement {agreement:.1%} < {MIN_AGREEMENT:.0%}")
+    if int8_accuracy < fp32_accuracy - MAX_ACCURACY_DROP:
+        problems.append(f"val accuracy {int8_accuracy:.1f}% vs fp32 {fp32_accuracy:.1f}%, "
+                        f"more than {MAX_ACCURACY_DROP} points lower")
+    found = f"on {len(labels)} val photos"
+    reason = f"agreement {agreement:.0%} {found}" if not problems else f"{' and '.join(problems)} {found}"
+    return {"agreement": agreement, "val_photos": len(labels), "fp32_accuracy": fp32_accuracy,
+            "int8_accuracy": int8_accuracy, "decision": "fp32" if problems else "int8", "reason": reason}
+
+
+def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_xml: Path, data_dir: Path, xml_path: Path,
+                  amp_dtype: torch.dtype | None) -> dict:
+    """NNCF post-training quantization calibrated on the train photos, then checked on the val photos.
+
+    The INT8 model and the check's results (a .json beside it) are kept even when INT8 is refused,
+    so that the check is not redone at every start.
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" is no news on a CPU
+    import nncf
+    import openvino
+
+    nncf.set_log_level(logging.ERROR)
+    calibration, _ = read_photos(data_dir / "train.csv", meta, CALIBRATION_PHOTOS)
+    print(f"quantizing to INT8 with NNCF: calibrating on {len(calibration)} photos of "
+          f"{data_dir / 'train.csv'}, checking on {data_dir / 'val.csv'}", file=sys.stderr, flush=True)
+    samples = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        quantized = nncf.quantize(openvino.Core().read_model(str(fp32_xml)), nncf.Dataset(samples),
+                                  subset_size=len(samples))
+    save_openvino(quantized, xml_path)
+    result = check_int8(model, openvino_engine(xml_path, amp_dtype), *read_photos(data_dir / "val.csv", meta, 10**9))
+    result.update(calibration_photos=len(calibration), data_dir=str(data_dir))
+    report = xml_path.with_suffix(".json")
+    report.with_suffix(".tmp").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    os.replace(report.with_suffix(".tmp"), report)
+    return result
+
+
+def find_data_dir(meta: Checkpoint, data_dir: str | os.PathLike | None) -> Path | None:
+    """The folder with train.csv and val.csv for INT8: the one given, else the one the checkpoint was trained on."""
+    for candidate in (data_dir, meta.get("config", {}).get("data_dir"), "datasets"):
+        if candidate and (Path(candidate) / "train.csv").is_file() and (Path(candidate) / "val.csv").is_file():
+            return Path(candidate)
+    return None
+
+
+def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path, amp_dtype: torch.dtype | None,
+                    int8: bool, data_dir: str | os.PathLike | None) -> tuple[Engine, str]:
+    """OpenVINO INT8 when asked for and its check passes (or passed before), else OpenVINO fp32; and the line saying which."""
+    import openvino
+
+    fp32_xml = engine_path(checkpoint_path, "openvino.xml")
+    if not fp32_xml.is_file():
+        onnx_path = cached_onnx(model, meta, checkpoint_path)
+        save_openvino(openvino.convert_model(str(onnx_path)), fp32_xml)
+    precision = "bf16" if amp_dtype == torch.bfloat16 else "fp32"
+    if not int8:
+        return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision}"
+    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
+    report = int8_xml.with_suffix(".json")
+    if int8_xml.is_file() and report.is_file():
+        result = json.loads(report.read_text(encoding="utf-8"))
+    elif (found := find_data_dir(meta, data_dir)) is not None:
+        try:
+            result = quantize_int8(model, meta, fp32_xml, found, int8_xml, amp_dtype)
+        except Exception as error:  # noqa: BLE001 -- NNCF missing, a broken CSV, …: fp32 OpenVINO still works
+            reason = (str(error).strip().splitlines() or [""])[0][:160]
+            result = {"decision": "fp32", "reason": f"it could not be built: {type(error).__name__}: {reason}"}
+    else:
+        result = {"decision": "fp32", "reason": "no train.csv and val.csv to calibrate and check it on "
+                                                "(in the checkpoint's data folder or ./datasets)"}
+    if result["decision"] == "int8":
+        return openvino_engine(int8_xml, amp_dtype), f"engine: openvino int8 ({result['reason']})"
+    return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision} (INT8 not used: {result['reason']})"
+
+
+def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_path: str | os.PathLike,
+                device: torch.device, amp_dtype: torch.dtype | None = None,
+                data_dir: str | os.PathLike | None = None) -> tuple[Engine | None, str]:
+    """The engine `name` (one of ENGINE_CHOICES) for this checkpoint, built and cached on first use, and the
+    one line that says what answers. None for PyTorch, also when the engine cannot load here."""
+    if name == "torch" or (name == "auto" and device.type != "cpu"):
+        return None, "engine: torch"
+    if device.type != "cpu":
+        return None, f"engine: torch ({name} runs on the CPU here, and the device is {device})"
+    checkpoint_path, failures = Path(checkpoint_path), []
+    # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile.
+    model = copy.deepcopy(model).eval()
+    for candidate in ("openvino", "onnxruntime") if name == "auto" else (name,):
+        try:
+            if candidate == "onnxruntime":
+                run, line = onnxruntime_engine(cached_onnx(model, meta, checkpoint_path)), "engine: onnxruntime fp32"
+            else:
+                run, line = openvino_choice(model, meta, checkpoint_path, amp_dtype, candidate == "openvino", data_dir)
+            return run, line + (f" ({'; '.join(failures)})" if failures else "")
+        except Exception as error:  # noqa: BLE001 -- package missing, unsupported CPU, read-only folder: PyTorch works
+            reason = (str(error).strip().splitlines() or [""])[0][:160]
+            failures.append(f"{candidate} is not usable here: {type(error).__name__}: {reason}")
+    return None, f"engine: torch ({'; '.join(failures)})"

@@ -1,0 +1,157 @@
+"""engines.py: onnxruntime and OpenVINO (fp32, INT8 by NNCF) answer like PyTorch, are cached beside the
+checkpoint, refuse a bad INT8 model, and fall back to PyTorch with one line when they cannot load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import handle_file
+from PIL import Image
+from playwright.sync_api import expect
+
+from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from common import build_model
+from conftest import make_dataset, run_app, run_script
+from engines import engine_path, load_engine, read_photos
+
+CPU = torch.device("cpu")
+
+
+def make_separating_checkpoint(path: Path, data: Path, epoch: int = 1) -> Path:
+    """A from-scratch resnet18 at 32 px whose head is set to tell the generated cats (red) from dogs (blue)
+    on every photo: a model with clear answers, made in a second instead of trained."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2).eval()
+    meta = make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=32, epoch=epoch, metrics={})
+    photos, labels = read_photos(data / "train.csv", meta, 100)
+    with torch.inference_mode():
+        features = torch.nn.Sequential(*list(model.children())[:-1])(photos).flatten(1)
+    cats, dogs = features[torch.tensor(labels) == 0].mean(0), features[torch.tensor(labels) == 1].mean(0)
+    direction = (cats - dogs) / (cats - dogs).norm()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.stack([direction, -direction]) * 10)
+        model.fc.bias.copy_(torch.stack([-(direction @ (cats + dogs) / 2), direction @ (cats + dogs) / 2]) * 10)
+    save_checkpoint(make_checkpoint(model, arch="resnet18", class_names=["cat", "dog"], image_size=32, epoch=epoch,
+                                    metrics={}), path)
+    return path
+
+
+def make_broken_calibration(folder: Path, data: Path) -> Path:
+    """train.csv holds one flat grey photo (the ImageNet mean: all zeros once normalized), val.csv the real ones."""
+    (folder / "train").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (124, 116, 104)).save(folder / "train/grey.png")
+    (folder / "train.csv").write_text("train/grey.png,0\n", encoding="utf-8")
+    shutil.copytree(data / "val", folder / "val")
+    shutil.copy(data / "val.csv", folder / "val.csv")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def separating(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("engines")
+    data = make_dataset(root / "datasets", per_class_train=6, per_class_val=4)
+    return make_separating_checkpoint(root / "checkpoint/best_checkpoint.pth", data), data
+
+
+def real_photos(data: Path, meta: dict) -> torch.Tensor:
+    """12 of the tutorial's val photos when $CATS_DOGS_TUTORIAL_DIR is set, else the generated ones."""
+    tutorial = os.environ.get("CATS_DOGS_TUTORIAL_DIR")
+    return read_photos(Path(tutorial) / "val.csv" if tutorial else data / "val.csv", meta, 12)[0]
+
+
+def test_every_engine_answers_pytorchs_top_class(separating: tuple[Path, Path]) -> None:
+    checkpoint, data = separating
+    model, meta = load_checkpoint(checkpoint)
+    photos = real_photos(data, meta)
+    with torch.inference_mode():
+        expected = model(photos)
+    for name in ("onnxruntime", "openvino-fp32"):
+        run, line = load_engine(name, model, meta, checkpoint, CPU)
+        assert run is not None and line == f"engine: {name.replace('-fp32', '')} fp32"
+        assert torch.equal(run(photos).argmax(1), expected.argmax(1))
+        assert (run(photos) - expected).abs().max() < 1e-3
+    generated, labels = read_photos(data / "val.csv", meta, 100)
+    run, line = load_engine("auto", model, meta, checkpoint, CPU, data_dir=data)  # a CPU: OpenVINO INT8 if it passes
+    assert line == f"engine: openvino int8 (agreement 100% on {len(labels)} val photos)"
+    assert run(generated).argmax(1).tolist() == labels  # the separating model is right on each
+    int8_bytes, fp32_bytes = (engine_path(checkpoint, f"{name}.bin").stat().st_size for name in ("openvino-int8", "openvino"))
+    assert int8_bytes < fp32_bytes / 3  # 8-bit weights
+    assert load_engine("auto", model, meta, checkpoint, torch.device("meta"))[0] is None  # not a CPU: PyTorch
+
+
+def test_int8_falls_back_on_a_broken_calibration_and_the_cache_follows_the_checkpoint(
+        separating: tuple[Path, Path], tmp_path: Path, browser) -> None:
+    checkpoint = shutil.copy(separating[0], tmp_path / "model.pth")  # its own cache: checkpoint dir/engines/
+    make_broken_calibration(tmp_path / "datasets", separating[1])  # predict.py calibrates on ./datasets
+    photo = str(tmp_path / "datasets/val/dog/dog.0.jpg")
+    first = run_script("predict.py", photo, "--checkpoint", str(checkpoint), "--engine", "openvino", cwd=tmp_path)
+    reason = "INT8 not used: agreement 50.0% < 99% and val accuracy 50.0% vs fp32 100.0%"
+    # bf16 inside where the CPU computes it natively, as PyTorch does there
+    assert re.search(rf"engine: openvino (fp32|bf16) \({re.escape(reason)}", first.stderr), first.stderr
+    assert "calibrating on 1 photos" in first.stderr
+    assert first.stdout.startswith(f"{photo}\tdog")  # answered by OpenVINO fp32, right
+    report = json.loads(engine_path(Path(checkpoint), "openvino-int8.json").read_text(encoding="utf-8"))
+    assert report["decision"] == "fp32" and report["agreement"] == 0.5 and report["reason"].startswith("agreement 50.0%")
+    cached = {path: path.stat().st_mtime_ns for path in (tmp_path / "engines").iterdir()}
+
+    again = run_script("evaluate.py", "--checkpoint", str(checkpoint), "--csv", "datasets/val.csv", "--out", "eval",
+                       "--engine", "openvino", "--cache", "off", cwd=tmp_path)
+    assert reason in again.stdout and "accuracy 1.0000" in again.stdout
+    assert "exporting" not in again.stderr and "quantizing" not in again.stderr  # the cache, not a new build
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "engines").iterdir()} == cached
+
+    # The page: PyTorch answers until the engine is ready, then the engine; the page says which, and why not INT8.
+    with run_app("--checkpoint", str(checkpoint), "--engine", "openvino", cwd=tmp_path) as (client, _):
+        log = tmp_path / f"app-{client.src.rstrip('/').rsplit(':', 1)[1]}.log"
+        deadline = time.monotonic() + 60
+        while "engine: openvino" not in log.read_text(encoding="utf-8") and time.monotonic() < deadline:
+            time.sleep(0.5)  # the engine is loaded in the background
+        page = browser.new_page()
+        page.goto(client.src)
+        expect(page.locator("#engine")).to_contain_text(reason, timeout=30_000)
+        assert client.predict(handle_file(photo), api_name="/predict")["label"] == "dog"
+        page.close()
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "engines").iterdir()} == cached
+
+    make_separating_checkpoint(Path(checkpoint), separating[1], epoch=2)  # retrained: other bytes, another key
+    model, meta = load_checkpoint(checkpoint)
+    run, line = load_engine("openvino-fp32", model, meta, checkpoint, CPU)
+    assert run is not None and line == "engine: openvino fp32"
+    assert engine_path(Path(checkpoint), "openvino.xml").is_file() and len(list((tmp_path / "engines").iterdir())) > len(cached)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in cached.items())  # the old ones untouched
+
+def test_an_engine_that_cannot_load_falls_back_to_torch_with_one_line(separating: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    (tmp_path / "fake/openvino").mkdir(parents=True)
+    (tmp_path / "fake/openvino/__init__.py").write_text("raise ImportError('no OpenVINO for this CPU')\n", encoding="utf-8")
+    photo = str(separating[1] / "val/cat/cat.0.jpg")
+    result = run_script("predict.py", photo, "--checkpoint", str(separating[0]), "--engine", "openvino",
+                        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "fake")})
+    assert result.stderr.strip() == "engine: torch (openvino is not usable here: ImportError: no OpenVINO for this CPU)"
+    assert result.stdout.startswith(f"{photo}\tcat")
+
+
+def test_bench_engines_prints_the_page_latency_per_engine_and_predicts_rates(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    result = run_script("bench.py", "--data-dir", "datasets", "--engines", "--image-size", "32", "--photos", "3",
+                        "--predict-photos", "4", "--no-compile", cwd=tmp_path, timeout=600)
+    out = result.stdout
+    assert re.search(r"^## bench\.py on cpu \(.+: (.*AVX2|none of AVX2)", out, re.M)  # the CPU and its instruction sets
+    rows = re.findall(r"^\| (tutorial app function|page, [^|]+) \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)× \|$", out, re.M)
+    names = [name for name, *_ in rows]
+    assert names[:3] == ["tutorial app function", "page, torch", "page, onnxruntime fp32"]
+    assert re.fullmatch(r"page, openvino (fp32|bf16)", names[3]) and names[4] == "page, openvino int8"
+    tutorial_p50 = float(rows[0][1])
+    for _, p50, p90, ratio in rows:
+        assert float(p50) <= float(p90) and float(ratio) == pytest.approx(float(p50) / tutorial_p50, abs=0.02)
+    rates = re.findall(r"^\| predict\.py --engine (\w+) \| ([\d.]+) \| ([\d.]+)× \| (.+) \|$", out, re.M)
+    assert [(engine, line.split(" (")[0]) for engine, _, _, line in rates][0] == ("torch", "torch")
+    assert rates[1][0] == "auto" and rates[1][3].startswith("openvino")  # auto on a CPU
+    assert all(float(rate) > 0 for _, rate, _, _ in rates)
