@@ -294,19 +294,19 @@ def make_classify(model: torch.nn.Module, meta: Checkpoint, device: torch.device
     class_names = meta["class_names"]
     heatmap = make_heatmap(model, meta, device)
 
-    def probabilities_of(image: Image.Image) -> dict[str, float]:
-        return dict(zip(class_names, batch_predict([image])[0].tolist(), strict=True))
+    def probabilities_of(image: Image.Image, tta: bool = False) -> dict[str, float]:
+        return dict(zip(class_names, batch_predict([image], tta)[0].tolist(), strict=True))
 
     def predict(image_path: str | Exception | None, request: gr.Request) -> dict[str, float]:
         return probabilities_of(open_upload(image_path, language_of(request, forced_language)))
 
-    def classify(image_path: str | Exception | None, threshold: float, show_heatmap: bool,
+    def classify(image_path: str | Exception | None, threshold: float, show_heatmap: bool, tta: bool,
                  request: gr.Request) -> tuple[dict, str, Image.Image | None]:
         if not image_path:  # the photo was cleared
             return {}, "", None
         language = language_of(request, forced_language)
         image = open_upload(image_path, language)
-        probabilities = probabilities_of(image)
+        probabilities = probabilities_of(image, tta)  # tta: the mean with the mirrored photo (inference.py)
         pet_share = pet_share_of([image]).item() if pet_share_of else None
         best = max(range(len(class_names)), key=lambda i: probabilities[class_names[i]])
         return (probabilities, verdict(probabilities, threshold, pet_share, language),
@@ -350,6 +350,7 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
                     image = readable_upload_errors(gr.Image(type="filepath", image_mode=None, label=words("photo"),
                                                             height=320, elem_id="photo"))
                     heatmap_box = gr.Checkbox(value=show_heatmap, label=words("show_heatmap"), elem_id="show-heatmap")
+                    tta_box = gr.Checkbox(value=False, label=words("tta"), elem_id="tta")
                 with gr.Column():
                     answer = gr.Markdown(elem_id="verdict")
                     label = gr.Label(num_top_classes=len(class_names), label=words("probabilities"), show_heading=False,
@@ -357,8 +358,9 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
                     heatmap_image = gr.Image(label=words("heatmap"), interactive=False, height=320, elem_id="heatmap")
             if examples:
                 gr.Examples(examples, inputs=image, label=words("examples"))
-            gr.on([image.change, threshold_slider.change, heatmap_box.change], classify, trigger_mode="always_last",
-                  inputs=[image, threshold_slider, heatmap_box], outputs=[label, answer, heatmap_image], api_name="classify")
+            gr.on([image.change, threshold_slider.change, heatmap_box.change, tta_box.change], classify,
+                  trigger_mode="always_last", inputs=[image, threshold_slider, heatmap_box, tta_box],
+                  outputs=[label, answer, heatmap_image], api_name="classify")
             # The tutorial's API, one photo in and the probabilities out, kept for scripts (see the docstring).
             gr.Button(visible=False).click(predict, inputs=image, outputs=label, api_name="predict")
         with gr.Tab(words("many_photos")):

@@ -127,9 +127,9 @@ def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.d
         threading.Thread(target=get_ready, name="compile", daemon=True).start()
 
     @torch.inference_mode()
-    def batch_predict(images: list[Image.Image]) -> torch.Tensor:
+    def batch_predict(images: list[Image.Image], tta: bool = False) -> torch.Tensor:
         # Compiled for one photo only: other batch sizes would each trigger a new compile.
         run = answering["one"] if len(images) == 1 else answering["many"]
-        return torch.softmax(run(to_batch(images)).float(), dim=1).cpu()
+        return class_probabilities(run, to_batch(images), tta).cpu()
 
     return batch_predict

@@ -28,6 +28,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "one_photo": ("One photo", "单张照片"),
     "photo": ("Photo", "照片"),
     "show_heatmap": ("Show where the model looked (Grad-CAM heat map)", "显示模型在看哪里（Grad-CAM 热力图）"),
+    "tta": ("Also look at the mirrored photo (flip TTA: a little more accurate, twice the time)",
+            "同时看镜像照片（翻转 TTA：略更准确，耗时加倍）"),
     "probabilities": ("Probabilities", "概率"),
     "heatmap": ("Heat map: red areas drove the answer most", "热力图：越红的地方，对结果的影响越大"),
     "examples": ("Examples", "示例"),
@@ -64,7 +66,7 @@ REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（�
               (r"not an image file.*", "不是图片文件，或者是 Pillow 读不了的格式"),
               (r"cannot be decoded \((.*)\)", "无法解码（{0}）")]
 # The page's fixed words, handed to Gradio's frontend (gr.I18n) instead of computed per request.
-PAGE_KEYS = ["threshold", "one_photo", "photo", "show_heatmap", "probabilities", "heatmap", "examples", "many_photos",
+PAGE_KEYS = ["threshold", "one_photo", "photo", "show_heatmap", "tta", "probabilities", "heatmap", "examples", "many_photos",
              "files", "classify_all", "results", "download_csv"]
 
 

@@ -128,6 +128,14 @@ def test_the_page_says_not_sure_below_the_threshold_and_draws_a_heat_map(trained
         assert sure.startswith(f"## {best}\n") and "Not sure" not in sure
         assert "does not look like" not in sure  # trained from scratch: no ImageNet head to ask
         _, doubtful, no_heatmap = client.predict(handle_file(str(photo)), 1.0, False, api_name="/classify")
+        # The TTA checkbox: the mean of the photo's answer and its mirror image's.
+        mirrored = trained_run / "mirrored.png"
+        with Image.open(photo) as original:
+            ImageOps.mirror(original.convert("RGB")).save(mirrored)
+        mirror = confidences(client.predict(handle_file(str(mirrored)), api_name="/predict"))
+        with_tta, _, _ = client.predict(handle_file(str(photo)), 0.0, False, True, api_name="/classify")
+        assert confidences(with_tta) == pytest.approx({k: (expected[k] + mirror[k]) / 2 for k in expected}, abs=1e-4)
+        assert mirror != pytest.approx(expected, abs=1e-4)  # the mirror answers differently: the mean is not a no-op
     assert doubtful.startswith("## Not sure") and f"best guess is **{best}**" in doubtful
     assert no_heatmap is None
     with Image.open(heatmap) as drawn, Image.open(photo) as original:
