@@ -28,7 +28,6 @@ from pathlib import Path
 import psutil
 import swanlab
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
@@ -226,17 +225,7 @@ def inference_latencies(photos: list[Path], device, no_bf16: bool, compile_model
     model = build_model("resnet50", 2, "none").to(device).eval()
     meta = make_checkpoint(model, arch="resnet50", class_names=["cat", "dog"], image_size=256, epoch=0, metrics={})
 
-    def tutorial_predict(image: Image.Image) -> dict[str, float]:  # the tutorial's app.py, as written
-        transform = transforms.Compose([
-            transforms.Resize((256, 256)),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ])
-        image = transform(image).unsqueeze(0).to(device)
-        with torch.no_grad():
-            output = model(image)
-            probabilities = F.softmax(output, dim=1)
-        return {["cat", "dog"][i]: float(p) for i, p in enumerate(probabilities[0])}
+    tutorial_predict = bench_engines.make_tutorial_predict(model, device, ["cat", "dog"])
 
     def timed(function, argument) -> float:
         started = time.perf_counter()

@@ -137,20 +137,13 @@ def make_broken_files(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = False,
-            env: dict[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
-    """app.py started for real on a free port; yields a gradio_client Client (its URL is client.src) and the process.
-
-    The background torch.compile (app.py's default on CPUs) is off unless asked for: it would take
-    the 2 cores of CI for ~20 s at every start. Its own tests in test_app.py turn it on.
-    """
+def run_gradio_script(script: str, *args: str, cwd: Path, timeout: float = 120,
+                      env: dict[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
+    """A Gradio script of the repo (app.py, review.py) serving for real on a free port; yields a gradio_client
+    Client (its URL is client.src) and the process, and stops it at the end. Its output goes to a log in cwd."""
     port = free_port()
-    log = open(cwd / f"app-{port}.log", "w+", encoding="utf-8")
-    flags = [] if compile_model else ["--no-compile"]
-    # PyTorch answers unless a test asks for another engine: building OpenVINO INT8 in the background would take
-    # the cores for ~15 s and change the answers in the middle of a test. test_engines.py tests the engines.
-    flags += [] if "--engine" in args else ["--engine", "torch"]
-    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *flags, *args], cwd=cwd,
+    log = open(cwd / f"{Path(script).stem}-{port}.log", "w+", encoding="utf-8")
+    process = subprocess.Popen([sys.executable, str(REPO / script), "--port", str(port), *args], cwd=cwd,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
@@ -158,7 +151,7 @@ def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = F
         while True:
             if process.poll() is not None:
                 log.seek(0)
-                raise AssertionError(f"app.py exited {process.returncode}:\n{log.read()}")
+                raise AssertionError(f"{script} exited {process.returncode}:\n{log.read()}")
             try:
                 client = Client(f"http://127.0.0.1:{port}/", verbose=False)
                 break
@@ -171,6 +164,22 @@ def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = F
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def run_app(*args: str, cwd: Path, timeout: float = 120, compile_model: bool = False,
+            env: dict[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
+    """app.py started for real on a free port; yields a gradio_client Client (its URL is client.src) and the process.
+
+    The background torch.compile (app.py's default on CPUs) is off unless asked for: it would take
+    the 2 cores of CI for ~20 s at every start. Its own tests in test_app.py turn it on.
+    """
+    flags = [] if compile_model else ["--no-compile"]
+    # PyTorch answers unless a test asks for another engine: building OpenVINO INT8 in the background would take
+    # the cores for ~15 s and change the answers in the middle of a test. test_engines.py tests the engines.
+    flags += [] if "--engine" in args else ["--engine", "torch"]
+    with run_gradio_script("app.py", *flags, *args, cwd=cwd, timeout=timeout, env=env) as running:
+        yield running
 
 
 def find_chromium() -> str | None:

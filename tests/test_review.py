@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +14,7 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import expect
 
-from conftest import FAST_TRAIN_FLAGS, REPO, free_port, make_broken_files, make_dataset, run_script
+from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, run_gradio_script, run_script
 
 TIMEOUT_MS = 60_000
 
@@ -51,29 +47,8 @@ def mislabel(csv_path: Path, photo: str, label: int) -> None:
 @contextmanager
 def run_review(*args: str, cwd: Path, timeout: float = 120) -> Iterator[Client]:
     """review.py serving its page on a free port; yields a gradio_client Client (the URL is client.src)."""
-    port = free_port()
-    log = open(cwd / f"review-{port}.log", "w+", encoding="utf-8")
-    process = subprocess.Popen([sys.executable, str(REPO / "review.py"), "--port", str(port), *args], cwd=cwd,
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"review.py exited {process.returncode}:\n{log.read()}")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    with run_gradio_script("review.py", *args, cwd=cwd, timeout=timeout) as (client, _):
         yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_csv_out_ranks_a_mislabeled_photo_first_after_the_unreadable_one(review_run: Path, tmp_path: Path) -> None:
