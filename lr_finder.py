@@ -20,7 +20,6 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import swanlab
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -172,6 +171,7 @@ def find_lr(args: argparse.Namespace, trained: nn.Module, loader: DataLoader, op
 def log_lr_find(found: dict | None, output_dir: str) -> bool:
     """The range test to SwanLab: `lr_find/loss` against `lr_find/lr` step by step, and the plot. Returns True
     when the run ends here: --lr-find without --lr auto."""
+    from run_folder import swanlab  # SwanLab, or its stand-in where it is not installed (run_folder.py)
     if found is None:
         return False
     for step, (lr, loss) in enumerate(zip(found["lrs"], found["losses"], strict=True), start=1):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from checkpoint import (
     CHECKPOINT_FORMAT,
+    TRAINING_STATE_KEYS,
     Checkpoint,
     checkpoint_transform,
     load_checkpoint,
@@ -60,7 +61,7 @@ def test_every_key_is_filled_for_an_old_file_and_the_tutorials(tmp_path: Path) -
     torch.save(model.state_dict(), tmp_path / "tutorial.pth")
     for name, expected_format, size in (("old.pth", 0, 64), ("tutorial.pth", 0, 256)):
         checkpoint = read_checkpoint(tmp_path / name)
-        assert set(Checkpoint.__annotations__) - set(checkpoint) <= {"optimizer_state", "scheduler_state"}
+        assert set(Checkpoint.__annotations__) - set(checkpoint) <= set(TRAINING_STATE_KEYS)  # only for resuming
         assert checkpoint["format"] == expected_format and checkpoint["image_size"] == size
         assert checkpoint["mean"] == [0.485, 0.456, 0.406] and checkpoint["std"] == [0.229, 0.224, 0.225]
         assert checkpoint["class_names"] == ["cat", "dog"] and checkpoint["history"] == [] and checkpoint["config"] == {}

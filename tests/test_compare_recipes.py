@@ -37,5 +37,6 @@ def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
         checkpoint = read_checkpoint(tmp_path / f"recipes/recipe1-seed{seed}/latest_checkpoint.pth")
         assert checkpoint["config"]["seed"] == seed and checkpoint["config"]["zero_init_residual"] is True
     tutorial_config = read_checkpoint(tmp_path / "recipes/recipe0-seed1/latest_checkpoint.pth")["config"]
-    assert tutorial_config["scheduler"] == "none" and tutorial_config["no_augment"] and not tutorial_config["zero_init_residual"]
+    assert tutorial_config["scheduler"] == "none" and tutorial_config["augment"] == "none"
+    assert not tutorial_config["zero_init_residual"]
     assert "\n".join(lines) in result.stdout
