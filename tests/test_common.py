@@ -185,7 +185,7 @@ def step():
     optimizer.step()
 step(), step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(5):
     step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -194,4 +194,4 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         result = subprocess.run([sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True, check=True)
         faults[mode] = int(result.stdout.split()[-1])
     assert faults["default"] > 10_000, faults  # glibc maps and unmaps the activations every step
-    assert faults["keep"] < 1_000, faults
+    assert faults["keep"] * 10 < faults["default"], faults  # kept: a few one-time faults at most (0 to 2,300 seen)
