@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-from checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint  # noqa: E402
+from checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from common import (  # noqa: E402
     IMAGE_EXTENSIONS,
     UNREADABLE_IMAGE_ERRORS,
@@ -380,10 +380,7 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
 def main(args: argparse.Namespace) -> None:
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    try:
-        model, meta = load_checkpoint(checkpoint_path, device)
-    except (ValueError, KeyError, RuntimeError) as error:
-        raise SystemExit(f"cannot load {checkpoint_path}: {error}") from None
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     print(f"loaded {checkpoint_path} ({meta['arch']}, classes {meta['class_names']}) on {device}", flush=True)
     amp_dtype = autocast_dtype(device) if args.amp is not False else None
     if args.amp and amp_dtype is None:

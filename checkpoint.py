@@ -157,6 +157,15 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     return model, meta
 
 
+def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """load_checkpoint for a script's start: a file that cannot be loaded ends the script with one line that
+    names it, not a traceback."""
+    try:
+        return load_checkpoint(path, device)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise SystemExit(f"cannot load {path}: {error}") from None
+
+
 def preprocessing(meta: Checkpoint) -> dict[str, Any]:
     """image_size, mean and std as the checkpoint was trained with: the keyword arguments of
     common.eval_transform and load_datasets' datasets, so that every script builds the same input."""

@@ -40,7 +40,7 @@ from PIL import Image, ImageOps  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from checkpoint import find_checkpoint, load_checkpoint, preprocessing  # noqa: E402
+from checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
 from common import UNREADABLE_IMAGE_ERRORS, autocast_dtype, make_console_safe, open_image, pick_device, to_device  # noqa: E402
 from inference import prepare_for_inference  # noqa: E402
 from load_datasets import CsvError, DatasetLoader, collate_readable, parse_csv  # noqa: E402
@@ -372,10 +372,7 @@ def main(args: argparse.Namespace) -> None:
     decisions = load_decisions(decisions_path)  # first: a broken file stops the run before minutes of ranking
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    try:
-        model, meta = load_checkpoint(checkpoint_path, device)
-    except (ValueError, KeyError, RuntimeError) as error:
-        raise SystemExit(f"cannot load {checkpoint_path}: {error}") from None
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     class_names = meta["class_names"]
     print(f"ranking the photos of {', '.join(args.splits)} with {checkpoint_path} on {device}", flush=True)
     ranked = rank_photos(model, meta, data_dir, args.splits, device, args.batch_size)
