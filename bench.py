@@ -36,7 +36,7 @@ import bench_engines
 import common
 import train
 from checkpoint import make_checkpoint, read_checkpoint
-from common import build_model, make_console_safe, pick_device
+from common import build_model, keep_freed_memory, make_console_safe, pick_device
 from inference import compile_by_default, make_batch_predict
 from load_datasets import DatasetLoader, collate_readable, read_csv_rows
 from recipe import resolve_speed_settings
@@ -281,6 +281,7 @@ def loader_throughput(data_dir: Path, device: torch.device, batch_size: int, ima
     rates = [("tutorial (decoded every epoch, 0 workers)",
               loader_rate(tutorial, device, batch_size, 0, max(batch_size * 2, photos // 20)))]
     cores = os.cpu_count() or 1
+    keep_freed_memory()  # as train.py does before its loaders start (after the tutorial's, which has no such setting)
     for mode, workers in (("off", max(1, cores - 1)), ("off", cores), ("memory", 0), ("disk", 0), ("disk", cores)):
         dataset = DatasetLoader(data_dir / "train.csv", image_size, train=True)
         if mode != "off":

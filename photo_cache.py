@@ -85,9 +85,14 @@ class DiskCache:
         return self.count
 
     def __getitem__(self, index: int) -> torch.Tensor | str:
+        return self.read(index)
+
+    def read(self, index: int, photo: torch.Tensor | None = None) -> torch.Tensor | str:
+        """The photo, read into `photo` (a dense uint8 size×size×3 tensor) when given: a batch's slot or a buffer."""
         if index in self.unreadable:
             return self.unreadable[index]
-        photo = torch.empty(self.image_size, self.image_size, 3, dtype=torch.uint8)
+        if photo is None:
+            photo = torch.empty(self.image_size, self.image_size, 3, dtype=torch.uint8)
         buffer = memoryview(photo.numpy()).cast("B")  # read straight into the tensor: no copy in between
         if hasattr(os, "preadv"):
             os.preadv(self._file(), [buffer], index * self.photo_bytes)

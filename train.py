@@ -35,7 +35,8 @@ from common import (
     pick_device,
     to_device,
 )
-from load_datasets import CACHE_MODES, DatasetLoader, feature_loaders, load_gallery, load_train_val, loader_options, make_loaders
+from frozen_backbone import feature_loaders
+from load_datasets import CACHE_MODES, DatasetLoader, load_gallery, load_train_val, loader_options, make_loaders
 from lr_finder import find_lr, learning_rate, log_lr_find
 from recipe import (
     BEST_RULES,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from common import eval_transform, normalize
+from common import augment_photo, eval_transform, normalize
 from conftest import make_broken_files, make_photo
 from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
 
@@ -100,3 +102,43 @@ def test_unreadable_photos_are_left_out_of_the_batch_with_their_reason(tmp_path:
     assert [problem.split(": ")[0] for problem in problems] == [str(broken[k]) for k in ("truncated", "text", "bomb")]
     images, labels, indices, problems = collate_readable([dataset[1]])
     assert images.numel() == 0 and labels.numel() == 0 and len(problems) == 1
+
+
+@pytest.mark.parametrize("cache", ["off", "disk", "memory"])
+def test_a_batch_is_its_photos_one_by_one_on_two_threads_and_in_a_worker(dataset: Path, cache: str) -> None:
+    (dataset / "train" / "notes.jpg").write_text("not a photo", encoding="utf-8")
+    rows = (dataset / "train.csv").read_text(encoding="utf-8").splitlines()
+    rows.insert(5, "train/notes.jpg,1")  # unreadable, in the middle of the batch
+    (dataset / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
+    if cache != "off":
+        train.cache_images(cache)
+    order = list(range(len(train)))[::-1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the two-thread path, even on a one-core machine
+    try:
+        for augment in ("light", None):
+            check_batch_against_photos(train, order, augment, dataset / "train" / "notes.jpg")
+    finally:
+        torch.set_num_threads(threads)
+    # In a worker process the batch is made in shared memory and handed over whole.
+    loader = DataLoader(train, batch_size=len(train), sampler=order, num_workers=1, collate_fn=collate_readable)
+    images, labels, indices, problems = next(iter(loader))
+    expected = collate_readable([train[i] for i in order])
+    assert images.is_shared() and torch.equal(images, expected[0]) and len(problems) == 1
+
+
+def check_batch_against_photos(train: DatasetLoader, order: list[int], augment: str | None, broken: Path) -> None:
+    """The same seed, the same pixels: the batch made on two threads equals the photos made one by one."""
+    train.augment = augment
+    random.seed(3)
+    one_by_one = [train[i] for i in order]
+    random.seed(3)
+    images, labels, indices, problems = collate_readable(train.__getitems__(order))
+    expected = collate_readable(one_by_one)
+    assert torch.equal(images, expected[0]) and images.shape == (16, 32, 32, 3)
+    assert labels.tolist() == expected[1].tolist() and indices.tolist() == expected[2].tolist()
+    assert len(problems) == 1 and problems[0].startswith(str(broken))
+    if augment:  # the crop and flip of common.augment_photo, the same random draws
+        random.seed(3)
+        assert torch.equal(images[0], augment_photo(train.resized(order[0])))

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import FAST_TRAIN_FLAGS, make_dataset, read_swanlab_runs, run_script
-from load_datasets import collate_features
+from frozen_backbone import collate_features
 from lr_finder import lr_range_test, suggest_lr
 
 

@@ -1,0 +1,55 @@
+"""--freeze-backbone: the backbone never changes, so its features are computed once and the head trains on them,
+in milliseconds an epoch. The feature batches are shaped like load_datasets.collate_readable's."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, default_collate
+from tqdm import tqdm
+
+from common import autocast, to_device
+from load_datasets import DatasetLoader, loader_options
+
+
+def feature_loaders(model: nn.Module, args: argparse.Namespace, train_set: DatasetLoader, val_loader: DataLoader,
+                    device: torch.device, amp_dtype: torch.dtype | None,
+                    generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
+    """--freeze-backbone: the backbone never changes, so its features are computed once and the head trains
+    on them. Returns the train and val loaders of features, and the photos that could not be read."""
+    train_set.augment = False  # features of the un-augmented photos
+    features, unreadable = [], []
+    for loader in (DataLoader(train_set, **{**loader_options(args, device), "shuffle": False}), val_loader):
+        dataset, problems = extract_features(model, loader, device, amp_dtype, args.channels_last)
+        unreadable += problems
+        features.append(dataset)
+    train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
+                              drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
+    return train_loader, DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features), unreadable
+
+
+def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Batches of precomputed features, shaped like collate_readable's (nothing unreadable left)."""
+    return (*default_collate(batch), [])
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
+                     channels_last: bool) -> tuple[TensorDataset, list[str]]:
+    """(features, label, index) for every readable photo, what the frozen backbone hands to the head,
+    and the photos that could not be read."""
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    features, labels, indices, unreadable = [], [], [], []
+    for images, batch_labels, batch_indices, problems in tqdm(loader, desc="computing features once", unit="batch",
+                                                              leave=False, dynamic_ncols=True):
+        unreadable += problems
+        if len(batch_labels):
+            with autocast(device, amp_dtype):
+                features.append(model(to_device(images, device, channels_last)).float().cpu())
+            labels.append(batch_labels)
+            indices.append(batch_indices)
+    model.fc = head
+    return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices)), unreadable
