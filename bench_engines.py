@@ -87,6 +87,9 @@ def page_latencies(model: torch.nn.Module, meta: dict, engines: dict[str, Callab
     timings: dict[str, list[float]] = {name: [] for name in answer}
     for photo in photos[:3] + photos:
         for name, function in answer.items():
+            # A pause, as between a user's photos: the threads of the path timed just before (torch's OpenMP,
+            # OpenVINO's TBB) spin a while after their work and, without it, take the cores from the next path.
+            time.sleep(0.05)
             timings[name].append(timed_ms(function, photo))
     return {name: values[3:] for name, values in timings.items()}  # the first three warm caches and kernels up
 
