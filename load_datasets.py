@@ -247,6 +247,15 @@ def collate_readable(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, to
     return images, labels, indices, problems
 
 
+def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
+    """Warn once per photo that fails to decode (collate_readable's problems); the run goes on without it."""
+    for problem in problems:
+        if problem not in unreadable:
+            unreadable.add(problem)
+            if distributed.is_main_process():  # the other processes' photos are listed at the end of the run
+                tqdm.write(f"warning: skipped unreadable photo {problem}")
+
+
 def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
                    augment: bool | str = True) -> tuple[list[str], DatasetLoader, DatasetLoader]:
     """The class names, train set and val set of a data folder, for train.py.
