@@ -46,7 +46,7 @@ from common import (  # noqa: E402
 )
 from engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from inference import compile_by_default, make_batch_predict  # noqa: E402
-from translations import LANGUAGES, PAGE_KEYS, TEXTS, language_of, reason_in, text  # noqa: E402
+from translations import LANGUAGES, TEXTS, language_of, page_translations, reason_in, text  # noqa: E402
 
 MAX_UPLOAD = "20mb"
 EXAMPLES_PER_CLASS = 2
@@ -88,20 +88,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--language", choices=["auto", *LANGUAGES], default="auto",
                         help="the page's language: auto follows each browser (Chinese for Chinese browsers, else English)")
     return parser
-
-
-def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "auto") -> gr.I18n:
-    """The page's fixed words in both languages, for Gradio's frontend to show the browser's own.
-
-    The frontend looks a zh-CN browser's words up under "zh-CN", then "zh", then "en": so "zh" serves every
-    Chinese browser and "en" all others, and a forced --language puts its words under both.
-    """
-    words = {}
-    for lang in LANGUAGES:
-        title = text("title", lang, names=" vs ".join(name.capitalize() for name in meta["class_names"]))
-        words[lang] = {key: text(key, lang) for key in PAGE_KEYS}
-        words[lang]["header"] = f"# {title}\n{describe(meta, checkpoint_path, lang)}"
-    return gr.I18n(**{lang: words[lang if language == "auto" else language] for lang in LANGUAGES})
 
 
 def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
@@ -174,20 +160,6 @@ def make_heatmap(model: torch.nn.Module, meta: Checkpoint, device: torch.device)
         return Image.blend(shown, colors, alpha=0.45)
 
     return heatmap
-
-
-def describe(meta: Checkpoint, checkpoint_path: Path, language: str = "en") -> str:
-    """What is loaded, in one line of Markdown for the top of the page."""
-    weights = str(meta["weights"] or "unknown")
-    start = text("scratch", language) if weights.lower() == "none" else text("fine_tuned", language, weights=weights)
-    parts = [text("model", language, arch=meta["arch"], start=start),
-             text("classes", language, names=", ".join(meta["class_names"]))]
-    accuracy = meta["metrics"].get("val_acc")
-    if accuracy is not None:
-        parts.append(text("accuracy", language, accuracy=accuracy, epoch=meta["epoch"]))
-    if meta["saved_at"]:
-        parts.append(text("saved", language, saved=meta["saved_at"].replace("T", " ")))
-    return " · ".join(parts + [f"`{checkpoint_path}`"])
 
 
 def verdict(probabilities: dict[str, float], threshold: float, pet_share: float | None, language: str = "en") -> str:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate, get_worker_info
+from tqdm import tqdm
 
 import distributed
 from common import (
@@ -314,6 +315,15 @@ def collate_readable(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, to
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), problems
     images, labels, indices = default_collate(readable)
     return images, labels, indices, problems
+
+
+def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
+    """Warn once per photo that fails to decode (collate_readable's problems); the run goes on without it."""
+    for problem in problems:
+        if problem not in unreadable:
+            unreadable.add(problem)
+            if distributed.is_main_process():  # the other processes' photos are listed at the end of the run
+                tqdm.write(f"warning: skipped unreadable photo {problem}")
 
 
 def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,

@@ -145,27 +145,29 @@ def save_lr_plot(lrs: list[float], losses: list[float], suggestion: tuple[float,
 
 
 def find_lr(args: argparse.Namespace, trained: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-            criterion: nn.Module, device: torch.device, speed: dict, resume_from: dict | None) -> dict | None:
+            criterion: nn.Module, device: torch.device, speed: dict,
+            resume_from: dict | None) -> tuple[float, dict | None]:
     """--lr-find and --lr auto: the range test on the model as its first epoch trains it (the head alone in a
-    --freeze-epochs phase), the plot beside the checkpoints, the suggestion printed. With --lr auto, args.lr
-    and the optimizer's rates become the suggestion; on --resume, the rate the run started with."""
+    --freeze-epochs phase), the plot beside the checkpoints, the suggestion printed. Returns the peak rate the
+    run trains at and the test's results (None when it did not run). The rate is --lr; with --lr auto, the
+    suggestion, which the optimizer's rates are set to, and on --resume the rate the run started with.
+    args is only read: run_folder.start_swanlab records the rate and the suggestion with the configuration."""
     train_after = args.lr == "auto" or not args.lr_find
-    if args.lr == "auto" and resume_from:  # found when the run started: its schedule goes on from the checkpoint
-        args.lr = resume_from["config"].get("lr", 1e-4)
-    if not (args.lr_find or args.lr == "auto"):
-        return None
+    # --lr auto on --resume: found when the run started; its schedule goes on from the checkpoint.
+    lr = resume_from["config"].get("lr", 1e-4) if args.lr == "auto" and resume_from else args.lr
+    if not (args.lr_find or lr == "auto"):
+        return lr, None
     lrs, losses = lr_range_test(trained, loader, optimizer, criterion, device, num_steps=args.lr_find_steps, **speed)
     suggested, index = suggest_lr(lrs, losses, args.lr_find_steps)
     path = Path(args.output_dir) / "lr_find.png"
     save_lr_plot(lrs, losses, (suggested, index), path)
     print(f"lr finder: {len(lrs)} steps from {lrs[0]:.0e} to {lrs[-1]:.1e}; suggested lr {suggested:.2e} "
           f"(fastai's valley rule)  |  plot: {path}")
-    args.lr_suggested = suggested  # recorded with the configuration (args.json, SwanLab, the checkpoint)
-    if args.lr == "auto":
-        args.lr = suggested
+    if lr == "auto":
+        lr = suggested
         for group in optimizer.param_groups:
             group["lr"] = suggested * group.get("lr_scale", 1.0)
-    return {"lrs": lrs, "losses": losses, "suggested": suggested, "train_after": train_after}
+    return lr, {"lrs": lrs, "losses": losses, "suggested": suggested, "train_after": train_after}
 
 
 def log_lr_find(found: dict | None, output_dir: str) -> bool:

@@ -1,4 +1,5 @@
-"""How train.py trains: optimizer, learning-rate schedule, speed settings, the rule that picks the best epoch, curves.
+"""How train.py trains: --resume, the model and optimizer, learning-rate schedule, speed settings, the rule that picks
+the best epoch, curves.
 
 Only training needs these; what training and serving must agree on (model, preprocessing) is in common.py.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,12 +17,77 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import distributed
-from common import autocast_dtype
+from checkpoint import Checkpoint, read_checkpoint
+from common import autocast_dtype, build_model
 from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader
 
 WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
 BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
 EMA_WARMUP_POWER = 2 / 3  # timm's ModelEmaV3 default
+# Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
+DEFAULT_MODEL, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS = "resnet50", 256, "IMAGENET1K_V2"
+
+
+def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | None:
+    """--resume: the checkpoint to continue. Its model, image size and weights fill the flags not given,
+    before anything reads them; a flag given with another value is refused."""
+    if args.resume:
+        if not latest_path.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
+        try:
+            checkpoint = read_checkpoint(latest_path)
+        except ValueError as error:
+            raise SystemExit(f"--resume: {error}") from None
+        recorded = {"--model": ("model", checkpoint["arch"]), "--image-size": ("image_size", checkpoint["image_size"]),
+                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights")),
+                    # The optimizer's groups and the phase of each epoch depend on these two.
+                    "--freeze-epochs": ("freeze_epochs", checkpoint["config"].get("freeze_epochs", 0)),
+                    "--lr-decay-per-stage": ("lr_decay_per_stage", checkpoint["config"].get("lr_decay_per_stage", 1.0))}
+        for flag, (name, value) in recorded.items():
+            given = getattr(args, name)
+            if given is not None and value is not None and given != value:
+                raise SystemExit(f"--resume: {latest_path} was trained with {flag} {value}, but this command says "
+                                 f"{flag} {given}. Leave {flag} out to continue with {value}.")
+            setattr(args, name, value if given is None else given)
+        if checkpoint["epoch"] >= args.epochs:
+            print(f"{latest_path} has already been trained for {checkpoint['epoch']} epochs; "
+                  f"pass a larger --epochs to train further.")
+            raise SystemExit(0)
+        was_frozen = bool(checkpoint["config"].get("freeze_backbone", False))
+        if was_frozen != args.freeze_backbone:
+            raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} --freeze-backbone, "
+                             f"but this command runs {'without' if was_frozen else 'with'} it; resume it the same way.")
+    args.model = args.model or DEFAULT_MODEL
+    args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
+    args.weights = args.weights or DEFAULT_WEIGHTS
+    args.freeze_epochs, args.lr_decay_per_stage = args.freeze_epochs or 0, args.lr_decay_per_stage or 1.0
+    return checkpoint if args.resume else None
+
+
+def resume_point(resume_from: Checkpoint | None, latest_path: Path) -> tuple[int, list[dict]]:
+    """The first epoch to train and the history so far: where the resumed checkpoint stopped, else epoch 1 and none."""
+    if not resume_from:
+        return 1, []
+    print(f"resuming from {latest_path} at epoch {resume_from['epoch'] + 1}")
+    return resume_from["epoch"] + 1, resume_from["history"]
+
+
+def setup_model(args: argparse.Namespace, num_classes: int, device: torch.device, amp_dtype: torch.dtype | None,
+                resume_from: Checkpoint | None) -> tuple[nn.Module, torch.optim.Optimizer, AveragedModel | None,
+                                                         torch.amp.GradScaler]:
+    """The ResNet with a new head, from the --weights or the checkpoint resumed, on the device; its optimizer;
+    its average (--ema); and the gradient scaler, which only fp16 needs."""
+    model = build_model(args.model, num_classes, weights="none" if resume_from else args.weights,
+                        zero_init_residual=args.zero_init_residual)
+    if resume_from:
+        model.load_state_dict(resume_from["model_state"])
+    if args.sync_bn and distributed.is_distributed():  # same parameters and state-dict keys: checkpoints stay plain ResNets
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
+    model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+    optimizer = make_optimizer(args, parameter_groups(model, args), device, resume_from and resume_from["optimizer_state"])
+    ema = make_ema(model, args.ema_decay, resume_from and resume_from.get("ema_state")) if args.ema else None
+    return model, optimizer, ema, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
 def make_optimizer(args: argparse.Namespace, parameters, device: torch.device,
@@ -112,6 +179,14 @@ def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: 
     return resolve_speed_settings(args, device, train_set, val_set)
 
 
+def step_speed(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """The mixed precision and memory layout of the training and evaluation steps. The head alone
+    (--freeze-backbone) trains on fp32 features in milliseconds: no mixed precision or layout needed there."""
+    if args.freeze_backbone:
+        return {"amp_dtype": None, "channels_last": False}
+    return {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
+
+
 def windowed_val_accs(history: list[dict[str, float]], window: int, key: str = "val_acc") -> list[tuple[int, float]]:
     """(epoch, mean val accuracy of the `window` evaluations ending there) for every evaluated epoch.
 
@@ -140,6 +215,17 @@ def best_evaluation(history: list[dict[str, float]], window: int, key: str = "va
     candidates = range(window - 1, len(scores)) if len(scores) >= window else range(len(scores))
     best = max(candidates, key=lambda i: scores[i][1])
     return *scores[best], len(scores) - 1 - best
+
+
+def stop_early(history: list[dict[str, float]], args: argparse.Namespace) -> bool:
+    """--early-stopping N: whether N evaluations have gone by without a better val accuracy, judged as the best epoch
+    is, on the windowed mean, not on one lucky evaluation. Says so when they have."""
+    best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
+    if not (args.early_stopping and evaluations_since_best >= args.early_stopping):
+        return False
+    print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
+          f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
+    return True
 
 
 def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bool = False) -> tuple[int, bool]:

@@ -37,11 +37,30 @@ except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains
 SWANLAB_LOG_DIR = "swanlog"
 
 
-def start_swanlab(args: argparse.Namespace, class_names: list[str], device: torch.device, train_set: DatasetLoader,
-                  val_set: DatasetLoader) -> dict:
-    """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too)."""
-    config = {**vars(args), "num_classes": len(class_names), "class_names": class_names, "device": str(device),
-              "train_size": len(train_set), "val_size": len(val_set), "world_size": distributed.get_world_size()}
+def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],
+                train_set: DatasetLoader, val_set: DatasetLoader) -> None:
+    """train.py's first lines: the device, the photos and classes, the speed settings chosen, and torchrun's processes."""
+    cached = {"memory": ", photos cached in memory", "disk": ", photos cached on disk"}.get(args.cache, "")
+    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos at {args.image_size}×{args.image_size}"
+          f"  |  classes: {', '.join(class_names)}")
+    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
+          f"{', channels_last' if args.channels_last else ''}{cached}"
+          f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
+    if distributed.is_distributed():
+        world_size = distributed.get_world_size()
+        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
+              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
+
+
+def start_swanlab(args: argparse.Namespace, lr: float, lr_found: dict | None, class_names: list[str],
+                  device: torch.device, train_set: DatasetLoader, val_set: DatasetLoader) -> dict:
+    """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too).
+    `lr` and `lr_found`: lr_finder.find_lr's answers, the rate the run trains at (recorded as `lr`, for --lr auto
+    too) and the range test, whose suggestion is recorded as `lr_suggested`."""
+    suggested = {"lr_suggested": lr_found["suggested"]} if lr_found else {}
+    config = {**vars(args), "lr": lr, **suggested, "num_classes": len(class_names), "class_names": class_names,
+              "device": str(device), "train_size": len(train_set), "val_size": len(val_set),
+              "world_size": distributed.get_world_size()}
     swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
     # The other processes log nothing: their swanlab.log calls do nothing.
     swanlab.init(project=args.project, name=args.experiment_name,

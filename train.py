@@ -20,46 +20,40 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import distributed
-from checkpoint import Checkpoint, read_checkpoint
-from common import (
-    AUGMENT_CHOICES,
-    MODEL_NAMES,
-    autocast,
-    build_model,
-    keep_freed_memory,
-    make_console_safe,
-    pick_device,
-    to_device,
-)
+from checkpoint import read_checkpoint
+from common import AUGMENT_CHOICES, MODEL_NAMES, autocast, keep_freed_memory, make_console_safe, pick_device, to_device
 from frozen_backbone import feature_loaders
-from load_datasets import CACHE_MODES, DatasetLoader, load_gallery, load_train_val, loader_options, make_loaders
+from load_datasets import (
+    CACHE_MODES,
+    DatasetLoader,
+    load_gallery,
+    load_train_val,
+    loader_options,
+    make_loaders,
+    report_unreadable,
+)
 from lr_finder import find_lr, learning_rate, log_lr_find
 from recipe import (
     BEST_RULES,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_WEIGHTS,
     best_evaluation,
-    make_ema,
-    make_optimizer,
     make_scheduler,
-    parameter_groups,
+    resolve_resume,
     resolve_settings,
+    resume_point,
     set_backbone_frozen,
+    setup_model,
+    step_speed,
+    stop_early,
     windowed_val_accs,
 )
-from run_folder import (
-    log_validation,
-    print_summary,
-    save_checkpoints,
-    save_train_batch,
-    start_swanlab,
-    swanlab,
-)
-
-# Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
-DEFAULT_MODEL, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS = "resnet50", 256, "IMAGENET1K_V2"
+from run_folder import log_validation, print_setup, print_summary, save_checkpoints, save_train_batch, start_swanlab, swanlab
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -154,69 +148,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | None:
-    """--resume: the checkpoint to continue. Its model, image size and weights fill the flags not given,
-    before anything reads them; a flag given with another value is refused."""
-    if args.resume:
-        if not latest_path.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
-        try:
-            checkpoint = read_checkpoint(latest_path)
-        except ValueError as error:
-            raise SystemExit(f"--resume: {error}") from None
-        recorded = {"--model": ("model", checkpoint["arch"]), "--image-size": ("image_size", checkpoint["image_size"]),
-                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights")),
-                    # The optimizer's groups and the phase of each epoch depend on these two.
-                    "--freeze-epochs": ("freeze_epochs", checkpoint["config"].get("freeze_epochs", 0)),
-                    "--lr-decay-per-stage": ("lr_decay_per_stage", checkpoint["config"].get("lr_decay_per_stage", 1.0))}
-        for flag, (name, value) in recorded.items():
-            given = getattr(args, name)
-            if given is not None and value is not None and given != value:
-                raise SystemExit(f"--resume: {latest_path} was trained with {flag} {value}, but this command says "
-                                 f"{flag} {given}. Leave {flag} out to continue with {value}.")
-            setattr(args, name, value if given is None else given)
-        if checkpoint["epoch"] >= args.epochs:
-            print(f"{latest_path} has already been trained for {checkpoint['epoch']} epochs; "
-                  f"pass a larger --epochs to train further.")
-            raise SystemExit(0)
-        was_frozen = bool(checkpoint["config"].get("freeze_backbone", False))
-        if was_frozen != args.freeze_backbone:
-            raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} --freeze-backbone, "
-                             f"but this command runs {'without' if was_frozen else 'with'} it; resume it the same way.")
-    args.model = args.model or DEFAULT_MODEL
-    args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
-    args.weights = args.weights or DEFAULT_WEIGHTS
-    args.freeze_epochs, args.lr_decay_per_stage = args.freeze_epochs or 0, args.lr_decay_per_stage or 1.0
-    return checkpoint if args.resume else None
-
-
-def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],
-                train_set: DatasetLoader, val_set: DatasetLoader) -> None:
-    cached = {"memory": ", photos cached in memory", "disk": ", photos cached on disk"}.get(args.cache, "")
-    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos at {args.image_size}×{args.image_size}"
-          f"  |  classes: {', '.join(class_names)}")
-    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
-          f"{', channels_last' if args.channels_last else ''}{cached}"
-          f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
-    if distributed.is_distributed():
-        world_size = distributed.get_world_size()
-        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
-              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
-
-
-def create_model(args: argparse.Namespace, num_classes: int, device: torch.device, resume_from: Checkpoint | None,
-                 under_torchrun: bool) -> nn.Module:
-    """The ResNet with a new head, from the --weights or the checkpoint resumed, on the device."""
-    model = build_model(args.model, num_classes, weights="none" if resume_from else args.weights,
-                        zero_init_residual=args.zero_init_residual)
-    if resume_from:
-        model.load_state_dict(resume_from["model_state"])
-    if args.sync_bn and under_torchrun:  # same parameters and state-dict keys: checkpoints stay plain ResNets
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
-    return model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-
-
 def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: list[str], criterion: nn.Module,
                       device: torch.device, unreadable: set[str], best_epoch: int) -> None:
     """With a test.csv: the best checkpoint's accuracy on photos that chose nothing (val chose the epoch)."""
@@ -232,19 +163,15 @@ def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: l
     print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
 
 
-def report_unreadable(problems: list[str], unreadable: set[str]) -> None:
-    """Warn once per photo that fails to decode; the run goes on without it."""
-    for problem in problems:
-        if problem not in unreadable:
-            unreadable.add(problem)
-            if distributed.is_main_process():  # the other processes' photos are listed at the end of the run
-                tqdm.write(f"warning: skipped unreadable photo {problem}")
-
-
-def prepare_photos(args: argparse.Namespace, train_set: DatasetLoader, val_set: DatasetLoader, train_loader: DataLoader,
-                   class_names: list[str]) -> set[str]:
-    """Empty files reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees,
-    its first batch de-normalised and labelled. Returns the photos found unreadable so far."""
+def prepare_loaders(args: argparse.Namespace, model: nn.Module, train_set: DatasetLoader, val_set: DatasetLoader,
+                    class_names: list[str], device: torch.device, amp_dtype: torch.dtype | None,
+                    generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None, list, set[str]]:
+    """The train and val loaders (of features computed once with --freeze-backbone), the train sampler (under
+    torchrun), the val photos shown in SwanLab, and the photos found unreadable so far. On the way: empty files
+    reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees, its first batch
+    de-normalised and labelled."""
+    train_loader, val_loader, train_sampler = make_loaders(args, train_set, val_set, device, generator)
+    gallery = load_gallery(val_set) if distributed.is_main_process() else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
     if args.cache != "off":
@@ -253,7 +180,10 @@ def prepare_photos(args: argparse.Namespace, train_set: DatasetLoader, val_set: 
             val_set.cache_images(args.cache, progress=distributed.is_main_process())
     if distributed.is_main_process():
         save_train_batch(train_loader, class_names, Path(args.output_dir) / "train_batch.jpg")
-    return unreadable
+    if args.freeze_backbone:
+        train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
+        report_unreadable(problems, unreadable)
+    return train_loader, val_loader, train_sampler, gallery, unreadable
 
 
 def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, criterion: nn.Module,
@@ -347,39 +277,27 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
 def main(args: argparse.Namespace) -> None:
     keep_freed_memory()  # Linux: 1.2× faster steps on a CPU
     ddp_device = distributed.init_distributed(args)  # None under plain `python train.py`: no process group
-    rank, main_process = distributed.get_rank(), distributed.is_main_process()
     latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
     resume_from = resolve_resume(args, latest_path)  # first: it decides the model and image size
     class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size,
                                                      augment="none" if args.freeze_backbone else args.augment)
     device = ddp_device or pick_device(args.device)
     # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
-    generator = seed_everything(args.seed + rank)
+    generator = seed_everything(args.seed + distributed.get_rank())
     amp_dtype = resolve_settings(args, device, train_set, val_set)  # args is final from here on: only read
     print_setup(args, device, amp_dtype, class_names, train_set, val_set)
 
-    model = create_model(args, len(class_names), device, resume_from, ddp_device is not None)
-    optimizer = make_optimizer(args, parameter_groups(model, args), device, resume_from and resume_from["optimizer_state"])
-    ema = make_ema(model, args.ema_decay, resume_from and resume_from.get("ema_state")) if args.ema else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    model, optimizer, ema, scaler = setup_model(args, len(class_names), device, amp_dtype, resume_from)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    start_epoch, history = (resume_from["epoch"] + 1, resume_from["history"]) if resume_from else (1, [])
-    if resume_from:
-        print(f"resuming from {latest_path} at epoch {start_epoch}")
-    train_loader, val_loader, train_sampler = make_loaders(args, train_set, val_set, device, generator)
-    gallery = load_gallery(val_set) if main_process else []
-    unreadable = prepare_photos(args, train_set, val_set, train_loader, class_names)
-    if args.freeze_backbone:
-        train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
-        report_unreadable(problems, unreadable)
+    start_epoch, history = resume_point(resume_from, latest_path)
+    train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
+        args, model, train_set, val_set, class_names, device, amp_dtype, generator)
     trained, evaluated = distributed.wrap_model(model, args, device)
-    # The head alone trains on fp32 features in milliseconds: no mixed precision or layout needed there.
-    speed = {"amp_dtype": None, "channels_last": False} if args.freeze_backbone else \
-        {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
+    speed = step_speed(args, amp_dtype)
     set_backbone_frozen(model, start_epoch <= args.freeze_epochs)  # the lr finder tries the first epoch's phase
-    lr_found = find_lr(args, trained, train_loader, optimizer, criterion, device, speed, resume_from)  # may set args.lr
+    lr, lr_found = find_lr(args, trained, train_loader, optimizer, criterion, device, speed, resume_from)  # the rate used
     scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
-    config = start_swanlab(args, class_names, device, train_set, val_set)  # also writes args.json
+    config = start_swanlab(args, lr, lr_found, class_names, device, train_set, val_set)  # also writes args.json
     if log_lr_find(lr_found, args.output_dir):  # --lr-find alone: it ends here
         swanlab.finish()
         return
@@ -406,17 +324,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"{summary}  time {metrics['epoch_time_s']:.1f}s", flush=True)
         history.append({"epoch": epoch, **metrics})
 
-        # The best epoch is chosen, and early stopping judged, on the windowed mean, not on one lucky evaluation.
-        best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
-        if main_process:  # the weights are the same in every process: one writes them
+        if distributed.is_main_process():  # the weights are the same in every process: one writes them
             save_checkpoints(model, optimizer, scheduler, args, config, class_names, history, ema)
-        if args.early_stopping and evaluations_since_best >= args.early_stopping:
-            print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
-                  f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
+        if stop_early(history, args):  # --early-stopping, judged on the windowed mean as the best epoch is
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
-    if main_process:  # rank 0 alone reports on the test split, with the best checkpoint it wrote
+    if distributed.is_main_process():  # rank 0 alone reports on the test split, with the best checkpoint it wrote
         report_test_split(model, args, class_names, criterion, device, unreadable, best_evaluation(history, args.best_window)[0])
         swanlab.finish()
         print_summary(args, history, unreadable)

@@ -7,10 +7,12 @@ app.py shows these: its fixed words through Gradio's I18n (the browser picks), a
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from checkpoint import Checkpoint
 from common import explain_unreadable
 
 LANGUAGES = ("en", "zh")
@@ -95,6 +97,34 @@ def reason_in(language: str, error: Exception) -> str:
         if found := re.fullmatch(pattern, reason, flags=re.DOTALL):
             return chinese.format(*found.groups())
     return reason
+
+
+def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "auto") -> gr.I18n:
+    """app.py's page: its fixed words in both languages, for Gradio's frontend to show the browser's own.
+
+    The frontend looks a zh-CN browser's words up under "zh-CN", then "zh", then "en": so "zh" serves every
+    Chinese browser and "en" all others, and a forced --language puts its words under both.
+    """
+    words = {}
+    for lang in LANGUAGES:
+        title = text("title", lang, names=" vs ".join(name.capitalize() for name in meta["class_names"]))
+        words[lang] = {key: text(key, lang) for key in PAGE_KEYS}
+        words[lang]["header"] = f"# {title}\n{describe(meta, checkpoint_path, lang)}"
+    return gr.I18n(**{lang: words[lang if language == "auto" else language] for lang in LANGUAGES})
+
+
+def describe(meta: Checkpoint, checkpoint_path: Path, language: str = "en") -> str:
+    """What is loaded, in one line of Markdown for the top of the page."""
+    weights = str(meta["weights"] or "unknown")
+    start = text("scratch", language) if weights.lower() == "none" else text("fine_tuned", language, weights=weights)
+    parts = [text("model", language, arch=meta["arch"], start=start),
+             text("classes", language, names=", ".join(meta["class_names"]))]
+    accuracy = meta["metrics"].get("val_acc")
+    if accuracy is not None:
+        parts.append(text("accuracy", language, accuracy=accuracy, epoch=meta["epoch"]))
+    if meta["saved_at"]:
+        parts.append(text("saved", language, saved=meta["saved_at"].replace("T", " ")))
+    return " · ".join(parts + [f"`{checkpoint_path}`"])
 
 
 # review.py's page, as (English, simplified Chinese).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -95,6 +96,9 @@ def test_lr_find_plots_logs_and_exits_without_training(tmp_path: Path) -> None:
     with Image.open(tmp_path / "checkpoint/lr_find.png") as plot:
         assert plot.size == (600, 400)
     assert not (tmp_path / "checkpoint/latest_checkpoint.pth").exists() and "epoch 1/" not in result.stdout
+    # args.json records the rate given and the suggestion, which find_lr returns instead of writing into args.
+    config = json.loads((tmp_path / "checkpoint/args.json").read_text(encoding="utf-8"))
+    assert config["lr"] == 1e-4 and config["lr_suggested"] == pytest.approx(suggested, rel=1e-2)
     [run] = read_swanlab_runs(tmp_path / "swanlog")
     lrs, losses = run["metrics"]["lr_find/lr"], run["metrics"]["lr_find/loss"]
     assert 10 < len(lrs) == len(losses) <= 30 and lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-7)
