@@ -266,6 +266,8 @@ class ImageList(Dataset):
         # Strong augmentation draws from torch's generator as it goes: one thread keeps its order.
         if torch.get_num_threads() > 1 and len(indices) >= 4 and self.augment != "strong":
             halves = [range(0, len(indices) // 2), range(len(indices) // 2, len(indices))]
+            if isinstance(self.cache, DiskCache):
+                self.cache.descriptor()  # opened once here, not by both threads at once
             list(batch_threads().map(fill, halves))
         else:
             fill(range(len(indices)))

@@ -76,7 +76,8 @@ class DiskCache:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fd": None}  # a worker process opens its own
 
-    def _file(self) -> int:
+    def descriptor(self) -> int:
+        """This process's descriptor of the pixel file, opened on first use."""
         if self._fd is None or self._fd[0] != os.getpid():
             self._fd = (os.getpid(), os.open(self.pixels, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
         return self._fd[1]
@@ -95,7 +96,7 @@ class DiskCache:
             photo = torch.empty(self.image_size, self.image_size, 3, dtype=torch.uint8)
         buffer = memoryview(photo.numpy()).cast("B")  # read straight into the tensor: no copy in between
         if hasattr(os, "preadv"):
-            os.preadv(self._file(), [buffer], index * self.photo_bytes)
+            os.preadv(self.descriptor(), [buffer], index * self.photo_bytes)
         else:  # Windows
             with open(self.pixels, "rb") as file:
                 file.seek(index * self.photo_bytes)

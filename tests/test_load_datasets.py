@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from common import augment_photo, eval_transform, normalize
-from conftest import make_broken_files, make_photo
+from conftest import REPO, make_broken_files, make_photo
 from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
 
 
@@ -121,11 +122,24 @@ def test_a_batch_is_its_photos_one_by_one_on_two_threads_and_in_a_worker(dataset
             check_batch_against_photos(train, order, augment, dataset / "train" / "notes.jpg")
     finally:
         torch.set_num_threads(threads)
-    # In a worker process the batch is made in shared memory and handed over whole.
-    loader = DataLoader(train, batch_size=len(train), sampler=order, num_workers=1, collate_fn=collate_readable)
-    images, labels, indices, problems = next(iter(loader))
-    expected = collate_readable([train[i] for i in order])
-    assert images.is_shared() and torch.equal(images, expected[0]) and len(problems) == 1
+    # In a worker process the batch is made in shared memory and handed over whole. In a process of its own, as
+    # in train.py: a forked worker in pytest's own process (with OpenVINO loaded by other tests) crashed it later.
+    check = f"""
+import sys, torch
+sys.path.insert(0, {str(REPO)!r})
+from torch.utils.data import DataLoader
+from load_datasets import DatasetLoader, collate_readable
+train = DatasetLoader({str(dataset / "train.csv")!r}, image_size=32, train=True, augment=False)
+train.cache_images({cache!r}) if {cache!r} != "off" else None
+order = list(range(len(train)))[::-1]
+loader = DataLoader(train, batch_size=len(train), sampler=order, num_workers=1, collate_fn=collate_readable)
+images, labels, indices, problems = next(iter(loader))
+expected = collate_readable([train[i] for i in order])
+assert torch.equal(images, expected[0]) and images.shape == (16, 32, 32, 3) and len(problems) == 1, problems
+print("same batch")
+"""
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=dataset, timeout=120)
+    assert result.returncode == 0 and "same batch" in result.stdout, result.stderr
 
 
 def check_batch_against_photos(train: DatasetLoader, order: list[int], augment: str | None, broken: Path) -> None:
