@@ -178,14 +178,26 @@ STRONG_AUGMENT = torchvision.transforms.v2.Compose([torchvision.transforms.v2.Tr
 
 def augment_photo(photo: torch.Tensor, strength: str = "light") -> torch.Tensor:
     """Stage 2 for training, on uint8 height×width×3: a random resized crop back to the same size, and a
-    random horizontal flip (`light`, about 0.15 ms a photo: interpolating uint8 in channels-last layout is what
+    random horizontal flip (`light`, about 0.1 ms a photo: interpolating uint8 in channels-last layout is what
     torch does fastest on a CPU, 5× torchvision's transform on a 3×H×W uint8 tensor, measured here).
-    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost)."""
+    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost). A batch does the same photo by photo
+    (load_datasets.ImageList.__getitems__), each written into its place."""
     augmented = torch.empty_like(photo)
-    crop_resize_into(photo, random_crop_box(photo.shape[0], photo.shape[1]), random.random() < 0.5, augmented)
-    if strength == "strong":
-        augmented = STRONG_AUGMENT(augmented.permute(2, 0, 1)).permute(1, 2, 0).contiguous()
+    augment_into(photo, draw_augmentation(photo.shape[0], photo.shape[1]), strength, augmented)
     return augmented
+
+
+def draw_augmentation(height: int, width: int) -> tuple[tuple[int, int, int, int], bool]:
+    """One photo's random choices, drawn in this order: its crop box and whether it is mirrored."""
+    return random_crop_box(height, width), random.random() < 0.5
+
+
+def augment_into(photo: torch.Tensor, drawn: tuple[tuple[int, int, int, int], bool], strength: str,
+                 out: torch.Tensor) -> None:
+    """augment_photo with its random choices drawn beforehand (draw_augmentation), written into `out`."""
+    crop_resize_into(photo, *drawn, out)
+    if strength == "strong":
+        out.copy_(STRONG_AUGMENT(out.permute(2, 0, 1)).permute(1, 2, 0))
 
 
 def crop_resize_into(photo: torch.Tensor, box: tuple[int, int, int, int], flip: bool, out: torch.Tensor) -> None:

@@ -11,7 +11,6 @@ import argparse
 import csv
 import functools
 import os
-import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -25,13 +24,12 @@ import distributed
 from common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    STRONG_AUGMENT,
     UNREADABLE_IMAGE_ERRORS,
-    crop_resize_into,
+    augment_into,
     default_class_names,
+    draw_augmentation,
     explain_unreadable,
     open_image,
-    random_crop_box,
     resize_photo,
 )
 from photo_cache import CACHE_FOLDER, DiskCache, build_cache, cache_key, open_cache, writable_folder
@@ -222,19 +220,17 @@ class ImageList(Dataset):
         images, _, _, problems = self.__getitems__([index])
         return (images[0] if len(images) else None), self.samples[index][1], index, (problems or [None])[0]
 
-    def write_photo(self, index: int, box: tuple | None, out: torch.Tensor, buffer: torch.Tensor) -> str | None:
-        """Photo `index` into `out`, cropped to `box` and flipped (see __getitems__) when augmented; or why it
-        cannot be read. `buffer`: where a disk cache reads a photo that is then augmented."""
-        photo = self.resized(index, out if box is None else buffer)
+    def write_photo(self, index: int, drawn: tuple | None, out: torch.Tensor, buffer: torch.Tensor) -> str | None:
+        """Photo `index` into `out`, augmented with its random choices `drawn` (common.draw_augmentation; None:
+        not augmented), or why it cannot be read. `buffer`: where a disk cache reads a photo that is then augmented."""
+        photo = self.resized(index, out if drawn is None else buffer)
         if isinstance(photo, str):
             return photo
-        if box is None:
+        if drawn is None:
             if photo.data_ptr() != out.data_ptr():
                 out.copy_(photo)
         else:
-            crop_resize_into(photo, *box, out)
-            if self.augment == "strong":
-                out.copy_(STRONG_AUGMENT(out.permute(2, 0, 1)).permute(1, 2, 0))
+            augment_into(photo, drawn, self.augment, out)
         return None
 
     def __getitems__(self, indices: list[int]) -> PhotoBatch:
@@ -247,7 +243,7 @@ class ImageList(Dataset):
         to share between cores. Measured here: 2× the rate of one thread on 2 cores.
         """
         size = self.image_size
-        boxes = [(random_crop_box(size, size), random.random() < 0.5) if self.augment else None for _ in indices]
+        drawn = [draw_augmentation(size, size) if self.augment else None for _ in indices]
         images = new_batch(len(indices), size)
         problems: list[str | None] = [None] * len(indices)
         inference = torch.is_inference_mode_enabled()  # a thread's own setting: the helper threads take the caller's
@@ -259,7 +255,7 @@ class ImageList(Dataset):
                 with torch.inference_mode(inference):
                     buffer = torch.empty(size, size, 3, dtype=torch.uint8)
                     for slot in slots:
-                        problems[slot] = self.write_photo(indices[slot], boxes[slot], images[slot], buffer)
+                        problems[slot] = self.write_photo(indices[slot], drawn[slot], images[slot], buffer)
             finally:
                 torch.set_num_threads(threads)
 
