@@ -220,7 +220,8 @@ class ImageList(Dataset):
         images, _, _, problems = self.__getitems__([index])
         return (images[0] if len(images) else None), self.samples[index][1], index, (problems or [None])[0]
 
-    def write_photo(self, index: int, drawn: tuple | None, out: torch.Tensor, buffer: torch.Tensor) -> str | None:
+    def write_photo(self, index: int, drawn: tuple | None, out: torch.Tensor,
+                    buffer: torch.Tensor | None) -> str | None:
         """Photo `index` into `out`, augmented with its random choices `drawn` (common.draw_augmentation; None:
         not augmented), or why it cannot be read. `buffer`: where a disk cache reads a photo that is then augmented."""
         photo = self.resized(index, out if drawn is None else buffer)
@@ -247,13 +248,15 @@ class ImageList(Dataset):
         images = new_batch(len(indices), size)
         problems: list[str | None] = [None] * len(indices)
         inference = torch.is_inference_mode_enabled()  # a thread's own setting: the helper threads take the caller's
+        reads_to_buffer = isinstance(self.cache, DiskCache) and bool(self.augment)
 
         def fill(slots: range) -> None:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 with torch.inference_mode(inference):
-                    buffer = torch.empty(size, size, 3, dtype=torch.uint8)
+                    # Only a disk cache reads into it, and only an augmented photo needs it (others go to their slot).
+                    buffer = torch.empty(size, size, 3, dtype=torch.uint8) if reads_to_buffer else None
                     for slot in slots:
                         problems[slot] = self.write_photo(indices[slot], drawn[slot], images[slot], buffer)
             finally:
