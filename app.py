@@ -32,21 +32,15 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-from checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
-from common import (  # noqa: E402
-    IMAGE_EXTENSIONS,
-    UNREADABLE_IMAGE_ERRORS,
-    autocast_dtype,
-    build_model,
-    make_console_safe,
-    open_image,
-    pick_device,
-    pretrained_state_dict,
-    zip_member_name,
-)
-from engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
-from inference import compile_by_default, make_batch_predict  # noqa: E402
-from translations import LANGUAGES, TEXTS, language_of, page_translations, reason_in, text  # noqa: E402
+from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
+from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
+from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
+from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
+from cats_dogs.model import build_model
+from cats_dogs.process import make_console_safe
+from cats_dogs.translations import LANGUAGES, TEXTS, language_of, page_translations, reason_in, text  # noqa: E402
+from cats_dogs.weights import pretrained_state_dict
 
 MAX_UPLOAD = "20mb"
 EXAMPLES_PER_CLASS = 2

@@ -17,11 +17,16 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint import find_checkpoint, load_checkpoint, preprocessing
-from common import make_console_safe, open_image, pick_device, to_device
-from engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
-from inference import class_probabilities
-from load_datasets import CsvError, DatasetLoader, collate_readable
+from cats_dogs.checkpoint import find_checkpoint, load_checkpoint, preprocessing
+from cats_dogs.csv_rows import CsvError
+from cats_dogs.device import pick_device
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
+from cats_dogs.images import open_image
+from cats_dogs.inference import class_probabilities
+from cats_dogs.photo_batches import collate_readable
+from cats_dogs.preprocessing import to_device
+from cats_dogs.process import make_console_safe
+from load_datasets import DatasetLoader
 
 MISTAKES_SHOWN = 16
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
-from common import IMAGE_EXTENSIONS, count_parameters_and_flops, make_console_safe, open_image
-from engines import (
+from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
+from cats_dogs.engines import (
     Engine,
     export_onnx,
     find_data_dir,
@@ -35,6 +34,9 @@ from engines import (
     quantize_int8,
     save_openvino,
 )
+from cats_dogs.images import IMAGE_EXTENSIONS, open_image
+from cats_dogs.model import count_parameters_and_flops
+from cats_dogs.process import make_console_safe
 
 TOLERANCE = 1e-4
 

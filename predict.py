@@ -21,11 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
-from common import IMAGE_EXTENSIONS, autocast_dtype, make_console_safe, pick_device, to_device
-from engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
-from inference import class_probabilities, prepare_for_inference
-from load_datasets import ImageList, collate_readable
+from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
+from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
+from cats_dogs.images import IMAGE_EXTENSIONS
+from cats_dogs.inference import class_probabilities, prepare_for_inference
+from cats_dogs.photo_batches import ImageList, collate_readable
+from cats_dogs.preprocessing import to_device
+from cats_dogs.process import make_console_safe
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -30,15 +30,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import (
-    IMAGE_EXTENSIONS,
-    UNREADABLE_IMAGE_ERRORS,
-    explain_unreadable,
-    make_console_safe,
-    open_image,
-    zip_member_name,
-)
-from downloads import SOURCES, download_photos
+from cats_dogs.downloads import SOURCES, download_photos
+from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
+from cats_dogs.process import make_console_safe
 
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

@@ -40,11 +40,16 @@ from PIL import Image, ImageOps  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
-from common import UNREADABLE_IMAGE_ERRORS, autocast_dtype, make_console_safe, open_image, pick_device, to_device  # noqa: E402
-from inference import prepare_for_inference  # noqa: E402
-from load_datasets import CsvError, DatasetLoader, collate_readable, parse_csv  # noqa: E402
-from translations import LANGUAGES, REVIEW_TEXTS, language_of  # noqa: E402
+from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
+from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
+from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
+from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image  # noqa: E402
+from cats_dogs.inference import prepare_for_inference  # noqa: E402
+from cats_dogs.photo_batches import collate_readable  # noqa: E402
+from cats_dogs.preprocessing import to_device  # noqa: E402
+from cats_dogs.process import make_console_safe  # noqa: E402
+from cats_dogs.translations import LANGUAGES, REVIEW_TEXTS, language_of  # noqa: E402
+from load_datasets import DatasetLoader  # noqa: E402
 
 DECISIONS = ("keep", "relabel", "exclude")
 TABLE_ROWS = 50  # the ranking table shows the page of this many rows around the current photo

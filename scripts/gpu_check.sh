@@ -64,10 +64,10 @@ step() {
   { echo '```'; [ "$status" -ne 0 ] && echo "**failed: exit $status**"; echo; } >> "$REPORT"
 }
 
-BENCH=(bench.py --data-dir "$DATA" --device cuda --batch-size 64 --image-size 224 --steps 40 --warmup 5 --freeze-epochs 0)
+BENCH=(bench/bench.py --data-dir "$DATA" --device cuda --batch-size 64 --image-size 224 --steps 40 --warmup 5 --freeze-epochs 0)
 step "training bench, batch 64, 224², bf16, channels-last" 150 "$PY" "${BENCH[@]}" --photos 40
 step "training bench, the same with torch.compile" 200 "$PY" "${BENCH[@]}" --photos 30 --train-compile
-step "loader bench, batch 64, 256²" 90 "$PY" bench.py --data-dir "$DATA" --device cuda --loader --batch-size 64
+step "loader bench, batch 64, 256²" 90 "$PY" bench/bench.py --data-dir "$DATA" --device cuda --loader --batch-size 64
 RUN=(--data-dir "$DATA" --weights none --swanlab-mode disabled --output-dir "$OUT_DIR/run")
 step "train.py, 2 epochs on the tutorial photos (bf16)" 120 "$PY" train.py "${RUN[@]}" --epochs 2
 # GPUs without bf16 (before Ampere) train in fp16 with a GradScaler: the same run with bf16 reported missing.

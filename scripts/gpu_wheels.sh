@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wheels for scripts/gpu_check.sh on a bare, offline GPU machine (Python 3.12, x86-64, PyTorch already there):
-# the packages train.py, evaluate.py and bench.py import beyond PyTorch, with their own dependencies.
+# the packages train.py, evaluate.py and bench/bench.py import beyond PyTorch, with their own dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl

@@ -215,8 +215,8 @@ def make_imagenet_checkpoint(folder: Path, imagenet_class: int) -> Path:
     import torch
     import torchvision
 
-    from checkpoint import make_checkpoint, save_checkpoint
-    from common import build_model
+    from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+    from cats_dogs.model import build_model
 
     imagenet = torchvision.models.resnet18()
     with torch.no_grad():

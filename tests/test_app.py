@@ -12,8 +12,9 @@ import pytest
 import torch
 from gradio_client import handle_file
 
-from checkpoint import load_checkpoint
-from common import build_model, open_image
+from cats_dogs.checkpoint import load_checkpoint
+from cats_dogs.images import open_image
+from cats_dogs.model import build_model
 from conftest import WindowsZipInfo, make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
 
 
@@ -147,8 +148,8 @@ def test_the_page_says_not_sure_below_the_threshold_and_draws_a_heat_map(trained
 
 def test_photos_that_imagenet_sees_as_neither_cat_nor_dog_get_a_warning(tmp_path: Path) -> None:
     from app import NOT_A_PET, load_pet_check
-    from checkpoint import load_checkpoint
-    from common import open_image
+    from cats_dogs.checkpoint import load_checkpoint
+    from cats_dogs.images import open_image
 
     photo = open_image(make_dataset(tmp_path / "data", 1, 1) / "val/cat/cat.0.jpg")
     for imagenet_class, warned in ((817, True), (281, False)):  # a sports car; a tabby cat

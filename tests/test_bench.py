@@ -12,7 +12,7 @@ from conftest import make_dataset, run_script
 
 def test_bench_prints_both_loops_and_both_inference_paths(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=8, per_class_val=3)
-    result = run_script("bench.py", "--data-dir", "datasets", "--steps", "2", "--warmup", "1", "--batch-size", "4",
+    result = run_script("bench/bench.py", "--data-dir", "datasets", "--steps", "2", "--warmup", "1", "--batch-size", "4",
                         "--image-size", "32", "--photos", "6", "--freeze-epochs", "2", "--no-bf16", cwd=tmp_path,
                         timeout=600)
     out = result.stdout
@@ -33,7 +33,7 @@ def test_bench_prints_both_loops_and_both_inference_paths(tmp_path: Path) -> Non
 
 def test_bench_loader_prints_one_line_per_configuration_with_the_tutorial_as_baseline(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=8, per_class_val=2)
-    result = run_script("bench.py", "--data-dir", "datasets", "--loader", "--batch-size", "4", "--image-size", "32",
+    result = run_script("bench/bench.py", "--data-dir", "datasets", "--loader", "--batch-size", "4", "--image-size", "32",
                         "--loader-photos", "64", cwd=tmp_path, timeout=600)
     lines = re.findall(r"^loader: (.+) (\d+) images/s \((\d+) cores, image size 32, batch 4\)$", result.stdout, re.M)
     assert [name.split(" (")[0] for name, *_ in lines] == ["tutorial", "off", "off", "memory", "disk", "disk"]

@@ -10,7 +10,7 @@ from conftest import run_script
 
 def test_every_step_is_timed_with_its_memory_and_the_photos_are_deleted(tmp_path: Path) -> None:
     (tmp_path / "tmp").mkdir()
-    result = run_script("bench_scale.py", "--train", "40", "--test", "12", "--evaluate", "8", "--image-size", "32",
+    result = run_script("bench/bench_scale.py", "--train", "40", "--test", "12", "--evaluate", "8", "--image-size", "32",
                         "--workers", "1", "--train-seconds", "5", "--tmp", str(tmp_path / "tmp"), cwd=tmp_path,
                         timeout=600)
     rows = re.findall(r"^\| (.+?) \| (\d+) s \| (.*?) \| (\d+) MB \|$", result.stdout, re.M)

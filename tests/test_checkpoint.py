@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoint import (
+from cats_dogs.checkpoint import (
     CHECKPOINT_FORMAT,
     TRAINING_STATE_KEYS,
     Checkpoint,
@@ -16,10 +16,10 @@ from checkpoint import (
     load_checkpoint,
     make_checkpoint,
     read_checkpoint,
-    read_state_dict,
     save_checkpoint,
 )
-from common import build_model
+from cats_dogs.model import build_model
+from cats_dogs.weights import read_state_dict
 
 
 def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:

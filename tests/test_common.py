@@ -14,16 +14,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from common import (
-    augment_photo,
-    autocast_dtype,
-    build_model,
-    eval_transform,
-    normalize,
-    open_image,
-    pick_device,
-    resize_photo,
-)
+from cats_dogs.augmentation import augment_photo
+from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.images import open_image
+from cats_dogs.model import build_model
+from cats_dogs.preprocessing import eval_transform, normalize, resize_photo
 from conftest import REPO
 
 
@@ -132,7 +127,7 @@ def test_failed_weight_download_names_the_ways_out(tmp_path: Path) -> None:
     # A proxy on a closed port makes the download fail at once, with or without internet.
     env = {**os.environ, "TORCH_HOME": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9",
            "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
-    code = "import common; common.build_model('resnet18', 2, weights='IMAGENET1K_V2')"
+    code = "from cats_dogs.model import build_model; build_model('resnet18', 2, weights='IMAGENET1K_V2')"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "Could not download the resnet18 IMAGENET1K_V1 ImageNet weights" in result.stderr
@@ -149,11 +144,11 @@ def test_pick_device_auto_and_explicit() -> None:
 
 
 def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    import common
+    from cats_dogs import device
 
-    expected = torch.bfloat16 if common.has_native_bf16_cpu() else None
+    expected = torch.bfloat16 if device.has_native_bf16_cpu() else None
     assert autocast_dtype(torch.device("cpu")) == expected
-    monkeypatch.setattr(common, "has_native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: False)
     assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
 
 
@@ -173,7 +168,8 @@ def test_keep_freed_memory_spares_the_page_faults_of_every_training_step() -> No
     """Each step frees and takes again the same blocks: with keep_freed_memory they stay mapped."""
     script = """
 import resource, sys, torch
-from common import build_model, keep_freed_memory
+from cats_dogs.model import build_model
+from cats_dogs.process import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 model = build_model("resnet18", 2, "none")

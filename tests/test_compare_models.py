@@ -9,7 +9,7 @@ from conftest import FAST_TRAIN_FLAGS, make_dataset, read_swanlab_runs, run_scri
 
 def test_comparison_table_has_one_row_per_model(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    result = run_script("compare_models.py", "--models", "resnet18", "resnet34", "--", *FAST_TRAIN_FLAGS,
+    result = run_script("studies/compare_models.py", "--models", "resnet18", "resnet34", "--", *FAST_TRAIN_FLAGS,
                         "--epochs", "1", cwd=tmp_path, timeout=900)
     table = (tmp_path / "checkpoint/compare/comparison.md").read_text(encoding="utf-8").splitlines()
     assert table[0].startswith("| model | best val acc (%) | val loss | params (M) | GFLOPs | train time (s) | images/s |")

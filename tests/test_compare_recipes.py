@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from checkpoint import read_checkpoint
+from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.csv_rows import read_csv_rows
 from conftest import make_photo, run_script
-from load_datasets import read_csv_rows
 
 
 def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
     for label, name in enumerate(("cat", "dog")):
         for i in range(10):
             make_photo(tmp_path / "kaggle" / f"{name}.{i}.jpg", label, seed=label * 100 + i, size=(24, 24))
-    result = run_script("compare_recipes.py", "--from", "kaggle", "--seeds", "1", "2", "--", "--weights", "none",
+    result = run_script("studies/compare_recipes.py", "--from", "kaggle", "--seeds", "1", "2", "--", "--weights", "none",
                         "--epochs", "2", "--image-size", "32", "--batch-size", "4", "--model", "resnet18",
                         "--swanlab-mode", "disabled", cwd=tmp_path, timeout=900)
     assert [len(read_csv_rows(tmp_path / f"recipes/data/{split}.csv")) for split in ("train", "val", "test")] == [12, 4, 4]

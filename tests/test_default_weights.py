@@ -16,8 +16,8 @@ import torchvision
 from gradio_client import handle_file
 
 from app import NOT_A_PET
-from checkpoint import read_checkpoint
-from common import weights_cache_path
+from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.weights import weights_cache_path
 from conftest import make_dataset, run_app, run_script
 
 STAND_IN_CLASS = 0  # ImageNet's "tench", a fish: the stand-in sees every photo as neither cat nor dog

@@ -16,10 +16,10 @@ from gradio_client import handle_file
 from PIL import Image
 from playwright.sync_api import expect
 
-from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from common import build_model
+from cats_dogs.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from cats_dogs.engines import engine_path, load_engine, read_photos
+from cats_dogs.model import build_model
 from conftest import make_dataset, run_app, run_script
-from engines import engine_path, load_engine, read_photos
 
 CPU = torch.device("cpu")
 
@@ -140,7 +140,7 @@ def test_an_engine_that_cannot_load_falls_back_to_torch_with_one_line(separating
 
 def test_bench_engines_prints_the_page_latency_per_engine_and_predicts_rates(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    result = run_script("bench.py", "--data-dir", "datasets", "--engines", "--image-size", "32", "--photos", "3",
+    result = run_script("bench/bench.py", "--data-dir", "datasets", "--engines", "--image-size", "32", "--photos", "3",
                         "--predict-photos", "4", "--no-compile", cwd=tmp_path, timeout=600)
     out = result.stdout
     assert re.search(r"^## bench\.py on cpu \(.+: (.*AVX2|none of AVX2)", out, re.M)  # the CPU and its instruction sets

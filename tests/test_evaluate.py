@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from checkpoint import checkpoint_transform, load_checkpoint
-from common import open_image
+from cats_dogs.checkpoint import checkpoint_transform, load_checkpoint
+from cats_dogs.images import open_image
 from conftest import read_swanlab_runs, run_script
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from checkpoint import load_checkpoint
+from cats_dogs.checkpoint import load_checkpoint
 from conftest import make_dataset, run_script
 
 

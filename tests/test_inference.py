@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from checkpoint import checkpoint_transform, load_checkpoint
-from common import open_image
-from inference import class_probabilities, compile_for_inference, prepare_for_inference
+from cats_dogs.checkpoint import checkpoint_transform, load_checkpoint
+from cats_dogs.images import open_image
+from cats_dogs.inference import class_probabilities, compile_for_inference, prepare_for_inference
 
 
 def test_inference_copy_agrees_with_the_plain_model(trained_run: Path) -> None:

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import augment_photo, eval_transform, normalize
+from cats_dogs.augmentation import augment_photo
+from cats_dogs.classes import read_class_names
+from cats_dogs.csv_rows import CsvError, infer_num_classes, read_csv_rows
+from cats_dogs.photo_batches import collate_readable
+from cats_dogs.preprocessing import eval_transform, normalize
 from conftest import REPO, make_broken_files, make_photo
-from load_datasets import CsvError, DatasetLoader, collate_readable, infer_num_classes, read_class_names, read_csv_rows
+from load_datasets import DatasetLoader
 
 
 def test_reads_the_tutorial_format(dataset: Path) -> None:
@@ -128,7 +132,8 @@ def test_a_batch_is_its_photos_one_by_one_on_two_threads_and_in_a_worker(dataset
 import sys, torch
 sys.path.insert(0, {str(REPO)!r})
 from torch.utils.data import DataLoader
-from load_datasets import DatasetLoader, collate_readable
+from load_datasets import DatasetLoader
+from cats_dogs.photo_batches import collate_readable
 train = DatasetLoader({str(dataset / "train.csv")!r}, image_size=32, train=True, augment=False)
 train.cache_images({cache!r}) if {cache!r} != "off" else None
 order = list(range(len(train)))[::-1]

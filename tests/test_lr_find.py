@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from cats_dogs.frozen_backbone import collate_features
+from cats_dogs.lr_finder import lr_range_test, suggest_lr
 from conftest import FAST_TRAIN_FLAGS, make_dataset, read_swanlab_runs, run_script
-from frozen_backbone import collate_features
-from lr_finder import lr_range_test, suggest_lr
 
 
 def synthetic_problem(seed: int = 0) -> tuple[nn.Module, DataLoader]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import load_datasets
-from checkpoint import read_checkpoint
+from cats_dogs import photo_batches
+from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.photo_cache import DiskCache, build_cache, open_cache
 from conftest import REPO, make_broken_files, make_dataset, make_photo, run_script
 from load_datasets import DatasetLoader
-from photo_cache import DiskCache, build_cache, open_cache
 
 
 def cache_files(data: Path) -> list[str]:
@@ -74,7 +74,7 @@ def test_unreadable_photos_are_recorded_and_reported_without_decoding_again(tmp_
     def no_decoding(*_):
         raise AssertionError("a photo was decoded again")
 
-    monkeypatch.setattr(load_datasets, "open_image", no_decoding)
+    monkeypatch.setattr(photo_batches, "open_image", no_decoding)
     again = DatasetLoader(tmp_path / "val.csv", image_size=16)
     again.cache_images("disk")
     problems = [again[i][3] for i in range(len(again))]
@@ -87,9 +87,9 @@ def test_unreadable_photos_are_recorded_and_reported_without_decoding_again(tmp_
 BUILD_SLOWLY = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-import photo_cache
+from cats_dogs import photo_cache
 from pathlib import Path
-from common import open_image
+from cats_dogs.images import open_image
 
 def slow_open(path):
     time.sleep(0.05)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cats_dogs.csv_rows import read_csv_rows
 from conftest import FAST_TRAIN_FLAGS, WindowsZipInfo, free_port, make_broken_files, make_photo, run_script
-from load_datasets import read_csv_rows
 
 
 def snapshot(folder: Path) -> dict[str, str]:

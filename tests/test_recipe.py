@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from recipe import best_choice, checkpoints_due, ema_state, make_ema, make_optimizer, make_scheduler, val_acc_at
+from cats_dogs.recipe import best_choice, checkpoints_due, ema_state, make_ema, make_optimizer, make_scheduler, val_acc_at
 
 
 def test_a_restored_schedule_goes_on_at_the_rate_it_had_reached() -> None:
@@ -88,8 +88,8 @@ def fine_tuning_args(**overrides) -> argparse.Namespace:
 
 
 def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_a_warm_up() -> None:
-    from common import build_model
-    from recipe import parameter_groups
+    from cats_dogs.model import build_model
+    from cats_dogs.recipe import parameter_groups
 
     model = build_model("resnet18", 2)
     args = fine_tuning_args()
@@ -113,8 +113,8 @@ def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_
 
 
 def test_a_frozen_backbone_keeps_its_weights_and_batchnorm_statistics_until_unfrozen() -> None:
-    from common import build_model
-    from recipe import parameter_groups, set_backbone_frozen
+    from cats_dogs.model import build_model
+    from cats_dogs.recipe import parameter_groups, set_backbone_frozen
 
     torch.manual_seed(0)
     model = build_model("resnet18", 2)

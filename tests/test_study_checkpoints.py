@@ -20,7 +20,7 @@ def test_study_runs_end_to_end_without_swanlab(tmp_path: Path) -> None:
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ModuleNotFoundError('no swanlab here')\n", encoding="utf-8")
 
-    result = run_script("study_checkpoints.py", "--data-dir", str(kaggle), "--test-dir", str(tutorial),
+    result = run_script("studies/study_checkpoints.py", "--data-dir", str(kaggle), "--test-dir", str(tutorial),
                         "--work", "work", "--out", "study.md", "--seeds", "1", "--epochs", "2", "--image-size", "32",
                         "--model", "resnet18", "--device", "cpu", "--jobs", "2", "--", "--batch-size", "4",
                         cwd=tmp_path, env={"PYTHONPATH": str(blocked.parent)}, timeout=600)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
 from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
 from train import best_evaluation, windowed_val_accs
 
@@ -165,7 +165,7 @@ def test_every_speed_lever_can_be_switched_off_and_learns_the_same(tmp_path: Pat
 def test_freeze_backbone_trains_only_the_head(tmp_path: Path) -> None:
     import random
 
-    from common import build_model
+    from cats_dogs.model import build_model
 
     make_dataset(tmp_path / "datasets")
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "3", "--freeze-backbone", "--swanlab-mode", "disabled",
@@ -380,7 +380,7 @@ def test_freeze_epochs_then_every_layer_with_lr_auto_and_a_run_folder_that_expla
 
     from PIL import Image
 
-    from common import build_model
+    from cats_dogs.model import build_model
 
     data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
     (data / "classes.txt").write_text("猫\ndog\n", encoding="utf-8")

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.photo_batches import collate_readable
 from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
-from load_datasets import DatasetLoader, collate_readable
+from load_datasets import DatasetLoader
 from train import evaluate
 
 # resnet18 and fp32: the smallest model keeps two processes on two cores quick, and without bf16 the

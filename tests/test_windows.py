@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint import read_checkpoint
+from cats_dogs.checkpoint import read_checkpoint
 from conftest import REPO, make_photo, run_script
 
 # A space, a comma, Chinese and an emoji: GBK cannot encode the emoji, cp1252 neither it nor the Chinese.

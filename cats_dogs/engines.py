@@ -5,7 +5,7 @@
     logits = run(batch) if run else fast_torch_model(batch)
 
 Every engine takes the batch that the project's one preprocessing made (N×3×S×S floats, normalized as in
-training: checkpoint_transform, common.normalize) and returns N×classes logits. None stands for PyTorch:
+training: checkpoint_transform, preprocessing.normalize) and returns N×classes logits. None stands for PyTorch:
 the caller keeps its own fast copy (inference.prepare_for_inference), and Grad-CAM always uses PyTorch.
 
 Exports are cached beside the checkpoint, keyed by its contents, so that the second start is fast:
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import Checkpoint, checkpoint_transform
-from common import UNREADABLE_IMAGE_ERRORS, open_image
+from cats_dogs.checkpoint import Checkpoint, checkpoint_transform
+from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
@@ -127,7 +127,7 @@ def openvino_engine(xml_path: Path, amp_dtype: torch.dtype | None) -> Engine:
 
 def read_photos(csv_path: Path, meta: Checkpoint, limit: int) -> tuple[torch.Tensor, list[int]]:
     """Up to `limit` readable photos of a `path,label` CSV (spread over the whole file), preprocessed as ever."""
-    from load_datasets import read_csv_rows
+    from cats_dogs.csv_rows import read_csv_rows
 
     rows = read_csv_rows(csv_path, len(meta["class_names"]))
     rows = rows[:: max(1, len(rows) // limit)][:limit]  # CSVs are often sorted by class: take every k-th row

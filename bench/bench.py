@@ -23,24 +23,31 @@ import tempfile
 import time
 from pathlib import Path
 
-import swanlab
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python bench/bench.py`: the package is one folder up
 
-import bench_engines
-import common
-from bench_training import TutorialDataset, training_throughput
-from checkpoint import make_checkpoint, read_checkpoint
-from common import build_model, keep_freed_memory, make_console_safe, pick_device
-from inference import compile_by_default, make_batch_predict
-from load_datasets import DatasetLoader, collate_readable, read_csv_rows
+import swanlab  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
+
+import bench_engines  # noqa: E402
+from bench_training import TutorialDataset, training_throughput  # noqa: E402
+from cats_dogs.checkpoint import make_checkpoint, read_checkpoint  # noqa: E402
+from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
+from cats_dogs.device import autocast_dtype, has_native_bf16_cpu, pick_device  # noqa: E402
+from cats_dogs.images import open_image  # noqa: E402
+from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
+from cats_dogs.model import build_model  # noqa: E402
+from cats_dogs.photo_batches import collate_readable  # noqa: E402
+from cats_dogs.process import keep_freed_memory, make_console_safe  # noqa: E402
+from load_datasets import DatasetLoader  # noqa: E402
 
 
 def freeze_backbone_run(data_dir: Path, epochs: int, no_bf16: bool) -> float:
     """Wall time of a whole `train.py --freeze-backbone` run, start-up included."""
     with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir.resolve()),
+        command = [sys.executable, str(REPO / "train.py"), "--data-dir", str(data_dir.resolve()),
                    "--weights", "none", "--freeze-backbone", "--epochs", str(epochs), "--swanlab-mode", "disabled",
                    "--output-dir", output]
         started = time.perf_counter()
@@ -67,11 +74,11 @@ def inference_latencies(photos: list[Path], device, no_bf16: bool, compile_model
         function(argument)
         return (time.perf_counter() - started) * 1000
 
-    batch_predict = make_batch_predict(model, meta, device, None if no_bf16 else common.autocast_dtype(device),
+    batch_predict = make_batch_predict(model, meta, device, None if no_bf16 else autocast_dtype(device),
                                        compile_model, wait_for_compile=True)
 
     def predict(path: str) -> dict[str, float]:  # the page's /predict: the photo opened as app.py opens uploads
-        return dict(zip(meta["class_names"], batch_predict([common.open_image(path)])[0].tolist(), strict=True))
+        return dict(zip(meta["class_names"], batch_predict([open_image(path)])[0].tolist(), strict=True))
     tutorial, project = [], []
     for photo in photos[:3] + photos:  # alternating, so that a busy or throttled moment hits both alike
         tutorial.append(timed(lambda p: tutorial_predict(Image.open(p).convert("RGB")), photo))
@@ -84,7 +91,7 @@ def accuracy_check(data_dir: Path, epochs: int) -> tuple[float, float]:
     results = []
     for extra in ([], ["--no-amp", "--no-channels-last", "--no-cache"]):
         with tempfile.TemporaryDirectory() as output:
-            command = [sys.executable, str(Path(__file__).with_name("train.py")), "--data-dir", str(data_dir.resolve()),
+            command = [sys.executable, str(REPO / "train.py"), "--data-dir", str(data_dir.resolve()),
                        "--weights", "none", "--epochs", str(epochs), "--swanlab-mode", "disabled", "--output-dir", output]
             subprocess.run(command + extra, check=True, capture_output=True, cwd=output)
             results.append(read_checkpoint(Path(output) / "latest_checkpoint.pth")["best_val_acc"])
@@ -155,7 +162,7 @@ def main(args: argparse.Namespace) -> None:
     samples = read_csv_rows(data_dir / "train.csv")
     photos = [path for path, _ in read_csv_rows(data_dir / "val.csv")][: args.photos]
     print(f"## bench.py on {device} ({cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"native bf16: {common.has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
+          f"native bf16: {has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
 
     if args.engines:
         bench_engines.report(data_dir, photos, device, args.no_bf16, compile_by_default(device, args.compile),

@@ -13,18 +13,18 @@ LRFinder, lr_find, valley and plot_lr_find.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import math
-import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common import autocast, to_device
+from cats_dogs.device import autocast
+from cats_dogs.preprocessing import to_device
+from cats_dogs.random_state import same_random_state
+from cats_dogs.tracking import swanlab
 
 START_LR, END_LR, NUM_STEPS = 1e-7, 10.0, 100  # fastai's lr_find defaults
 SMOOTHING = 0.98  # fastai's Recorder: an exponential moving average of the loss (AvgSmoothLoss, beta 0.98)
@@ -41,20 +41,6 @@ def learning_rate(text: str) -> float | str:
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"expected a learning rate of 0 or more, got {text!r}")
     return value
-
-
-@contextlib.contextmanager
-def same_random_state(loader: DataLoader) -> Iterator[None]:
-    """Whatever runs inside leaves Python's, torch's and the loader's random generators as it found them: the
-    training that follows shuffles and augments as it would have without it."""
-    states = random.getstate(), torch.get_rng_state(), loader.generator.get_state() if loader.generator else None
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        torch.set_rng_state(states[1])
-        if loader.generator is not None:
-            loader.generator.set_state(states[2])
 
 
 def lr_range_test(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -173,7 +159,6 @@ def find_lr(args: argparse.Namespace, trained: nn.Module, loader: DataLoader, op
 def log_lr_find(found: dict | None, output_dir: str) -> bool:
     """The range test to SwanLab: `lr_find/loss` against `lr_find/lr` step by step, and the plot. Returns True
     when the run ends here: --lr-find without --lr auto."""
-    from run_folder import swanlab  # SwanLab, or its stand-in where it is not installed (run_folder.py)
     if found is None:
         return False
     for step, (lr, loss) in enumerate(zip(found["lrs"], found["losses"], strict=True), start=1):

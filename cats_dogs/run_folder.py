@@ -10,9 +10,7 @@ import argparse
 import csv
 import json
 import os
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,19 +18,13 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-import distributed
-from checkpoint import make_checkpoint, save_checkpoint
-from common import IMAGENET_MEAN, IMAGENET_STD, to_device
+from cats_dogs import distributed
+from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
+from cats_dogs.random_state import same_random_state
+from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
+from cats_dogs.tracking import swanlab
 from load_datasets import DatasetLoader
-from lr_finder import same_random_state
-from recipe import best_fields, checkpoints_due, ema_state
-
-try:
-    import swanlab
-except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains without SwanLab, logging nowhere
-    swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
-                              "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
-                              Image=lambda *_, **__: None)
 
 SWANLAB_LOG_DIR = "swanlog"
 
@@ -161,7 +153,7 @@ def label_font(size: int):
 
 def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max_photos: int = 32) -> None:
     """train_batch.jpg: the first batch of the training loader as the model gets it (augmented, normalised by
-    common.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
+    preprocessing.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
     state is put back: the first training step gets this very batch."""
     from PIL import Image, ImageDraw
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from checkpoint import Checkpoint
-from common import explain_unreadable
+from cats_dogs.checkpoint import Checkpoint
+from cats_dogs.images import explain_unreadable
 
 LANGUAGES = ("en", "zh")
 
@@ -62,7 +62,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "classifying": ("classifying", "正在分类"),
     "photos_unit": ("photos", "张"),
 }
-# common.explain_unreadable's English reasons in Chinese; a reason not listed here stays in English.
+# images.explain_unreadable's English reasons in Chinese; a reason not listed here stays in English.
 REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（超过 {0} 百万像素），可能是恶意的“解压炸弹”，已拒绝"),
               (r"the file is cut short.*", "文件不完整（比如下载中断了）"),
               (r"not an image file.*", "不是图片文件，或者是 Pillow 读不了的格式"),
@@ -91,7 +91,7 @@ def language_of(request: gr.Request | None, forced: str = "auto") -> str:
 
 
 def reason_in(language: str, error: Exception) -> str:
-    """common.explain_unreadable's plain words for a failed upload, in the given language."""
+    """images.explain_unreadable's plain words for a failed upload, in the given language."""
     reason = explain_unreadable(error)
     for pattern, chinese in REASONS_ZH if language == "zh" else []:
         if found := re.fullmatch(pattern, reason, flags=re.DOTALL):

@@ -18,11 +18,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
-import common
 import train
-from common import build_model
-from load_datasets import DatasetLoader, collate_readable
-from recipe import resolve_speed_settings
+from cats_dogs.epochs import train_one_epoch
+from cats_dogs.model import build_model
+from cats_dogs.photo_batches import collate_readable
+from cats_dogs.process import keep_freed_memory
+from cats_dogs.recipe import resolve_speed_settings
+from load_datasets import DatasetLoader
 
 
 class TutorialDataset(Dataset):
@@ -118,7 +120,7 @@ def project_loop(csv_path: Path, device, batch_size: int, image_size: int, no_bf
         loader = subset_loader(dataset, steps, offset, batch_size, num_workers=args.num_workers,
                                collate_fn=collate_readable, pin_memory=device.type == "cuda")
         started = time.perf_counter()
-        train.train_one_epoch(trained, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
+        train_one_epoch(trained, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
                               channels_last=args.channels_last)
         return time.perf_counter() - started
 
@@ -130,7 +132,7 @@ def project_loop(csv_path: Path, device, batch_size: int, image_size: int, no_bf
 
 def serve_training_loop(connection, side: str, options: dict) -> None:
     """A child process that runs one side's training loop on request, so that each side has a process of its
-    own, as in real use: the project's allocator setting (common.keep_freed_memory) must not speed up the
+    own, as in real use: the project's allocator setting (keep_freed_memory) must not speed up the
     tutorial's loop too. Sends its set-up first, then the seconds of each run(steps, offset) it is asked for."""
     swanlab.init(mode="disabled")  # train_one_epoch logs to SwanLab
     torch.set_num_threads(options.pop("threads"))
@@ -139,7 +141,7 @@ def serve_training_loop(connection, side: str, options: dict) -> None:
         if side == "tutorial":
             run, settings, cache_seconds = tutorial_loop(**options), "", 0.0
         else:
-            common.keep_freed_memory()  # as train.py does first
+            keep_freed_memory()  # as train.py does first
             run, dataset, cache_mode, settings = project_loop(**options)
             cache_started = time.perf_counter()
             if cache_mode != "off":

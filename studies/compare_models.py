@@ -16,8 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import load_checkpoint, read_checkpoint
-from common import MODEL_NAMES, count_parameters_and_flops, make_console_safe
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python studies/compare_models.py`: the package is one folder up
+
+from cats_dogs.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from cats_dogs.model import MODEL_NAMES, count_parameters_and_flops  # noqa: E402
+from cats_dogs.process import make_console_safe  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def train(model_name: str, output_dir: Path, project: str, train_args: list[str]) -> float:
     """Run train.py for one model; returns its wall time in seconds."""
-    command = [sys.executable, str(Path(__file__).with_name("train.py")), *train_args, "--model", model_name,
+    command = [sys.executable, str(REPO / "train.py"), *train_args, "--model", model_name,
                "--output-dir", str(output_dir), "--project", project, "--experiment-name", model_name]
     print(f"\n=== {model_name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Fast copies of a trained model for answering photos: the web page, predict.py and bench.py use these.
 
-Training never does; what training and serving must agree on (model, preprocessing) is in common.py.
+Training never does; what training and serving must agree on (model, preprocessing) is in preprocessing.py and model.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from checkpoint import Checkpoint, checkpoint_transform
+from cats_dogs.checkpoint import Checkpoint, checkpoint_transform
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:

@@ -24,16 +24,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-import torch
-from PIL import Image, ImageDraw
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python bench/bench_scale.py`: the package is one folder up
 
-from checkpoint import make_checkpoint, save_checkpoint
-from common import build_model, make_console_safe, open_image, resize_photo
-from load_datasets import DatasetLoader, collate_readable
-from photo_cache import build_cache, writable_folder
+import psutil  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+from cats_dogs.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from cats_dogs.images import open_image  # noqa: E402
+from cats_dogs.model import build_model  # noqa: E402
+from cats_dogs.photo_batches import collate_readable  # noqa: E402
+from cats_dogs.photo_cache import build_cache, writable_folder  # noqa: E402
+from cats_dogs.preprocessing import resize_photo  # noqa: E402
+from cats_dogs.process import make_console_safe  # noqa: E402
+from load_datasets import DatasetLoader  # noqa: E402
 
 
 def make_photo(task: tuple[Path, int, int]) -> None:
@@ -95,11 +100,11 @@ def run_measured(command: list[str], cwd: Path, limit: float | None = None) -> t
 
 
 def script(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(HERE / name), *args]
+    return [sys.executable, str(REPO / name), *args]
 
 
 def decode_rate(paths: list[Path], image_size: int, count: int = 400, tutorial: bool = False) -> float:
-    """Photos per second decoded and resized by one process: this project's way (common.open_image and
+    """Photos per second decoded and resized by one process: this project's way (images.open_image and
     resize_photo), or the tutorial's (PIL open, convert, PIL's bilinear Resize, as torchvision's Resize does it)."""
     started = time.perf_counter()
     for path in paths[:count]:

@@ -27,7 +27,8 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from common import RESIZE_METHOD, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, resize_photo
+from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
+from cats_dogs.preprocessing import RESIZE_METHOD, resize_photo
 
 CACHE_FOLDER = ".cache"  # inside the data folder, beside the CSVs
 CHUNK = 64  # photos per task given to a worker process

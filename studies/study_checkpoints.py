@@ -23,15 +23,21 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python studies/study_checkpoints.py`: the package is one folder up
 
-from checkpoint import load_checkpoint, read_checkpoint
-from common import make_console_safe, pick_device, to_device
-from inference import class_probabilities
-from load_datasets import DatasetLoader, collate_readable, read_csv_rows
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+from cats_dogs.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
+from cats_dogs.device import pick_device  # noqa: E402
+from cats_dogs.inference import class_probabilities  # noqa: E402
+from cats_dogs.photo_batches import collate_readable  # noqa: E402
+from cats_dogs.preprocessing import to_device  # noqa: E402
+from cats_dogs.process import make_console_safe  # noqa: E402
+from load_datasets import DatasetLoader  # noqa: E402
+
 RECIPES = {
     "defaults": [],
     "strong augmentation": ["--augment", "strong"],
@@ -82,7 +88,7 @@ def start_training(data: Path, output: Path, recipe_flags: list[str], seed: int,
                    train_args: list[str]) -> subprocess.Popen:
     """One train.py run in the background, its output in OUTPUT/train.log."""
     output.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(HERE / "train.py"), "--data-dir", str(data), "--output-dir", str(output),
+    command = [sys.executable, str(REPO / "train.py"), "--data-dir", str(data), "--output-dir", str(output),
                "--seed", str(seed), "--epochs", str(args.epochs), "--image-size", str(args.image_size), "--model",
                args.model, "--weights", "none", "--device", args.device, "--swanlab-mode", "disabled", "--ema",
                "--save-candidates", *train_args, *recipe_flags]
@@ -129,7 +135,7 @@ def spread(values: list[float]) -> str:
 def main(args: argparse.Namespace) -> None:
     work = Path(args.work)
     data = work / "data"
-    run(str(HERE / "prepare_data.py"), "--from", args.data_dir, "--out", str(data), "--val-ratio", "0.2", "--seed", "42")
+    run(str(REPO / "prepare_data.py"), "--from", args.data_dir, "--out", str(data), "--val-ratio", "0.2", "--seed", "42")
     kept, shared = write_test_csv(Path(args.test_dir), [data / "train.csv", data / "val.csv"], work / "test.csv")
     print(f"test set: {kept} photos of {args.test_dir} ({shared} also in the training photos, left out)")
     train_args = [a for a in args.train_args if a != "--"]

@@ -23,10 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import read_checkpoint
-from common import make_console_safe
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python studies/compare_recipes.py`: the package is one folder up
 
-HERE = Path(__file__).resolve().parent
+from cats_dogs.checkpoint import read_checkpoint  # noqa: E402
+from cats_dogs.process import make_console_safe  # noqa: E402
+
 RECIPES = {
     "tutorial (constant lr, no augmentation, torchvision init, last epoch)":
         (["--scheduler", "none", "--no-augment", "--no-zero-init-residual"], "latest"),
@@ -47,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(script: str, *args: str) -> None:
     print(f"\n=== {script} {' '.join(args)}", flush=True)
-    if subprocess.run([sys.executable, str(HERE / script), *args]).returncode != 0:
+    if subprocess.run([sys.executable, str(REPO / script), *args]).returncode != 0:
         raise SystemExit(f"{script} failed; the comparison stops here")
 
 

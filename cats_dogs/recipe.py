@@ -1,7 +1,7 @@
 """How train.py trains: --resume, the model and optimizer, learning-rate schedule, speed settings, the rule that picks
 the best epoch, curves.
 
-Only training needs these; what training and serving must agree on (model, preprocessing) is in common.py.
+Only training needs these; what training and serving must agree on (model, preprocessing) is in preprocessing.py and model.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-import distributed
-from checkpoint import Checkpoint, read_checkpoint
-from common import autocast_dtype, build_model
-from load_datasets import CACHE_BUDGET_BYTES, DatasetLoader
+from cats_dogs import distributed
+from cats_dogs.checkpoint import Checkpoint, read_checkpoint
+from cats_dogs.device import autocast_dtype
+from cats_dogs.model import build_model
+from cats_dogs.photo_batches import CACHE_BUDGET_BYTES
+from load_datasets import DatasetLoader
 
 WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
 BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule

@@ -23,10 +23,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-import common
-from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from engines import engine_path, load_engine, openvino_engine, quantize_int8
-from inference import make_batch_predict
+from cats_dogs.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from cats_dogs.device import autocast_dtype
+from cats_dogs.engines import engine_path, load_engine, openvino_engine, quantize_int8
+from cats_dogs.images import open_image
+from cats_dogs.inference import make_batch_predict
+from cats_dogs.model import build_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_tutorial_predict(model: torch.nn.Module, device: torch.device, class_names: list[str],
@@ -83,7 +87,7 @@ def page_latencies(model: torch.nn.Module, meta: dict, engines: dict[str, Callab
     for name, run in engines.items():
         batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model and run is None,
                                            wait_for_compile=True, engine=None if run is None else (lambda run=run: run))
-        answer[f"page, {name}"] = lambda path, predict=batch_predict: predict([common.open_image(path)])
+        answer[f"page, {name}"] = lambda path, predict=batch_predict: predict([open_image(path)])
     timings: dict[str, list[float]] = {name: [] for name in answer}
     for photo in photos[:3] + photos:
         for name, function in answer.items():
@@ -114,7 +118,7 @@ def predict_rates(checkpoint: Path, photos: list[Path], count: int, amp: bool, e
         # Each the best of two runs: a shared machine's busy moments only ever slow a run down.
         rates = [("tutorial app function, per photo", min(100, count) / min(tutorial_seconds() for _ in range(2)), "")]
         for engine in engines:
-            command = [sys.executable, str(Path(__file__).with_name("predict.py")), folder, "--checkpoint",
+            command = [sys.executable, str(REPO / "predict.py"), folder, "--checkpoint",
                        str(checkpoint), "--engine", engine, *([] if amp else ["--no-amp"])]
             seconds = []
             for _ in range(2):
@@ -129,14 +133,14 @@ def predict_rates(checkpoint: Path, photos: list[Path], count: int, amp: bool, e
 def report(data_dir: Path, photos: list[Path], device: torch.device, no_bf16: bool, compile_model: bool,
            predict_photos: int, checkpoint: str | None = None, image_size: int = 256) -> None:
     """Print the Markdown tables of bench.py --engines."""
-    amp_dtype = None if no_bf16 else common.autocast_dtype(device)
+    amp_dtype = None if no_bf16 else autocast_dtype(device)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "checkpoint.pth"
         if checkpoint:
             shutil.copy(checkpoint, path)
         else:
             torch.manual_seed(0)
-            untrained = common.build_model("resnet50", 2, "none")
+            untrained = build_model("resnet50", 2, "none")
             save_checkpoint(make_checkpoint(untrained, arch="resnet50", class_names=["cat", "dog"], image_size=image_size,
                                             epoch=0, metrics={}), path)
         model, meta = load_checkpoint(path, device)

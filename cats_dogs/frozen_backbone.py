@@ -10,8 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm import tqdm
 
-from common import autocast, to_device
-from load_datasets import DatasetLoader, loader_options
+from cats_dogs.device import autocast
+from cats_dogs.loaders import loader_options
+from cats_dogs.preprocessing import to_device
+from load_datasets import DatasetLoader
 
 
 def feature_loaders(model: nn.Module, args: argparse.Namespace, train_set: DatasetLoader, val_loader: DataLoader,

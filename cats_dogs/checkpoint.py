@@ -17,7 +17,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from common import IMAGENET_MEAN, IMAGENET_STD, build_model, default_class_names, eval_transform
+from cats_dogs.classes import default_class_names
+from cats_dogs.model import build_model
+from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from cats_dogs.weights import read_file
 
 # 1: what train.py has written since checkpoints carried metadata. 0: the tutorial's bare state dict.
 CHECKPOINT_FORMAT = 1
@@ -91,27 +94,6 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_st
     os.replace(tmp, path)
 
 
-def read_file(path: str | os.PathLike) -> Any:
-    """The one torch.load of the project: tensors and plain Python only (weights_only), never code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights in a .pth file: a bare state dict (torchvision's downloads, the tutorial's) or one of ours."""
-    content = read_file(path)
-    if isinstance(content, dict) and "model_state" in content:
-        return content["model_state"]
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} does not hold weights (it holds a {type(content).__name__})")
-    return content
-
-
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """One of our checkpoints, any format up to this version's, or the tutorial's bare state dict,
     with every key of `Checkpoint` present (defaults for what older files lack)."""
@@ -168,7 +150,7 @@ def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str 
 
 def preprocessing(meta: Checkpoint) -> dict[str, Any]:
     """image_size, mean and std as the checkpoint was trained with: the keyword arguments of
-    common.eval_transform and load_datasets' datasets, so that every script builds the same input."""
+    preprocessing.eval_transform and load_datasets' datasets, so that every script builds the same input."""
     return {"image_size": meta["image_size"], "mean": meta["mean"], "std": meta["std"]}
 
 

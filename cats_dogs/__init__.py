@@ -1,0 +1,37 @@
+"""What the scripts at the top level share. Read the scripts first (load_datasets.py, train.py, app.py); come here
+when one of them calls into this package. Each module does one job:
+
+The photos
+    csv_rows        the tutorial's `path,label` CSVs, checked row by row (CsvError names every bad line)
+    classes         class names: classes.txt, or cat/dog
+    images          opening any photo a user has, or saying in plain words why it cannot be used
+    preprocessing   the one preprocessing: squash to size×size (uint8), normalize with ImageNet's mean and std
+    augmentation    training's random crop and flip (light), plus TrivialAugment and erasing (strong)
+    photo_cache     every photo decoded once, kept on disk beside the CSVs
+    photo_batches   ImageList: photos in batches, written into one uint8 block, broken files left out
+    loaders         train.py's DataLoaders, and each process's share under torchrun
+    downloads       prepare_data.py --download: the sample photos, fetched safely
+
+The model and its files
+    model           a torchvision ResNet with one output per class
+    weights         reading weights files (ImageNet's, a user's .pth) without ever running code from them
+    checkpoint      what a checkpoint holds; the one writer and the one reader
+
+Training (train.py)
+    settings        the command line resolved once into frozen TrainSettings: nothing writes to it afterwards
+    device          cuda, mps or cpu; bf16 only where the CPU has it natively
+    process         the console's encoding, glibc's memory keeping
+    random_state    seeding, and putting the generators back after a look ahead
+    recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch, --resume
+    epochs          train_one_epoch and evaluate
+    frozen_backbone --freeze-backbone: features computed once, the head trained on them
+    lr_finder       --lr-find and --lr auto: fastai's learning-rate range test
+    distributed     torchrun: several processes, one model
+    run_folder      what a run leaves behind: checkpoints, args.json, results.csv, curves, train_batch.jpg
+    tracking        SwanLab, or a stand-in where it is not installed
+
+Serving (app.py, predict.py, evaluate.py, export.py, review.py)
+    inference       fast copies of a model for answering photos, flip TTA
+    engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
+    translations    the page's words in English and Chinese
+"""

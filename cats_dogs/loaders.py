@@ -1,0 +1,34 @@
+"""train.py's DataLoaders: batch size, workers, pinned memory, and each process's share under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from cats_dogs import distributed
+from cats_dogs.photo_batches import ImageList, collate_readable
+
+
+def loader_options(args: argparse.Namespace, device: torch.device) -> dict:
+    """DataLoader settings from train.py's flags: batch size, workers, pinned memory for CUDA."""
+    return dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                persistent_workers=args.num_workers > 0, collate_fn=collate_readable)
+
+
+def make_loaders(args: argparse.Namespace, train_set: ImageList, val_set: ImageList, device: torch.device,
+                 generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+    """The train and val loaders; under torchrun each process gets its share of both."""
+    train_sampler, val_part = None, val_set
+    if distributed.is_distributed():
+        rank, world_size = distributed.get_rank(), distributed.get_world_size()
+        # Each process trains on its 1/N of a shuffle that is the same in all of them (same seed, set_epoch).
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=False)
+        # DistributedSampler would even out the shares by repeating photos, counting them twice: slice val instead.
+        val_part = Subset(val_set, range(rank, len(val_set), world_size))
+    per_process = len(train_sampler) if train_sampler is not None else len(train_set)
+    options = loader_options(args, device)
+    train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler, generator=generator,
+                              drop_last=per_process > args.batch_size, **options)
+    return train_loader, DataLoader(val_part, shuffle=False, **options), train_sampler
