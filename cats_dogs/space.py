@@ -50,6 +50,8 @@ def imported_modules(script: Path, package: str = "cats_dogs") -> list[str]:
 
 def pinned_requirements(requirements: Path, packages: tuple[str, ...] = SPACE_PACKAGES) -> list[str]:
     """The lines of our requirements.txt that pin `packages`, comments left out."""
+    if not requirements.is_file():
+        raise SystemExit(f"--space copies the pins of {requirements}, which is missing: restore it (git checkout)")
     pins = {}
     for line in requirements.read_text(encoding="utf-8").splitlines():
         requirement = line.split("#")[0].strip()
