@@ -5,12 +5,15 @@
     python export.py --openvino model.xml                   # model.xml + model.bin, fp32
     python export.py --openvino model-int8.xml --int8       # INT8 by NNCF, calibrated on datasets/train.csv
     python export.py --info                                 # parameters and FLOPs only
+    python export.py --ncnn phone/                          # for a phone app (ncnn); pip install -r requirements-export.txt
+    python export.py --space my-space/                      # a Hugging Face Space folder (docs/share.md)
 
 Both models take `images` (N×3×S×S, normalized as in training, any N) and return
 `logits` (N×classes). The check runs the export and PyTorch on the same photo and
 fails when their class probabilities differ by more than 1e-4. An INT8 model is checked
 as engines.py checks it (top class against fp32 PyTorch on the val photos, see docs/speed.md)
-and removed when it fails.
+and removed when it fails. The ncnn model stores fp16 weights and is checked with ncnn's own
+runtime on up to 16 val photos: the same top class, probabilities within 1e-2 (cats_dogs/phone_export.py).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from cats_dogs.engines import (
 )
 from cats_dogs.images import IMAGE_EXTENSIONS, open_image
 from cats_dogs.model import count_parameters_and_flops
+from cats_dogs.phone_export import NCNN_TOLERANCE, check_ncnn_parity, export_ncnn, ncnn_engine, parity_photos
 from cats_dogs.process import make_console_safe
+from cats_dogs.space import folder_size_mb, write_space
 
 TOLERANCE = 1e-4
 
@@ -50,8 +55,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", action="store_true",
                         help="with --openvino: INT8 post-training quantization (NNCF) calibrated on DATA_DIR/train.csv "
                              "and checked on DATA_DIR/val.csv")
+    parser.add_argument("--ncnn", default=None,
+                        help="folder for the phone model: model.ncnn.param/.bin (ncnn, through pnnx) and model.json "
+                             "(preprocessing and class names); needs requirements-export.txt")
+    parser.add_argument("--space", default=None,
+                        help="new folder for a Hugging Face Space: app.py, the package, the checkpoint, example photos, "
+                             "requirements.txt and README.md (see docs/share.md)")
     parser.add_argument("--data-dir", default=None,
-                        help="for --int8: a folder with train.csv and val.csv (default: the checkpoint's, else datasets)")
+                        help="for --int8, --ncnn's check and --space's examples: a folder with train.csv and val.csv "
+                             "(default: the checkpoint's, else datasets)")
     parser.add_argument("--image", default=None, help="photo for the parity check (default: the first under datasets/val)")
     parser.add_argument("--info", action="store_true", help="print parameters and FLOPs at the checkpoint's image size")
     parser.add_argument("--repeats", type=int, default=20, help="runs per latency measurement")
@@ -128,9 +140,32 @@ def export_openvino(model: torch.nn.Module, meta: dict, xml_path: Path, int8: bo
         raise SystemExit(f"the INT8 model is not good enough: {result['reason']}; removed {xml_path} and its .bin")
 
 
+def export_phone(model: torch.nn.Module, meta: dict, args: argparse.Namespace) -> None:
+    """--ncnn: convert, then check on real photos with ncnn's runtime; the files are removed when the check fails."""
+    files = export_ncnn(model, meta, Path(args.ncnn))
+    size = files[1].stat().st_size / 1e6
+    print(f"wrote {files[0]}, {files[1]} ({size:.1f} MB, fp16 weights) and {files[2]} (preprocessing, class names)")
+    photos = parity_photos(Path(args.image) if args.image else None, find_data_dir(meta, args.data_dir))
+    difference, agreeing, checked = check_ncnn_parity(model, ncnn_engine(files[0], files[1]), meta,
+                                                      photos or [find_photo(None)])
+    print(f"ncnn parity on {checked} photo(s): max |Δ probability| = {difference:.2e} (tolerance {NCNN_TOLERANCE:.0e}), "
+          f"same top class as PyTorch on {agreeing}/{checked}")
+    if difference > NCNN_TOLERANCE or agreeing < checked:
+        for file in files:
+            file.unlink()
+        raise SystemExit(f"the ncnn model disagrees with PyTorch; removed {', '.join(map(str, files))}")
+
+
+def export_space(checkpoint_path: Path, meta: dict, args: argparse.Namespace) -> None:
+    space_dir = Path(args.space)
+    photos = write_space(checkpoint_path, space_dir, find_data_dir(meta, args.data_dir))
+    print(f"wrote the Space folder {space_dir} ({folder_size_mb(space_dir):.0f} MB, {len(photos)} example photos); "
+          f"try it: cd {space_dir} && python app.py; publish it: see docs/share.md")
+
+
 def main(args: argparse.Namespace) -> None:
-    if not (args.onnx or args.openvino or args.info):
-        raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml and/or --info")
+    if not (args.onnx or args.openvino or args.info or args.ncnn or args.space):
+        raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml, --ncnn DIR, --space DIR and/or --info")
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
     checkpoint_path = find_checkpoint(args.checkpoint)
@@ -140,6 +175,10 @@ def main(args: argparse.Namespace) -> None:
         parameters, flops = count_parameters_and_flops(model, image_size)
         print(f"{meta['arch']} ({len(meta['class_names'])} classes) at {image_size}×{image_size}: "
               f"{parameters / 1e6:.2f} M parameters, {flops / 1e9:.2f} GFLOPs per image")
+    if args.space:
+        export_space(checkpoint_path, meta, args)
+    if args.ncnn:
+        export_phone(model, meta, args)
     if not (args.onnx or args.openvino):
         return
 

@@ -34,4 +34,8 @@ Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
     translations    the page's words in English and Chinese
+
+Sharing (export.py --space, --ncnn)
+    space           a Hugging Face Space folder: app.py, the modules it imports, the checkpoint, examples
+    phone_export    ncnn for phone apps through pnnx, checked with ncnn's runtime; model.json beside it
 """
