@@ -34,7 +34,7 @@ from cats_dogs.engines import (
     quantize_int8,
     save_openvino,
 )
-from cats_dogs.images import IMAGE_EXTENSIONS, open_image
+from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.model import count_parameters_and_flops
 from cats_dogs.process import make_console_safe
 
@@ -144,7 +144,10 @@ def main(args: argparse.Namespace) -> None:
         return
 
     photo = find_photo(args.image)
-    batch = checkpoint_transform(meta)(open_image(photo)).unsqueeze(0)
+    try:
+        batch = checkpoint_transform(meta)(open_image(photo)).unsqueeze(0)
+    except UNREADABLE_IMAGE_ERRORS as error:
+        raise SystemExit(f"--image {photo}: {explain_unreadable(error)}") from None
     shapes = (f"input `images` N×3×{image_size}×{image_size}, output `logits` N×{len(meta['class_names'])}, "
               f"classes {meta['class_names']}")
     if args.onnx:
