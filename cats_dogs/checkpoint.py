@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cats_dogs.atomic import atomic_path
 from cats_dogs.classes import default_class_names
 from cats_dogs.model import build_model
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -87,11 +88,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_st
     """
     if not training_state:
         checkpoint = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:  # a unique temporary name: two writers of one path never collide
+        torch.save(checkpoint, temporary)
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
