@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
+from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint_or_exit
 from cats_dogs.engines import (
     Engine,
     export_onnx,
@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> None:
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
     checkpoint_path = find_checkpoint(args.checkpoint)
-    model, meta = load_checkpoint(checkpoint_path, "cpu")  # exports trace on the CPU
+    model, meta = load_checkpoint_or_exit(checkpoint_path, "cpu")  # exports trace on the CPU
     image_size = meta["image_size"]
     if args.info:
         parameters, flops = count_parameters_and_flops(model, image_size)

@@ -142,8 +142,16 @@ def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str 
     names it, not a traceback."""
     try:
         return load_checkpoint(path, device)
-    except (ValueError, KeyError, RuntimeError) as error:
+    except (ValueError, KeyError, RuntimeError, OSError) as error:
         raise SystemExit(f"cannot load {path}: {error}") from None
+
+
+def read_checkpoint_or_exit(path: str | os.PathLike) -> Checkpoint:
+    """read_checkpoint for a script: a file that cannot be read ends it with one line that names it."""
+    try:
+        return read_checkpoint(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise SystemExit(f"cannot read {path}: {error}") from None
 
 
 def preprocessing(meta: Checkpoint) -> dict[str, Any]:
