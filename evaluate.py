@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cats_dogs.checkpoint import find_checkpoint, load_checkpoint, preprocessing
+from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing
 from cats_dogs.csv_rows import CsvError
 from cats_dogs.device import pick_device
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
@@ -152,7 +152,7 @@ def print_report(report: dict) -> None:
 def main(args: argparse.Namespace) -> None:
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    model, meta = load_checkpoint(checkpoint_path, device)
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     class_names = meta["class_names"]
     try:
         dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(meta))

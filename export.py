@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint
+from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint_or_exit
 from cats_dogs.engines import (
     Engine,
     export_onnx,
@@ -37,7 +37,7 @@ from cats_dogs.engines import (
     quantize_int8,
     save_openvino,
 )
-from cats_dogs.images import IMAGE_EXTENSIONS, open_image
+from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.model import count_parameters_and_flops
 from cats_dogs.phone_export import NCNN_TOLERANCE, check_ncnn_parity, export_ncnn, ncnn_engine, parity_photos
 from cats_dogs.process import make_console_safe
@@ -169,7 +169,7 @@ def main(args: argparse.Namespace) -> None:
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
     checkpoint_path = find_checkpoint(args.checkpoint)
-    model, meta = load_checkpoint(checkpoint_path, "cpu")  # exports trace on the CPU
+    model, meta = load_checkpoint_or_exit(checkpoint_path, "cpu")  # exports trace on the CPU
     image_size = meta["image_size"]
     if args.info:
         parameters, flops = count_parameters_and_flops(model, image_size)
@@ -183,7 +183,10 @@ def main(args: argparse.Namespace) -> None:
         return
 
     photo = find_photo(args.image)
-    batch = checkpoint_transform(meta)(open_image(photo)).unsqueeze(0)
+    try:
+        batch = checkpoint_transform(meta)(open_image(photo)).unsqueeze(0)
+    except UNREADABLE_IMAGE_ERRORS as error:
+        raise SystemExit(f"--image {photo}: {explain_unreadable(error)}") from None
     shapes = (f"input `images` N×3×{image_size}×{image_size}, output `logits` N×{len(meta['class_names'])}, "
               f"classes {meta['class_names']}")
     if args.onnx:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cats_dogs.atomic import atomic_write_text
 from cats_dogs.downloads import SOURCES, download_photos
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
 from cats_dogs.process import make_console_safe
@@ -272,15 +273,13 @@ def write_dataset(splits: dict[str, dict[str, list[Path]]], class_names: list[st
                 used_names.add(relative)
                 rows.append((relative.as_posix(), label_of[name]))
         write_atomically(out / f"{split}.csv", rows)
-    (out / "classes.txt.tmp").write_text("\n".join(class_names) + "\n", encoding="utf-8")
-    os.replace(out / "classes.txt.tmp", out / "classes.txt")
+    atomic_write_text(out / "classes.txt", "\n".join(class_names) + "\n")
 
 
 def write_atomically(path: Path, rows: list[tuple[str, int]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as file:
-        csv.writer(file, lineterminator="\n").writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    atomic_write_text(path, text.getvalue(), newline="")
 
 
 def write_left_out(excluded: list[tuple[str, str]], out: Path) -> None:

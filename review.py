@@ -40,6 +40,7 @@ from PIL import Image, ImageOps  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from cats_dogs.atomic import atomic_write_text  # noqa: E402
 from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
 from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
@@ -152,9 +153,7 @@ def load_decisions(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 def save_decisions(path: Path, decisions: dict) -> None:
     """Write to a temporary file, then rename: a kill during the save never leaves a broken file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(decisions, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(decisions, indent=1, ensure_ascii=False))
 
 
 def decision_of(decision: str, class_names: list[str], given: int) -> dict[str, Any]:
@@ -200,9 +199,7 @@ def apply_to_csv(csv_path: Path, chosen: dict[str, dict[str, Any]], stamp: str) 
         return None
     backup = backup_path(csv_path, stamp)
     shutil.copy2(csv_path, backup)
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    tmp.write_text(BOM * original.startswith(BOM) + "".join(kept), encoding="utf-8", newline="")
-    os.replace(tmp, csv_path)
+    atomic_write_text(csv_path, BOM * original.startswith(BOM) + "".join(kept), newline="")
     return relabelled, excluded, backup
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cats_dogs.atomic import atomic_path
 from cats_dogs.classes import default_class_names
 from cats_dogs.model import build_model
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -87,11 +88,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_st
     """
     if not training_state:
         checkpoint = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:  # a unique temporary name: two writers of one path never collide
+        torch.save(checkpoint, temporary)
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -144,8 +142,16 @@ def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str 
     names it, not a traceback."""
     try:
         return load_checkpoint(path, device)
-    except (ValueError, KeyError, RuntimeError) as error:
+    except (ValueError, KeyError, RuntimeError, OSError) as error:
         raise SystemExit(f"cannot load {path}: {error}") from None
+
+
+def read_checkpoint_or_exit(path: str | os.PathLike) -> Checkpoint:
+    """read_checkpoint for a script: a file that cannot be read ends it with one line that names it."""
+    try:
+        return read_checkpoint(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise SystemExit(f"cannot read {path}: {error}") from None
 
 
 def preprocessing(meta: Checkpoint) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from cats_dogs.atomic import atomic_path, atomic_write_text
 from cats_dogs.checkpoint import Checkpoint, checkpoint_transform
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
 
@@ -68,12 +69,10 @@ def file_digest(path: str, mtime_ns: int, size: int) -> str:
 
 def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
     """The model as ONNX: input `images` N×3×S×S (any N), output `logits`. Written to a temporary name, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
     example = torch.zeros(1, 3, image_size, image_size)
-    torch.onnx.export(model.eval(), (example,), str(partial), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
-    os.replace(partial, path)
+    with atomic_path(path, keep_suffix=True) as partial:
+        torch.onnx.export(model.eval(), (example,), str(partial), input_names=["images"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
 
 
 def cached_onnx(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path) -> Path:
@@ -102,10 +101,13 @@ def save_openvino(model, xml_path: Path) -> None:
     """model.xml and model.bin written under temporary names, then renamed (the .xml last: it marks a whole pair)."""
     import openvino
 
-    partial = xml_path.with_name(f"{xml_path.stem}.{os.getpid()}.tmp.xml")
-    openvino.save_model(model, str(partial), compress_to_fp16=False)  # fp16 weights would change the fp32 answers
-    os.replace(partial.with_suffix(".bin"), xml_path.with_suffix(".bin"))
-    os.replace(partial, xml_path)
+    with atomic_path(xml_path, keep_suffix=True) as partial:
+        try:
+            openvino.save_model(model, str(partial), compress_to_fp16=False)  # fp16 would change the fp32 answers
+            with atomic_path(xml_path.with_suffix(".bin")) as partial_bin:
+                os.replace(partial.with_suffix(".bin"), partial_bin)
+        finally:
+            partial.with_suffix(".bin").unlink(missing_ok=True)  # left only when saving failed
 
 
 def openvino_engine(xml_path: Path, amp_dtype: torch.dtype | None) -> Engine:
@@ -191,8 +193,7 @@ def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_xml: Path, data
     result = check_int8(model, openvino_engine(xml_path, amp_dtype), *read_photos(data_dir / "val.csv", meta, 10**9))
     result.update(calibration_photos=len(calibration), data_dir=str(data_dir))
     report = xml_path.with_suffix(".json")
-    report.with_suffix(".tmp").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    os.replace(report.with_suffix(".tmp"), report)
+    atomic_write_text(report, json.dumps(result, indent=2))
     return result
 
 

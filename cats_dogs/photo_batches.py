@@ -106,6 +106,7 @@ class ImageList(Dataset):
         if mode == "memory":
             self.cache, self.unreadable = disk.load_all(), disk.unreadable
         else:
+            disk.descriptor()  # held open while this process lives: another run's build sees the cache in use
             self.cache = disk
 
     def cache_bytes(self) -> int:

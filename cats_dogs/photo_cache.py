@@ -11,15 +11,23 @@ method, and each photo's path, size in bytes and modification time. Change a pho
 size and the key changes, so a stale cache is never used. The pixels are written to a temporary file
 that takes its final name only when complete, and the index (a JSON file, the proof of completeness)
 is written last: a killed build leaves nothing that looks complete, and the next run starts it again.
+A damaged index is rebuilt, with one line saying so.
+
+A build removes the older caches of the same photos (same name and size, another key: the photos changed),
+unless a live process has one open (a run still training on it), and killed builds' temporary files. It
+leaves every other cache alone: the user's cache folder (a read-only data folder's fallback) holds the
+caches of many datasets under the same names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from cats_dogs.atomic import atomic_path, atomic_write_text, writer_pid
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.preprocessing import RESIZE_METHOD, resize_photo
 
@@ -117,11 +126,17 @@ def open_cache(paths: list[Path], image_size: int, folder: Path, name: str, key:
     index_file = folder / f"{name}-{image_size}px-{key[:16]}.json"
     if not index_file.is_file():
         return None
-    index = json.loads(index_file.read_text(encoding="utf-8"))
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+        unreadable = {int(i): str(reason) for i, reason in index["unreadable"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # a disk full, a hand edit, a crash
+        print(f"the photo cache's index {index_file} is damaged ({type(error).__name__}); decoding the photos again",
+              file=sys.stderr, flush=True)
+        return None
     pixels = index_file.with_suffix(".u8")
     if index.get("key") != key or not pixels.is_file() or pixels.stat().st_size != len(paths) * image_size**2 * 3:
         return None
-    return DiskCache(pixels, len(paths), image_size, {int(i): reason for i, reason in index["unreadable"].items()})
+    return DiskCache(pixels, len(paths), image_size, unreadable)
 
 
 def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, list[tuple[int, str]]]:
@@ -144,16 +159,44 @@ def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, lis
     return len(photos), unreadable
 
 
-def _being_written(path: Path, stem: str) -> bool:
-    """Whether another run may be using this file right now: several runs can start on one data folder at once.
+def remove_stale_caches(folder: Path, name: str, image_size: int, stem: str, paths: list[Path]) -> None:
+    """Before building `stem`: remove killed builds' temporary files and older caches of these same photos
+    that no live process has open. Several runs can start on one data folder at once."""
+    ours = {str(path) for path in paths}
+    candidates = []
+    for found in folder.glob(f"{name}-{image_size}px-*"):
+        pid = writer_pid(found)
+        if pid is not None:  # a temporary file: in use while the process it names lives
+            if not psutil.pid_exists(pid):
+                found.unlink(missing_ok=True)
+        elif found.suffix == ".json" and found.stem != stem and _same_photos(found, ours):
+            candidates.append(found)
+    in_use = _open_elsewhere(folder) if candidates else set()
+    for index_file in candidates:
+        pixels = index_file.with_suffix(".u8")
+        if str(pixels.resolve()) not in in_use:
+            with contextlib.suppress(OSError):  # Windows refuses to delete a file that is open
+                pixels.unlink(missing_ok=True)
+                index_file.unlink(missing_ok=True)
 
-    A temporary file is in use while the process it names lives; a killed build's is not. A finished file of
-    this very cache may have just been renamed into place by a run beside this one.
-    """
-    pid = path.name.rpartition(".tmp-")[2]
-    if pid.isdigit():
-        return psutil.pid_exists(int(pid))
-    return path.name.startswith(stem)
+
+def _same_photos(index_file: Path, ours: set[str]) -> bool:
+    """Whether a cache holds (an older version of) some of these photos; a damaged index counts as one of ours."""
+    try:
+        return bool(ours.intersection(json.loads(index_file.read_text(encoding="utf-8"))["files"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+def _open_elsewhere(folder: Path) -> set[str]:
+    """The files in `folder` that another live process has open, as far as this user may look."""
+    folder, found = str(folder.resolve()), set()
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            found.update(file.path for file in process.open_files() if file.path.startswith(folder))
+    return found
 
 
 def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, processes: int | None = None,
@@ -161,17 +204,27 @@ def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, pro
     """Decode every photo once with one process per core into a new cache file, and return it."""
     key = key or cache_key(paths, image_size)
     stem = f"{name}-{image_size}px-{key[:16]}"
-    for stale in folder.glob(f"{name}-{image_size}px-*"):  # older versions of this data, and killed builds
-        if not _being_written(stale, stem):
-            stale.unlink(missing_ok=True)
-    temporary = folder / f"{stem}.u8.tmp-{os.getpid()}"
+    remove_stale_caches(folder, name, image_size, stem, paths)
+    pixels = folder / f"{stem}.u8"
+    with atomic_path(pixels) as temporary:
+        unreadable = _decode_all(paths, image_size, temporary, processes, progress, f"{folder / stem}.u8")
+    atomic_write_text(folder / f"{stem}.json", json.dumps({  # last: from now on the cache counts as complete
+        "key": key, "image_size": image_size, "count": len(paths), "method": RESIZE_METHOD,
+        "unreadable": {str(i): reason for i, reason in sorted(unreadable.items())},
+        "files": [str(path) for path in paths]}, ensure_ascii=False))
+    return DiskCache(pixels, len(paths), image_size, unreadable)
+
+
+def _decode_all(paths: list[Path], image_size: int, temporary: Path, processes: int | None, progress: bool,
+                shown_name: str) -> dict[int, str]:
+    """Every photo decoded into the pixel file `temporary`, one process per core; the unreadable ones' reasons."""
     with open(temporary, "wb") as file:
         file.truncate(len(paths) * image_size * image_size * 3)
     tasks = [(str(temporary), image_size, [(i, str(paths[i])) for i in range(start, min(start + CHUNK, len(paths)))])
              for start in range(0, len(paths), CHUNK)]
     processes = max(1, min(processes or os.cpu_count() or 1, len(tasks)))
     unreadable: dict[int, str] = {}
-    with tqdm(total=len(paths), desc=f"decoding photos once into {folder / stem}.u8", unit="photo",
+    with tqdm(total=len(paths), desc=f"decoding photos once into {shown_name}", unit="photo",
               dynamic_ncols=True, disable=not progress, leave=False) as bar:
         if processes == 1:
             results = map(_decode_into, tasks)
@@ -184,13 +237,4 @@ def build_cache(paths: list[Path], image_size: int, folder: Path, name: str, pro
         if processes > 1:
             pool.close()
             pool.join()
-    pixels = folder / f"{stem}.u8"
-    os.replace(temporary, pixels)
-    index_file = folder / f"{stem}.json"
-    index = {"key": key, "image_size": image_size, "count": len(paths), "method": RESIZE_METHOD,
-             "unreadable": {str(i): reason for i, reason in sorted(unreadable.items())},
-             "files": [str(path) for path in paths]}
-    temporary_index = index_file.with_name(index_file.name + f".tmp-{os.getpid()}")
-    temporary_index.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary_index, index_file)  # last: from now on the cache counts as complete
-    return DiskCache(pixels, len(paths), image_size, unreadable)
+    return unreadable

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from cats_dogs import distributed
+from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
 from cats_dogs.random_state import same_random_state
@@ -127,12 +128,11 @@ def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
     """results.csv: one row per epoch with every metric (the checkpoint's history), rewritten after every epoch,
     through a temporary file: a run stopped at any moment keeps the rows of its finished epochs."""
     columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue(), newline="")
 
 
 LABEL_FONTS = ("msyh.ttc", "simhei.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "NotoSansCJK-Regular.ttc",

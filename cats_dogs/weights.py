@@ -3,6 +3,7 @@ Every one is read with torch.load(weights_only=True): tensors and plain Python o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import urllib.error
@@ -17,7 +18,10 @@ WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
 
 
 def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights through torchvision's weights API, or a local .pth for offline machines."""
+    """ImageNet weights through torchvision's weights API, or a local .pth for offline machines.
+
+    torchvision's own loader unpickles with weights_only=False (a planted file would run code): the file is
+    downloaded to torchvision's cache here, its hash checked, and read like every other weights file."""
     if weights not in ("IMAGENET1K_V1", "IMAGENET1K_V2"):
         path = Path(weights)
         if not path.is_file():
@@ -35,23 +39,62 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
         print(f"{arch} has no {weights} weights; using IMAGENET1K_V1.")
         weights = "IMAGENET1K_V1"
     weight_entry = enum[weights]
+    path = weights_cache_path(weight_entry)
+    if path.is_file():
+        check_hash_prefix(path, weight_entry.url)  # a download is checked by torch.hub as it arrives
+    else:
+        download_weights(weight_entry, path, f"{arch} {weights}")
+    try:
+        return read_state_dict(path)
+    except ValueError as error:
+        raise SystemExit(f"{error}\nDelete that file and run the same command again, or download it again from "
+                         f"{weight_entry.url}") from None
+
+
+def download_weights(weight_entry: torchvision.models.WeightsEnum, path: Path, name: str) -> None:
+    """torchvision's download to its cache: a temporary file, checked against the hash in its name, then renamed."""
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a blocked network should fail in seconds, not hang forever
     try:
-        # torchvision first looks for the file in its cache (weights_cache_path) and downloads only without it.
-        return weight_entry.get_state_dict(progress=True, check_hash=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weight_entry.url, str(path), hash_prefix=expected_hash_prefix(path), progress=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
         raise SystemExit(
-            f"Could not download the {arch} {weights} ImageNet weights ({error}).\n"
+            f"Could not download the {name} ImageNet weights ({error}).\n"
             "You can fix this in one of three ways:\n"
             f"  1. Download this file on a computer with internet access: {weight_entry.url}\n"
-            f"     Copy it to this exact path: {weights_cache_path(weight_entry)}\n"
+            f"     Copy it to this exact path: {path}\n"
             "     Then run the same command again. Nothing will be downloaded.\n"
             "  2. Or pass the downloaded file directly: --weights path/to/file.pth\n"
             "  3. Or train from scratch: --weights none (much lower accuracy on small datasets)."
         ) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def expected_hash_prefix(path: Path) -> str | None:
+    """torchvision names its files <name>-<the first hex digits of the file's SHA-256>.pth (resnet50-11ad3fa6.pth)."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    return match.group(1) if match and match.group(1) else None
+
+
+def check_hash_prefix(path: Path, url: str) -> None:
+    """A file in torchvision's cache must be the one its name promises: a file copied in by hand may be another
+    download, a damaged one, or planted. Refused with what to do; nothing in it is read."""
+    expected = expected_hash_prefix(path)
+    if expected is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(expected):
+        raise SystemExit(
+            f"{path} is not the file its name promises (its SHA-256 starts with {digest.hexdigest()[:len(expected)]}, "
+            f"not {expected}): a damaged or different download, so it was not loaded.\n"
+            f"Delete it and run the same command again to download it, or download it again from {url}\n"
+            "A file you trust under another name can be given as --weights path/to/file.pth."
+        )
 
 
 def weights_cache_path(weight_entry: torchvision.models.WeightsEnum) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python studies/compare_models.py`: the package is one folder up
 
-from cats_dogs.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from cats_dogs.checkpoint import load_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
 from cats_dogs.model import MODEL_NAMES, count_parameters_and_flops  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
 
@@ -46,8 +46,8 @@ def train(model_name: str, output_dir: Path, project: str, train_args: list[str]
 
 
 def table_row(model_name: str, output_dir: Path, wall_time: float) -> dict:
-    history = read_checkpoint(output_dir / "latest_checkpoint.pth")["history"]
-    model, meta = load_checkpoint(output_dir / "best_checkpoint.pth")
+    history = read_checkpoint_or_exit(output_dir / "latest_checkpoint.pth")["history"]
+    model, meta = load_checkpoint_or_exit(output_dir / "best_checkpoint.pth")
     parameters, flops = count_parameters_and_flops(model, meta["image_size"])
     return {
         "model": model_name,

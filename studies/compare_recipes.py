@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python studies/compare_recipes.py`: the package is one folder up
 
-from cats_dogs.checkpoint import read_checkpoint  # noqa: E402
+from cats_dogs.checkpoint import read_checkpoint_or_exit  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
 
 RECIPES = {
@@ -64,7 +64,7 @@ def train_and_test(data: Path, output: Path, name: str, recipe_flags: list[str],
     run("evaluate.py", "--checkpoint", str(output / f"{kept}_checkpoint.pth"), "--csv", str(data / "test.csv"),
         "--out", str(output / "test_eval"))
     report = json.loads((output / "test_eval" / "report.json").read_text(encoding="utf-8"))
-    latest = read_checkpoint(output / "latest_checkpoint.pth")
+    latest = read_checkpoint_or_exit(output / "latest_checkpoint.pth")
     kept_epoch = latest["epoch"] if kept == "latest" else latest["best_epoch"]
     return 100 * report["accuracy"], kept_epoch, latest["epoch"], wall_time
 

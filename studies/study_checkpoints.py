@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))  # `python studies/study_checkpoints.py`: the pack
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from cats_dogs.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from cats_dogs.checkpoint import load_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
 from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
 from cats_dogs.device import pick_device  # noqa: E402
 from cats_dogs.inference import class_probabilities  # noqa: E402
@@ -118,7 +118,7 @@ def train_all(data: Path, work: Path, args: argparse.Namespace, train_args: list
 @torch.inference_mode()
 def test_accuracies(checkpoint: Path, loader: DataLoader, device: torch.device) -> tuple[float, float]:
     """Accuracy in % of one checkpoint on the test photos, without and with flip TTA, in fp32 as evaluate.py."""
-    model, meta = load_checkpoint(checkpoint, device)
+    model, meta = load_checkpoint_or_exit(checkpoint, device)
     correct, total = [0, 0], 0
     for images, labels, _, _ in loader:
         images = to_device(images, device, False, meta["mean"], meta["std"])
@@ -154,8 +154,8 @@ def main(args: argparse.Namespace) -> None:
         runs = [work / "runs" / f"{recipe.replace(' ', '-')}-seed{seed}" for seed in args.seeds]
         results = [[test_accuracies(r / CANDIDATES[name], loader, device) for r in runs] for name in CANDIDATES]
         cells = [spread([accuracies[tta] for accuracies in per_run]) for per_run in results for tta in (0, 1)]
-        kept_epochs = [f"{read_checkpoint(r / CANDIDATES['window'])['epoch']}; "
-                       f"{read_checkpoint(r / CANDIDATES['val-loss'])['epoch']}" for r in runs]
+        kept_epochs = [f"{read_checkpoint_or_exit(r / CANDIDATES['window'])['epoch']}; "
+                       f"{read_checkpoint_or_exit(r / CANDIDATES['val-loss'])['epoch']}" for r in runs]
         lines.append(f"| {recipe} | " + " | ".join(cells) + f" | {', '.join(kept_epochs)} |")
         print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

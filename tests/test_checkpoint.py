@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from cats_dogs.checkpoint import (
     load_checkpoint,
     make_checkpoint,
     read_checkpoint,
+    read_checkpoint_or_exit,
     save_checkpoint,
 )
 from cats_dogs.model import build_model
 from cats_dogs.weights import read_state_dict
+from conftest import make_photo, run_script
 
 
 def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
@@ -102,3 +105,42 @@ def test_read_state_dict_takes_a_bare_state_dict_or_one_of_ours(tmp_path: Path) 
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="list.pth does not hold weights"):
         read_state_dict(tmp_path / "list.pth")
+
+
+def test_two_writers_of_one_checkpoint_never_collide_and_it_is_always_whole(tmp_path: Path) -> None:
+    """Two runs (or a run and the page) saving one path: a fixed temporary name made the second rename find the
+    file gone (FileNotFoundError), or rename the other's half-written file into place."""
+    checkpoints = [make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"],
+                                   image_size=32, epoch=epoch, metrics={}) for epoch in (1, 2)]
+    path = tmp_path / "best_checkpoint.pth"
+    errors: list[BaseException] = []
+
+    def save_many(checkpoint: Checkpoint) -> None:
+        try:
+            for _ in range(15):
+                save_checkpoint(checkpoint, path, training_state=False)
+                assert read_checkpoint(path)["epoch"] in (1, 2)  # always one whole file or the other
+        except BaseException as error:  # noqa: BLE001 -- reported below, from the main thread
+            errors.append(error)
+
+    writers = [threading.Thread(target=save_many, args=(checkpoint,)) for checkpoint in checkpoints]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert not errors, errors
+    assert [p.name for p in tmp_path.iterdir()] == ["best_checkpoint.pth"]  # no temporary file left behind
+
+
+def test_a_truncated_checkpoint_gives_one_line_naming_it_in_every_script(tmp_path: Path) -> None:
+    save_checkpoint(make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"],
+                                    image_size=32, epoch=1, metrics={}), tmp_path / "cut.pth")
+    data = (tmp_path / "cut.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])  # an interrupted copy
+    photo = make_photo(tmp_path / "photo.jpg", 0, seed=1)
+    for script, *args in (("predict.py", str(photo)), ("evaluate.py",), ("export.py", "--info")):
+        result = run_script(script, "--checkpoint", "cut.pth", *args, cwd=tmp_path, check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (script, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1].startswith("cannot load cut.pth: "), (script, result.stderr)
+    with pytest.raises(SystemExit, match="cannot read .*cut.pth: .*not a readable PyTorch checkpoint"):
+        read_checkpoint_or_exit(tmp_path / "cut.pth")  # what the studies read their runs' checkpoints with

@@ -1,4 +1,4 @@
-"""The shared pieces: image opening, preprocessing, model building, device, mixed precision."""
+"""The shared pieces: preprocessing, model building, device, mixed precision."""
 
 from __future__ import annotations
 
@@ -16,35 +16,9 @@ from torchvision.transforms import v2
 
 from cats_dogs.augmentation import augment_photo
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.images import open_image
 from cats_dogs.model import build_model
 from cats_dogs.preprocessing import eval_transform, normalize, resize_photo
 from conftest import REPO
-
-
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA", "1", "I;16"])
-def test_open_image_gives_rgb_for_every_mode(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / f"photo_{mode.replace(';', '')}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
-    Image.new("RGB", (20, 10), (10, 200, 30)).convert(mode).save(path)
-    image = open_image(path)
-    assert image.mode == "RGB"
-    assert image.size == (20, 10)
-
-
-def test_open_image_puts_transparency_on_white(tmp_path: Path) -> None:
-    path = tmp_path / "transparent.png"
-    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(path)
-    assert open_image(path).getpixel((3, 3)) == (255, 255, 255)
-
-
-def test_open_image_applies_exif_rotation(tmp_path: Path) -> None:
-    path = tmp_path / "rotated.jpg"
-    image = Image.new("RGB", (40, 20), "red")
-    exif = image.getexif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    image.save(path, exif=exif)
-    assert Image.open(path).size == (40, 20)
-    assert open_image(path).size == (20, 40)
 
 
 def test_transforms_give_normalized_square_tensors() -> None:

@@ -3,10 +3,15 @@
 torchvision looks for the weights in TORCH_HOME/hub/checkpoints/<the file name of the weights' URL>
 before it downloads. The tests put a stand-in there (a random ResNet50 with a 1000-class head) and
 block the network: whatever tries to connect anywhere but this machine is recorded and refused.
+The file name carries the first 8 hex digits of the file's SHA-256 (resnet50-11ad3fa6.pth), and a file
+that does not match its name is refused: the stand-in is published under its own hash, by pointing the
+weights' URL at that name in every process of the test (sitecustomize).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -39,18 +44,32 @@ def _guarded_connect(self, address):
 
 
 socket.socket.connect = _guarded_connect
+
+if os.environ.get("STAND_IN_WEIGHTS_URL"):  # the stand-in's file name carries its own hash, as the real one does
+    import torchvision
+
+    torchvision.models.ResNet50_Weights.IMAGENET1K_V2.value.url = os.environ["STAND_IN_WEIGHTS_URL"]
 '''
 
 
 @pytest.fixture
-def offline_torch_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def offline_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
     """A TORCH_HOME holding the stand-in IMAGENET1K_V2 file, and an environment with the network blocked."""
     torch_home, guard = tmp_path / "torch_home", tmp_path / "guard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NETWORK_GUARD, encoding="utf-8")
-    # The file name comes from torchvision's weights enum, exactly as torchvision derives it, never typed by hand.
+    torch.manual_seed(0)
+    stand_in = torchvision.models.resnet50()
+    with torch.no_grad():
+        stand_in.fc.bias[STAND_IN_CLASS] = 50.0
+    saved = io.BytesIO()
+    torch.save(stand_in.state_dict(), saved)
+    # The URL's folder stays torchvision's; the name is resnet50-<the stand-in's own hash>.pth.
     entry = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
-    env = {"TORCH_HOME": str(torch_home), "PYTHONPATH": os.pathsep.join([str(guard), os.environ.get("PYTHONPATH", "")]),
+    url = f"{entry.url.rsplit('/', 1)[0]}/resnet50-{hashlib.sha256(saved.getvalue()).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(entry.value, "url", url)
+    env = {"STAND_IN_WEIGHTS_URL": url,
+           "TORCH_HOME": str(torch_home), "PYTHONPATH": os.pathsep.join([str(guard), os.environ.get("PYTHONPATH", "")]),
            "NETWORK_ATTEMPTS": str(tmp_path / "network_attempts.log"),
            # Also through a proxy on a closed port: a download could not succeed by any route.
            "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
@@ -60,13 +79,9 @@ def offline_torch_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         path = weights_cache_path(entry)
     finally:
         os.environ.pop("TORCH_HOME") if previous is None else os.environ.__setitem__("TORCH_HOME", previous)
-    assert path == torch_home / "hub" / "checkpoints" / entry.url.rsplit("/", 1)[1]
-    torch.manual_seed(0)
-    stand_in = torchvision.models.resnet50()
-    with torch.no_grad():
-        stand_in.fc.bias[STAND_IN_CLASS] = 50.0
+    assert path == torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
     path.parent.mkdir(parents=True)
-    torch.save(stand_in.state_dict(), path)
+    path.write_bytes(saved.getvalue())
     return path, env
 
 
@@ -106,6 +121,6 @@ def test_without_the_file_and_offline_the_message_names_the_exact_path(
                         env=env, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not download the resnet50 IMAGENET1K_V2 ImageNet weights" in result.stderr
-    assert torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url in result.stderr
+    assert env["STAND_IN_WEIGHTS_URL"] in result.stderr
     assert f"Copy it to this exact path: {weights_file}" in result.stderr
     assert not (tmp_path / "checkpoint").exists()

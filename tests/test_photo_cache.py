@@ -173,3 +173,56 @@ def test_a_read_only_data_folder_gets_its_cache_in_the_users_cache(dataset: Path
         assert torch.equal(photos[0][0], DatasetLoader(dataset / "val.csv", image_size=32)[0][0])
     finally:
         dataset.chmod(0o755)
+
+
+def test_a_damaged_index_is_rebuilt_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
+    paths = sorted((data / "train").rglob("*.jpg"))
+    (tmp_path / "cache").mkdir()
+    build_cache(paths, 16, tmp_path / "cache", "train", processes=1, progress=False)
+    index = next((tmp_path / "cache").glob("*.json"))
+    index.write_text(index.read_text(encoding="utf-8")[:40], encoding="utf-8")  # a disk that filled up mid-write
+    assert open_cache(paths, 16, tmp_path / "cache", "train") is None
+    assert f"the photo cache's index {index} is damaged" in capsys.readouterr().err
+    build_cache(paths, 16, tmp_path / "cache", "train", processes=1, progress=False)
+    reopened = open_cache(paths, 16, tmp_path / "cache", "train")
+    assert reopened is not None and len(reopened) == 4
+
+
+HOLD_CACHE_OPEN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from cats_dogs.photo_cache import open_cache
+paths = sorted(Path(sys.argv[2]).rglob("*.jpg"))
+open_cache(paths, 16, Path(sys.argv[3]), "train").descriptor()  # what a training run does with its disk cache
+print("reading", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_new_build_keeps_a_cache_another_run_has_open_and_other_datasets_caches(tmp_path: Path) -> None:
+    """The user's cache folder holds every read-only dataset's caches under the same names (train, photos); a
+    data folder's older cache may still be read by a run that started before the photos changed."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    data, other = (make_dataset(tmp_path / name, per_class_train=2, per_class_val=1) for name in ("data", "other"))
+    data_paths, other_paths = (sorted((root / "train").rglob("*.jpg")) for root in (data, other))
+    build_cache(data_paths, 16, folder, "train", processes=1, progress=False)
+    build_cache(other_paths, 16, folder, "train", processes=1, progress=False)
+    assert open_cache(data_paths, 16, folder, "train") is not None  # another dataset's build left it alone
+    reader = subprocess.Popen([sys.executable, "-c", HOLD_CACHE_OPEN, str(REPO), str(data / "train"), str(folder)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "reading\n"
+        old = {p.name for p in folder.glob("*.u8")}
+        time.sleep(0.01)
+        make_photo(data / "train/cat/cat.0.jpg", 1, seed=999)  # the photos change while that run trains
+        build_cache(data_paths, 16, folder, "train", processes=1, progress=False)
+        assert old < {p.name for p in folder.glob("*.u8")}  # the open one kept, beside the new one
+    finally:
+        reader.communicate("", timeout=60)
+    make_photo(data / "train/cat/cat.1.jpg", 1, seed=998)
+    build_cache(data_paths, 16, folder, "train", processes=1, progress=False)  # that run has ended: swept now
+    assert len(list(folder.glob("*.u8"))) == 2 and open_cache(other_paths, 16, folder, "train") is not None
+    assert open_cache(data_paths, 16, folder, "train") is not None
