@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, preprocessing
+from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit, preprocessing
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
 from cats_dogs.images import IMAGE_EXTENSIONS
@@ -104,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    model, meta = load_checkpoint(checkpoint_path, device)
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     class_names = meta["class_names"]
     engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device,
                                        autocast_dtype(device) if args.amp else None)
