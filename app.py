@@ -35,20 +35,25 @@ from PIL import Image, ImageOps  # noqa: E402
 from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
+from cats_dogs.hosting import is_loopback
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.model import build_model
 from cats_dogs.process import make_console_safe
 from cats_dogs.translations import LANGUAGES, TEXTS, language_of, page_translations, reason_in, text  # noqa: E402
 from cats_dogs.weights import pretrained_state_dict
+from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
 MAX_UPLOAD = "20mb"
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 EXAMPLES_PER_CLASS = 2
 DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
 IMAGENET_CATS, IMAGENET_DOGS = range(281, 286), range(151, 269)  # tabby … Egyptian cat; the 118 dog breeds
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 MAX_BATCH_PHOTOS = 1000
 MAX_ZIP_MEMBER_BYTES = 50 * 1024 * 1024  # a photo inside a zip larger than this is skipped unread
+MAX_ZIP_TOTAL_BYTES = 500 * 1024 * 1024  # one request's zips unpack to at most this much; the rest is skipped unread
+KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 BATCH_SIZE = 8
 NOT_A_PET = TEXTS["not_a_pet"][0]
 
@@ -104,6 +109,8 @@ def open_upload(image_path: str | Exception | None, language: str = "en") -> Ima
     """
     if not image_path:
         raise gr.Error(text("upload_first", language))
+    if isinstance(image_path, UploadTooLarge):
+        raise gr.Error(text("unusable", language, reason=text("too_large", language, mb=MAX_UPLOAD_BYTES // 2**20)))
     try:
         if isinstance(image_path, Exception):
             raise image_path
@@ -167,15 +174,24 @@ def verdict(probabilities: dict[str, float], threshold: float, pet_share: float 
     return answer
 
 
+class UploadTooLarge(ValueError):
+    """A photo sent inline (a data: URL) larger than the upload limit: refused before anything decodes it."""
+
+
 def readable_upload_errors(component: gr.Image) -> gr.Image:
     """Gradio opens uploads itself before the page's function runs; hand its failures to the function.
 
     Without this a text file named .jpg gives the page only "Error" and the log a traceback. The function,
     not this step, words the message: only it is told the browser's language (by gr.Request).
+    A photo may also come inline as a data: URL, which skips the upload route and its size limit: the same
+    limit is applied here, before Gradio decodes it.
     """
     original = component.preprocess
 
     def preprocess(payload: Any) -> Any:
+        url = getattr(payload, "url", None) or ""
+        if url.startswith("data:") and len(url) * 3 // 4 > MAX_UPLOAD_BYTES:  # base64: 4 characters per 3 bytes
+            return UploadTooLarge(f"over {MAX_UPLOAD}")
         try:
             return original(payload)
         except UNREADABLE_IMAGE_ERRORS as error:
@@ -186,7 +202,12 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
 
 
 def uploaded_photos(paths: list[str], language: str = "en") -> Iterator[tuple[str, Image.Image | str]]:
-    """(name, photo) for every uploaded file and every file inside uploaded zips; a reason instead of a photo when unreadable."""
+    """(name, photo) for every uploaded file and every file inside uploaded zips; a reason instead of a photo when unreadable.
+
+    A zip member that cannot be read (encrypted, deflate64, a path outside the zip) gets its own reason; members
+    past MAX_ZIP_TOTAL_BYTES, all zips together, are skipped unread.
+    """
+    unpacked = 0
     for path in paths:
         if path.lower().endswith(".zip") and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -194,10 +215,15 @@ def uploaded_photos(paths: list[str], language: str = "en") -> Iterator[tuple[st
                     name = zip_member_name(info)
                     if info.is_dir() or "__MACOSX" in name or Path(name).name.startswith("."):
                         continue
-                    if info.file_size > MAX_ZIP_MEMBER_BYTES:
+                    if problem := member_problem(info):
+                        yield name, text("row_unusable", language, reason=problem)
+                    elif info.file_size > MAX_ZIP_MEMBER_BYTES:
                         yield name, text("skipped", language, mb=MAX_ZIP_MEMBER_BYTES // 2**20)
-                        continue
-                    yield name, read_photo(archive, info, language)
+                    elif unpacked + info.file_size > MAX_ZIP_TOTAL_BYTES:
+                        yield name, text("skipped_total", language, mb=MAX_ZIP_TOTAL_BYTES // 2**20)
+                    else:
+                        unpacked += info.file_size
+                        yield name, read_photo(archive, info, language)
         else:
             yield Path(path).name, read_photo(path, language=language)
 
@@ -205,9 +231,14 @@ def uploaded_photos(paths: list[str], language: str = "en") -> Iterator[tuple[st
 def read_photo(source: str | zipfile.ZipFile, member: zipfile.ZipInfo | None = None,
                language: str = "en") -> Image.Image | str:
     """The photo at a path or in a zip, or the reason it cannot be used."""
+    if member:
+        try:
+            source = io.BytesIO(source.read(member))
+        except MEMBER_READ_ERRORS as error:  # a bad CRC, a damaged stream: this member only
+            return text("row_unusable", language, reason=read_problem(error))
     try:
-        return open_image(io.BytesIO(source.read(member)) if member else source)
-    except (*UNREADABLE_IMAGE_ERRORS, zipfile.BadZipFile) as error:
+        return open_image(source)
+    except UNREADABLE_IMAGE_ERRORS as error:
         return text("row_unusable", language, reason=reason_in(language, error))
 
 
@@ -246,7 +277,11 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
         if pending:
             flush()
         columns = text("columns", language).split(",")
-        csv_path = Path(tempfile.mkdtemp(prefix="predictions-")) / "predictions.csv"
+        # Inside Gradio's own cache, which hands it out as is and deletes it with the uploads (KEEP_FILES_S):
+        # a folder in the system's temp folder would be left behind by every request.
+        cache = Path(gr.utils.get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        csv_path = Path(tempfile.mkdtemp(prefix="predictions-", dir=cache)) / "predictions.csv"
         with open(csv_path, "w", newline="", encoding="utf-8-sig") as file:  # the BOM lets Excel read Chinese names
             csv.writer(file).writerows([columns, *rows])
         return {"headers": columns, "data": rows}, str(csv_path)
@@ -307,7 +342,8 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
         return {"headers": text("columns", language_of(request, language)).split(","), "data": []}
 
     # The browser tab's title is not translated by Gradio's frontend: the class names alone suit both languages.
-    with gr.Blocks(title=" vs ".join(name.capitalize() for name in class_names)) as demo:
+    with gr.Blocks(title=" vs ".join(name.capitalize() for name in class_names),
+                   delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as demo:
         gr.Markdown(words("header"))
         threshold_slider = gr.Slider(0.0, 1.0, value=threshold, step=0.01, label=words("threshold"), elem_id="threshold")
         with gr.Tab(words("one_photo")):
@@ -352,6 +388,9 @@ def main(args: argparse.Namespace) -> None:
     if args.amp and amp_dtype is None:
         amp_dtype = torch.bfloat16
     i18n = page_translations(meta, checkpoint_path, args.language)
+    if not is_loopback(args.host):  # the page writes nothing, so a warning, not a refusal (review.py asks for --auth)
+        print(f"warning: --host {args.host}: anyone who can reach this machine on port {args.port} can use the page "
+              "(it has no login)", flush=True)
     demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype, checkpoint_path,
                       args.threshold, args.heatmap, args.pet_check,
                       compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n,
@@ -360,8 +399,10 @@ def main(args: argparse.Namespace) -> None:
     # holds the rest (up to 100) and answers them in turn while the page itself stays served.
     concurrency = args.concurrency or (2 if device.type == "cuda" else 1)
     demo.queue(default_concurrency_limit=concurrency, max_size=100)
+    # No allowed_paths: the example photos are served as Gradio's own copies, and nothing else of DATA_DIR
+    # (CSVs, every photo, the photo cache, review decisions) may be fetched through the page.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(Path(args.data_dir).resolve())], show_error=True, i18n=i18n)
+                show_error=True, i18n=i18n)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cats_dogs.atomic import atomic_write_text
+from cats_dogs.classes import class_name_problem
 from cats_dogs.downloads import SOURCES, download_photos
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
 from cats_dogs.process import make_console_safe
+from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
 TUTORIAL_SAMPLE = {"train": 275, "val": 70}  # the tutorial's dataset size, split evenly over the classes
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 LEFT_OUT_FILE = "left_out.txt"
 SHOWN_LEFT_OUT = 10  # Microsoft's set has ~1,700 broken photos: the console shows this many, the file has them all
+MAX_UNPACKED_BYTES = 2 * 1024**3  # Kaggle's 25,000 photos unpack to 0.6 GB: more than this is refused unpacked
+SPLIT_FILES = ("train", "val", "test")  # the CSVs of a dataset folder, written as one set
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -80,12 +84,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- getting the source
-def unpack(archive: Path, scratch: Path) -> Path:
+def unpack(archive: Path, scratch: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """The zip unpacked into scratch, and the members left out with their reason (encrypted, deflate64, damaged,
+    a path outside the zip): one bad member never ends the import. An archive that would unpack to more than
+    MAX_UNPACKED_BYTES is refused before anything is written."""
     with zipfile.ZipFile(archive) as zipped:
-        for member in tqdm(zipped.infolist(), desc=f"unpacking {archive.name}", unit="file"):
-            member.filename = zip_member_name(member)  # Chinese names from Windows' own zip would otherwise unpack garbled
-            zipped.extract(member, scratch)  # zipfile drops "../" and absolute parts: nothing lands outside
-    return scratch
+        members = [(member, zip_member_name(member)) for member in zipped.infolist() if not member.is_dir()]
+        refused = [(f"{archive}/{name}", problem) for member, name in members if (problem := member_problem(member))]
+        members = [(member, name) for member, name in members if not member_problem(member)]
+        total = sum(member.file_size for member, _ in members)
+        if total > MAX_UNPACKED_BYTES:
+            raise SystemExit(f"--from {archive}: unpacks to {total / 1024**3:.1f} GB, more than the "
+                             f"{MAX_UNPACKED_BYTES // 1024**3} GB this script unpacks. Unpack it yourself, then give "
+                             "the folder to --from.")
+        for member, name in tqdm(members, desc=f"unpacking {archive.name}", unit="file"):
+            target = scratch / name  # name: GBK names from Windows' own zip come out right; never outside scratch
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zipped.open(member) as source, open(target, "wb") as copy:
+                    shutil.copyfileobj(source, copy)
+            except MEMBER_READ_ERRORS as error:  # a bad CRC found at the end: drop what was written
+                target.unlink(missing_ok=True)
+                refused.append((f"{archive}/{name}", read_problem(error)))
+    return scratch, refused
 
 
 def dataset_root(folder: Path) -> Path:
@@ -133,6 +154,15 @@ def find_photos(root: Path) -> dict[str | None, dict[str, list[Path]]]:
         "  SRC/train/cat/*.jpg, SRC/val/cat/*.jpg     (folders that already hold splits)\n"
         "  SRC/cat.1.jpg, SRC/dog.1.jpg               (Kaggle-style names: <class>.<number>.jpg)"
     )
+
+
+def check_class_names(photos: dict[str | None, dict[str, list[Path]]], root: Path) -> None:
+    """Class names become folders of the dataset: a folder or Kaggle prefix that is not a plain name is refused."""
+    for split, classes in photos.items():
+        for name in classes:
+            if problem := class_name_problem(name):
+                where = root / (f"{split}/" if split else "") / name
+                raise SystemExit(f"{where}: {problem}. Rename it, then import again.")
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -274,6 +304,16 @@ def write_dataset(splits: dict[str, dict[str, list[Path]]], class_names: list[st
                 rows.append((relative.as_posix(), label_of[name]))
         write_atomically(out / f"{split}.csv", rows)
     atomic_write_text(out / "classes.txt", "\n".join(class_names) + "\n")
+    remove_stale_splits(out, written=list(splits))
+
+
+def remove_stale_splits(out: Path, written: list[str]) -> None:
+    """The folder's CSVs are one set: a split this import has not written (an earlier import's test.csv, whose photos
+    may now be in train.csv) is removed, never left to be read beside the new ones. Its photos stay."""
+    for split in SPLIT_FILES:
+        if split not in written and (out / f"{split}.csv").is_file():
+            (out / f"{split}.csv").unlink()
+            print(f"removed the {split}.csv of an earlier import: this import has no {split} split")
 
 
 def write_atomically(path: Path, rows: list[tuple[str, int]]) -> None:
@@ -327,8 +367,10 @@ def main(args: argparse.Namespace) -> None:
     if source.is_file() and not zipfile.is_zipfile(source):
         raise SystemExit(f"--from {source}: a file must be a .zip archive; give a folder otherwise")
     with tempfile.TemporaryDirectory(prefix="prepare_data_") as scratch:
-        root = dataset_root(unpack(source, Path(scratch)) if source.is_file() else source)
+        unpacked, refused = unpack(source, Path(scratch)) if source.is_file() else (source, [])
+        root = dataset_root(unpacked)
         photos = find_photos(root)
+        check_class_names(photos, root)
         if known:  # Google's folders are cats/dogs, Microsoft's Cat/Dog: both give the tutorial's cat/dog
             photos = {split: {known.class_names.get(name, name): paths for name, paths in classes.items()}
                       for split, classes in photos.items()}
@@ -337,6 +379,7 @@ def main(args: argparse.Namespace) -> None:
         else:
             photos, excluded = clean(photos)
             splits = make_splits(photos, shares, args.val_ratio, args.seed)
+        excluded = refused + excluded
         class_names = sorted({name for classes in splits.values() for name in classes})
         if not any(splits["train"].values()):
             raise SystemExit(f"no usable photos found in {root}")

@@ -15,6 +15,9 @@ The API has the page's three steps, for scripts:
     client.predict(api_name="/ranking")                                   # every photo, worst first
     client.predict("val", "val/cat/cat.3.jpg", "dog", api_name="/decide")  # keep, exclude, or a class name
     client.predict(api_name="/apply")
+
+Beyond this machine (--host 0.0.0.0) the page asks for a login: --auth user:password, which a script passes as
+Client(url, auth=("user", "password")). Apply only ever writes the CSVs named by --splits.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from cats_dogs.atomic import atomic_write_text  # noqa: E402
 from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
 from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
+from cats_dogs.hosting import is_loopback, parse_auth  # noqa: E402
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image  # noqa: E402
 from cats_dogs.inference import prepare_for_inference  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
@@ -55,6 +59,7 @@ from load_datasets import DatasetLoader  # noqa: E402
 DECISIONS = ("keep", "relabel", "exclude")
 TABLE_ROWS = 50  # the ranking table shows the page of this many rows around the current photo
 BOM = "\ufeff"
+KEEP_FILES_S = 3600  # the photos shown are deleted from Gradio's cache after an hour
 
 def word(key: str, language: str = "en", **values: Any) -> str:
     """One of translations.REVIEW_TEXTS in the given language, its {placeholders} filled in."""
@@ -71,7 +76,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv-out", default=None, help="write the ranking to this CSV and exit, without a page")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes the page reachable from other machines")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="0.0.0.0 makes the page reachable from other machines (then --auth is required)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="the login the page asks for; required with a --host other machines can reach")
     parser.add_argument("--port", type=int, default=7861, help="app.py's page can keep 7860")
     parser.add_argument("--language", choices=["auto", *LANGUAGES], default="auto",
                         help="the page's language: auto follows each browser (Chinese for Chinese browsers, else English)")
@@ -203,12 +211,15 @@ def apply_to_csv(csv_path: Path, chosen: dict[str, dict[str, Any]], stamp: str) 
     return relabelled, excluded, backup
 
 
-def apply_decisions(data_dir: Path, decisions: dict, language: str = "en") -> str:
-    """Apply every split's decisions to its CSV; what was written, in Markdown."""
+def apply_decisions(data_dir: Path, decisions: dict, splits: list[str], language: str = "en") -> str:
+    """Apply the decisions of each reviewed split (--splits) to its CSV; what was written, in Markdown.
+
+    Only those CSVs: a decisions file naming any other split ("../outside", say) never chooses what is written.
+    """
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     lines = []
-    for split, chosen in decisions.items():
-        csv_path = data_dir / f"{split}.csv"
+    for split in splits:
+        chosen, csv_path = decisions.get(split), data_dir / f"{split}.csv"
         if chosen and csv_path.is_file() and (result := apply_to_csv(csv_path, chosen, stamp)):
             relabelled, excluded, backup = result
             lines.append(word("applied", language, csv=csv_path, relabelled=relabelled, excluded=excluded, backup=backup))
@@ -284,7 +295,7 @@ def page_words(class_names: list[str], intro: dict[str, Any], language: str) -> 
 
 
 def make_handlers(ranked: list[dict], class_names: list[str], decisions: dict, decisions_path: Path, data_dir: Path,
-                  language: str = "auto") -> dict[str, Any]:
+                  splits: list[str], language: str = "auto") -> dict[str, Any]:
     """The page's functions. Decisions are shared by every tab (one file, one writer at a time); which photo
     is shown is each tab's own (a gr.State holding its index)."""
     lock = threading.Lock()
@@ -323,7 +334,7 @@ def make_handlers(ranked: list[dict], class_names: list[str], decisions: dict, d
 
     def apply(request: gr.Request) -> str:
         with lock:
-            return apply_decisions(data_dir, decisions, language_of(request, language))
+            return apply_decisions(data_dir, decisions, splits, language_of(request, language))
 
     def ranking() -> list[dict]:
         return public_rows(ranked, class_names, decisions)
@@ -335,7 +346,7 @@ def make_handlers(ranked: list[dict], class_names: list[str], decisions: dict, d
 def build_page(handlers: dict[str, Any], class_names: list[str], words: gr.I18n, language: str = "auto") -> gr.Blocks:
     """The page: the current photo, its labels and the decision buttons; the ranking table; Apply."""
     title = f"{word('title')} / {word('title', 'zh')}" if language == "auto" else word("title", language)
-    with gr.Blocks(title=title) as demo:
+    with gr.Blocks(title=title, delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as demo:
         gr.Markdown(f"# {title}")
         gr.Markdown(words("intro"))
         index = gr.State(0)
@@ -368,7 +379,24 @@ def build_page(handlers: dict[str, Any], class_names: list[str], words: gr.I18n,
     return demo
 
 
+def check_access(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The page's login, if any. The page rewrites CSVs: other machines reach it only with --auth. A split names a
+    CSV of DATA_DIR, never a path."""
+    for split in args.splits:
+        if not split or split in (".", "..") or any(c in split for c in "/\\:"):
+            raise SystemExit(f"--splits {split!r}: expected the name of a CSV in --data-dir, such as train or val")
+    try:
+        auth = parse_auth(args.auth) if args.auth else None
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    if auth is None and not args.csv_out and not is_loopback(args.host):
+        raise SystemExit(f"--host {args.host} lets other machines change your CSVs: add --auth user:password "
+                         "(or keep the default --host 127.0.0.1)")
+    return auth
+
+
 def main(args: argparse.Namespace) -> None:
+    auth = check_access(args)  # first: a refusal comes before minutes of ranking
     data_dir = Path(args.data_dir)
     decisions_path = Path(args.decisions) if args.decisions else data_dir / "review_decisions.json"
     decisions = load_decisions(decisions_path)  # first: a broken file stops the run before minutes of ranking
@@ -386,11 +414,11 @@ def main(args: argparse.Namespace) -> None:
         return
     counts = ", ".join(f"{split} {sum(row['split'] == split for row in ranked)}" for split in args.splits)
     intro = dict(count=len(ranked), splits=counts, checkpoint=checkpoint_path, decisions=decisions_path)
-    handlers = make_handlers(ranked, class_names, decisions, decisions_path, data_dir, args.language)
+    handlers = make_handlers(ranked, class_names, decisions, decisions_path, data_dir, args.splits, args.language)
     i18n = page_words(class_names, intro, args.language)
     demo = build_page(handlers, class_names, i18n, args.language)
-    demo.queue(default_concurrency_limit=1)  # decisions and Apply one at a time, in order
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True, i18n=i18n)
+    demo.queue(default_concurrency_limit=1, max_size=100)  # decisions and Apply one at a time, in order
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, i18n=i18n, auth=auth)
 
 
 if __name__ == "__main__":

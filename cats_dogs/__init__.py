@@ -11,6 +11,7 @@ The photos
     photo_batches   ImageList: photos in batches, written into one uint8 block, broken files left out
     loaders         train.py's DataLoaders, and each process's share under torchrun
     downloads       prepare_data.py --download: the sample photos, fetched safely
+    zips            users' zip archives: real member names, bad members refused one by one
 
 The model and its files
     model           a torchvision ResNet with one output per class
@@ -34,6 +35,7 @@ Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
     translations    the page's words in English and Chinese
+    hosting         who can reach a page: loopback or not (--host), a login (--auth)
 
 Sharing (export.py --space, --ncnn)
     space           a Hugging Face Space folder: app.py, the modules it imports, the checkpoint, examples

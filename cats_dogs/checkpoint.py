@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from cats_dogs.atomic import atomic_path
-from cats_dogs.classes import default_class_names
+from cats_dogs.classes import class_name_problem, default_class_names
 from cats_dogs.model import build_model
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from cats_dogs.weights import read_file
@@ -114,6 +114,13 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     checkpoint = Checkpoint(**{**defaults, **content})
     if "class_names" not in content:
         checkpoint["class_names"] = default_class_names(checkpoint["num_classes"])
+    # Class names become folder names (predict.py --sort-into): a file from elsewhere must not name a path.
+    names = checkpoint["class_names"]
+    if not isinstance(names, list):
+        raise ValueError(f"{path}: class_names is not a list of names")
+    for i, name in enumerate(names):
+        if problem := class_name_problem(name):
+            raise ValueError(f"{path}: class_names[{i}]: {problem}")
     return checkpoint
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 
 class CsvError(ValueError):
@@ -60,11 +60,18 @@ def infer_num_classes(csv_path: str | os.PathLike) -> int:
     return max(num_classes, 2)
 
 
+def is_inside(path: str) -> bool:
+    """A row's path stays inside the CSV's folder: relative, no drive, never climbing out with '..'.
+    (Checked on the text, not the resolved file: a dataset folder may hold symlinks to photos kept elsewhere.)"""
+    windows = PureWindowsPath(path)  # reads both / and \ as separators
+    return not (windows.drive or windows.root) and not os.path.normpath(windows.as_posix()).startswith("..")
+
+
 def read_csv_rows(csv_path: str | os.PathLike, num_classes: int | None = None) -> list[tuple[Path, int]]:
     """Parse and check a `path,label` CSV; return absolute paths with integer labels.
 
     Every problem (missing file, label not an integer in 0..num_classes-1, wrong field
-    count) is collected, then raised as one CsvError naming each line.
+    count, a path outside the CSV's folder) is collected, then raised as one CsvError naming each line.
     """
     csv_path = Path(csv_path)
     rows, problems = parse_csv(csv_path)
@@ -76,7 +83,10 @@ def read_csv_rows(csv_path: str | os.PathLike, num_classes: int | None = None) -
     samples: list[tuple[Path, int]] = []
     for line_number, path, label in rows:
         full_path = csv_path.parent / path.replace("\\", "/")
-        if not 0 <= label < limit:
+        if not is_inside(path):
+            problems.append(f"line {line_number}: {path} is outside the CSV's folder {csv_path.parent} "
+                            "(paths are relative to it, without ..)")
+        elif not 0 <= label < limit:
             problems.append(f"line {line_number}: label {label} is out of range 0..{limit - 1}")
         elif not full_path.is_file():
             problems.append(f"line {line_number}: file not found: {full_path}")

@@ -54,6 +54,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "notes_joined_by": ("; ", "；"),
     "row_unusable": ("could not be used: {reason}", "无法使用：{reason}"),
     "skipped": ("skipped: over {mb} MB", "已跳过：超过 {mb} MB"),
+    "skipped_total": ("skipped: the zips add up to over {mb} MB", "已跳过：压缩包解压后总共超过 {mb} MB"),
+    "too_large": ("larger than {mb} MB", "超过 {mb} MB"),
     "upload_first": ("Please upload a photo first.", "请先上传一张照片。"),
     "unusable": ("This file could not be used: {reason}. Upload a photo: JPEG, PNG, BMP, GIF or WebP, at most 20 MB.",
                  "这个文件无法使用：{reason}。请上传 JPEG、PNG、BMP、GIF 或 WebP 格式的照片，不超过 20 MB。"),

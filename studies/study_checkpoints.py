@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,15 +73,22 @@ def run(*args: str) -> None:
 
 
 def write_test_csv(test_dir: Path, training_csvs: list[Path], path: Path) -> tuple[int, int]:
-    """TEST_DIR's train.csv and val.csv rows as one CSV of absolute paths, less any photo also in training;
-    returns (photos kept, photos left out as shared)."""
+    """TEST_DIR's train.csv and val.csv rows as one CSV, less any photo also in training; returns (photos kept,
+    photos left out as shared). The kept photos are copied beside the CSV, into PATH's folder/test/: a CSV's rows
+    stay inside its own folder (csv_rows.read_csv_rows), and TEST_DIR is never written to."""
     def digest(photo: Path) -> str:
         return hashlib.sha1(photo.read_bytes()).hexdigest()
 
     seen = {digest(photo) for csv_path in training_csvs for photo, _ in read_csv_rows(csv_path)}
     rows = [(photo, label) for name in ("train.csv", "val.csv") for photo, label in read_csv_rows(test_dir / name)]
     kept = [(photo, label) for photo, label in rows if digest(photo) not in seen]
-    path.write_text("".join(f"{photo.resolve()},{label}\n" for photo, label in kept), encoding="utf-8")
+    lines = []
+    for photo, label in kept:
+        relative = Path("test") / photo.relative_to(test_dir)  # read_csv_rows keeps rows inside TEST_DIR
+        (path.parent / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(photo, path.parent / relative)
+        lines.append(f"{relative.as_posix()},{label}\n")
+    path.write_text("".join(lines), encoding="utf-8")
     return len(kept), len(rows) - len(kept)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -33,6 +34,43 @@ class WindowsZipInfo(zipfile.ZipInfo):
 
     def _encodeFilenameFlags(self):  # noqa: N802 — zipfile's own hook
         return self.filename.encode("gbk"), self.flag_bits
+
+
+def patch_zip_member(archive: Path, name: str, *, flags: int | None = None, method: int | None = None,
+                     size: int | None = None, corrupt: bool = False) -> None:
+    """Rewrite one member's headers in place, as a hostile or damaged zip has them: its flag bits (0x1: encrypted),
+    its compression method (9: deflate64), its declared unpacked size; `corrupt` flips a byte of its stored data,
+    so that its CRC no longer matches."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zipped:
+        info, central = zipped.getinfo(name), zipped.start_dir
+    local = info.header_offset
+    while struct.unpack_from("<I", data, central + 42)[0] != local:  # the member's central directory entry
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
+        central += 46 + name_length + extra_length + comment_length
+    for header, (flags_at, method_at, size_at) in ((local, (6, 8, 22)), (central, (8, 10, 24))):
+        for value, at, kind in ((flags, flags_at, "<H"), (method, method_at, "<H"), (size, size_at, "<I")):
+            if value is not None:
+                struct.pack_into(kind, data, header + at, value)
+    if corrupt:
+        name_length, extra_length = struct.unpack_from("<HH", data, local + 26)
+        data[local + 30 + name_length + extra_length + info.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
+def add_hostile_members(archive: Path, photo: bytes, folder: str = "") -> dict[str, str]:
+    """Members a careless or hostile zip holds, added to `archive` beside its photos: name -> the reason each is
+    refused with. `folder` is where the damaged ones sit (a class folder, say)."""
+    refused = {"../../escaped.jpg": "outside the archive", "/abs/rooted.jpg": "outside the archive",
+               f"{folder}locked.jpg": "encrypted", f"{folder}deflate64.jpg": "deflate64",
+               f"{folder}bad_crc.jpg": "damaged inside the archive"}
+    with zipfile.ZipFile(archive, "a") as zipped:
+        for name in refused:
+            zipped.writestr(name, photo)
+    patch_zip_member(archive, f"{folder}locked.jpg", flags=0x1)
+    patch_zip_member(archive, f"{folder}deflate64.jpg", method=9)
+    patch_zip_member(archive, f"{folder}bad_crc.jpg", corrupt=True)
+    return refused
 
 
 def make_photo(path: Path, label: int, seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Path:
@@ -137,10 +175,11 @@ def make_broken_files(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def run_gradio_script(script: str, *args: str, cwd: Path, timeout: float = 120,
-                      env: dict[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
+def run_gradio_script(script: str, *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None) -> Iterator[tuple[Client, subprocess.Popen]]:
     """A Gradio script of the repo (app.py, review.py) serving for real on a free port; yields a gradio_client
-    Client (its URL is client.src) and the process, and stops it at the end. Its output goes to a log in cwd."""
+    Client (its URL is client.src), logged in with `auth` when given, and the process, and stops it at the end.
+    Its output goes to a log in cwd."""
     port = free_port()
     log = open(cwd / f"{Path(script).stem}-{port}.log", "w+", encoding="utf-8")
     process = subprocess.Popen([sys.executable, str(REPO / script), "--port", str(port), *args], cwd=cwd,
@@ -153,7 +192,7 @@ def run_gradio_script(script: str, *args: str, cwd: Path, timeout: float = 120,
                 log.seek(0)
                 raise AssertionError(f"{script} exited {process.returncode}:\n{log.read()}")
             try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False, auth=auth)
                 break
             except Exception:
                 if time.monotonic() > deadline:

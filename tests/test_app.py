@@ -15,7 +15,15 @@ from gradio_client import handle_file
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.images import open_image
 from cats_dogs.model import build_model
-from conftest import WindowsZipInfo, make_dataset, make_imagenet_checkpoint, read_swanlab_runs, run_app, run_script
+from conftest import (
+    WindowsZipInfo,
+    add_hostile_members,
+    make_dataset,
+    make_imagenet_checkpoint,
+    read_swanlab_runs,
+    run_app,
+    run_script,
+)
 
 
 def confidences(answer: dict) -> dict[str, float]:
@@ -272,3 +280,68 @@ def test_the_language_flag_overrides_the_browsers_language(trained_run: Path, tm
             translations = client.config["i18n_translations"]  # what the page shows, whatever the browser's language
         assert table["data"][0][3] == ("不确定" if flag == "zh" else "not sure")
         assert translations["en"]["photo"] == translations["zh"]["photo"] == photo_label
+
+
+def test_the_page_serves_its_example_photos_and_nothing_else_of_the_data_folder(trained_run: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    data = (trained_run / "datasets").resolve()
+    with run_app("--host", "0.0.0.0", cwd=trained_run) as (client, _):
+        log = wait_for_app_log(trained_run, client, "warning: --host 0.0.0.0", timeout=30)
+        [examples] = [c["props"]["samples"] for c in client.config["components"] if c.get("type") == "dataset"]
+        example_photos = {(data / "val" / name / f"{name}.{i}.jpg").read_bytes() for name in ("cat", "dog") for i in (0, 1)}
+        for [example] in examples:  # Gradio's own copies, served
+            with urllib.request.urlopen(example["url"], timeout=30) as served:
+                assert served.status == 200 and served.read() in example_photos
+        for private in (data / "train.csv", data / "val.csv", data / "train/cat/cat.0.jpg", data / "val/cat/cat.0.jpg"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{client.src}gradio_api/file={private}", timeout=30)
+            assert refused.value.code in (403, 404), private
+    assert len(examples) == 4
+    assert "anyone who can reach this machine" in log and "no login" in log
+
+
+def test_inline_photos_over_the_limit_hostile_zips_and_no_temp_folders_left(trained_run: Path, tmp_path: Path) -> None:
+    """A data: URL skips the upload route's 20 MB limit; zip members that cannot be read; the CSV of each request."""
+    import base64
+    import io
+    import json
+    import urllib.request
+    import zipfile
+
+    from PIL import Image
+
+    def predict_inline(client, image: bytes, mime: str) -> str:  # a raw POST, as a script could send it
+        url = f"data:{mime};base64," + base64.b64encode(image).decode()
+        request = urllib.request.Request(f"{client.src}gradio_api/call/predict", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"data": [{"url": url, "meta": {"_type": "gradio.FileData"}}]}).encode())
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            event = json.load(answer)["event_id"]
+        with urllib.request.urlopen(f"{client.src}gradio_api/call/predict/{event}", timeout=120) as answer:
+            return answer.read().decode("utf-8")
+
+    photo = (trained_run / "datasets/val/cat/cat.0.jpg").read_bytes()
+    huge = io.BytesIO()
+    Image.new("RGB", (3_000, 2_400), (200, 60, 50)).save(huge, "BMP")  # 21.6 MB, a photo Gradio would decode
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("good.jpg", photo)
+    refused = add_hostile_members(archive, photo)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    with run_app(cwd=trained_run, env={"TMPDIR": str(temp)}) as (client, _):
+        answered = predict_inline(client, photo, "image/jpeg")  # a small one is answered as before
+        too_large = predict_inline(client, huge.getvalue(), "image/bmp")
+        before = {p.name for p in temp.iterdir()}
+        table, csv_path = client.predict([handle_file(str(archive))], 0.0, api_name="/classify_many")
+        client.predict([handle_file(str(archive))], 0.0, api_name="/classify_many")
+        after = {p.name for p in temp.iterdir()}
+    assert "event: complete" in answered and '"confidences"' in answered
+    assert "event: error" in too_large and "This file could not be used: larger than 20 MB" in too_large
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["good.jpg"][1] in ("cat", "dog")
+    for name, reason in refused.items():
+        assert rows[name][1] == "" and reason in rows[name][3], rows[name]
+    assert Path(csv_path).read_text(encoding="utf-8-sig").count("\n") == 1 + len(rows)
+    assert after == before  # each request's CSV went into Gradio's cache, which deletes it: no folder left behind

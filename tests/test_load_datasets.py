@@ -161,3 +161,30 @@ def check_batch_against_photos(train: DatasetLoader, order: list[int], augment: 
     if augment:  # the crop and flip of common.augment_photo, the same random draws
         random.seed(3)
         assert torch.equal(images[0], augment_photo(train.resized(order[0])))
+
+
+def test_a_row_must_stay_inside_the_csvs_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_photo(data / "inside.jpg", 0, seed=1)
+    (data / "sub").mkdir()
+    make_photo(tmp_path / "p.jpg", 1, seed=2)  # a real photo, one folder up
+    rows = "inside.jpg,0\n../../../../etc/passwd,0\n/etc/hostname,1\n../p.jpg,1\nC:\\Windows\\win.ini,0\nsub/../inside.jpg,0\n"
+    (data / "train.csv").write_text(rows, encoding="utf-8")
+    with pytest.raises(CsvError) as error:
+        read_csv_rows(data / "train.csv")
+    message = str(error.value)
+    assert "has 4 bad row(s)" in message
+    for line, path in ((2, "../../../../etc/passwd"), (3, "/etc/hostname"), (4, "../p.jpg"), (5, "C:\\Windows\\win.ini")):
+        assert f"line {line}: {path} is outside the CSV's folder" in message
+
+
+def test_class_names_that_are_paths_are_refused_where_classes_txt_names_them(tmp_path: Path) -> None:
+    (tmp_path / "classes.txt").write_text("猫\n\n../escaped_cat\n/etc\n..\n", encoding="utf-8")
+    with pytest.raises(CsvError) as error:
+        read_class_names(tmp_path, 2)
+    message = str(error.value)
+    assert str(tmp_path / "classes.txt") in message
+    assert "line 3: class name '../escaped_cat' is a path" in message and "line 4: class name '/etc' is a path" in message
+    assert "line 5: class name '..' is a path" in message and "line 1" not in message  # Chinese names are fine
+    (tmp_path / "classes.txt").write_text("猫\n狗\n", encoding="utf-8")
+    assert read_class_names(tmp_path, 2) == ["猫", "狗"]

@@ -74,3 +74,29 @@ def test_rows_are_streamed_to_the_csv_so_a_kill_keeps_every_finished_one(trained
     assert [Path(row["path"]) for row in rows] == photos[: len(rows)]  # whole rows, in order, none cut in half
     assert all(row["class"] in ("cat", "dog") and 0.5 <= float(row["probability"]) <= 1 for row in rows)
     assert "predicting:" in stderr and "photo/s" in stderr  # the progress bar, with its rate and ETA
+
+
+def test_class_names_that_are_paths_never_become_folders(tmp_path: Path) -> None:
+    """--sort-into OUT builds OUT/<class>: a checkpoint naming ../escaped_cat would copy photos outside OUT."""
+    import pytest
+
+    from cats_dogs.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+    from cats_dogs.model import build_model
+
+    photo = make_photo(tmp_path / "photos/a.jpg", 0, seed=1)
+    model = build_model("resnet18", 2)
+    for names in (["../escaped_cat", "dog"], ["猫", "狗"], ["cat", str(tmp_path / "absolute_dog")]):
+        save_checkpoint(make_checkpoint(model, arch="resnet18", class_names=names, image_size=32, epoch=1, metrics={}),
+                        tmp_path / "model.pth")
+        if names[0] == "cat":  # read where every script reads it
+            with pytest.raises(ValueError, match=r"model.pth: class_names\[1\]: class name .*absolute_dog' is a path"):
+                read_checkpoint(tmp_path / "model.pth")
+            continue
+        result = run_script("predict.py", str(photo), "--checkpoint", "model.pth", "--sort-into", "sorted",
+                            "--engine", "torch", "--num-workers", "0", cwd=tmp_path, check=False)
+        if names[0] == "猫":  # any language is a plain name
+            assert result.returncode == 0 and len(list((tmp_path / "sorted").glob("*/a.jpg"))) == 1
+            continue
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert "cannot load model.pth: model.pth: class_names[0]: class name '../escaped_cat' is a path" in result.stderr
+    assert not (tmp_path / "escaped_cat").exists() and not (tmp_path / "absolute_dog").exists()

@@ -19,7 +19,16 @@ import pytest
 from PIL import Image
 
 from cats_dogs.csv_rows import read_csv_rows
-from conftest import FAST_TRAIN_FLAGS, WindowsZipInfo, free_port, make_broken_files, make_photo, run_script
+from conftest import (
+    FAST_TRAIN_FLAGS,
+    WindowsZipInfo,
+    add_hostile_members,
+    free_port,
+    make_broken_files,
+    make_photo,
+    patch_zip_member,
+    run_script,
+)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -381,3 +390,54 @@ def test_many_left_out_files_are_counted_and_listed_in_a_file(tmp_path: Path) ->
         (source / f"cat.{100 + i}.jpg").unlink()
     result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
     assert "left out" not in result.stdout and not (tmp_path / "ds/left_out.txt").exists()
+
+
+def test_a_reimport_without_a_test_split_removes_the_old_test_csv(tmp_path: Path) -> None:
+    source = make_kaggle_folder(tmp_path / "kaggle", per_class=10)
+    run_script("prepare_data.py", "--from", str(source), "--out", "ds", "--split", "0.4", "0.3", "0.3", cwd=tmp_path)
+    assert (tmp_path / "ds/test.csv").is_file()
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", "--val-ratio", "0.3", cwd=tmp_path)
+    # The old test.csv's photos are now train photos: left beside the new CSVs, train.py would report a leaked test_acc.
+    assert not (tmp_path / "ds/test.csv").exists()
+    assert "removed the test.csv of an earlier import" in result.stdout
+    assert label_counts(tmp_path / "ds/train.csv") == {0: 7, 1: 7} and label_counts(tmp_path / "ds/val.csv") == {0: 3, 1: 3}
+
+
+def test_zip_members_that_cannot_be_unpacked_are_left_out_one_by_one(tmp_path: Path) -> None:
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for label, name in enumerate(("cat", "dog")):
+            for i in range(5):
+                zipped.writestr(f"{name}/{name}{i}.jpg", make_photo(tmp_path / "made" / f"{name}{i}.jpg", label,
+                                                                   seed=label * 100 + i).read_bytes())
+    refused = add_hostile_members(archive, make_photo(tmp_path / "made/extra.jpg", 0, seed=999).read_bytes(), "cat/")
+    result = run_script("prepare_data.py", "--from", str(archive), "--out", "ds", cwd=tmp_path)
+    # ../../escaped.jpg and /abs/rooted.jpg no longer land in the zip's root or an "abs" class; nothing lands outside.
+    assert (tmp_path / "ds/classes.txt").read_text(encoding="utf-8") == "cat\ndog\n"
+    assert label_counts(tmp_path / "ds/train.csv") + label_counts(tmp_path / "ds/val.csv") == {0: 5, 1: 5}
+    left_out = (tmp_path / "ds/left_out.txt").read_text(encoding="utf-8")
+    for name, reason in refused.items():
+        assert any(line.startswith(f"{archive}/{name}: ") and reason in line for line in left_out.splitlines()), name
+    assert "left out 5 file(s)" in result.stdout and not list(tmp_path.rglob("escaped.jpg"))
+
+
+def test_a_zip_that_unpacks_to_more_than_2_gb_is_refused_before_unpacking(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in ("cat/a.jpg", "dog/b.jpg"):
+            zipped.writestr(name, make_photo(tmp_path / name, 0, seed=1).read_bytes())
+    patch_zip_member(archive, "cat/a.jpg", size=3 * 1024**3)  # as a zip bomb declares it
+    result = run_script("prepare_data.py", "--from", str(archive), "--out", "ds", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "unpacks to 3.0 GB, more than the 2 GB this script unpacks" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_class_folder_whose_name_is_a_path_is_refused(tmp_path: Path) -> None:
+    for label, name in enumerate(("cat", "dog\\..\\..\\escaped")):  # a legal folder name on Linux and macOS
+        for i in range(3):
+            make_photo(tmp_path / "src" / name / f"{i}.jpg", label, seed=label * 10 + i)
+    result = run_script("prepare_data.py", "--from", "src", "--out", "ds", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "escaped: class name 'dog\\\\..\\\\..\\\\escaped' is a path, not a plain name" in result.stderr
+    assert not (tmp_path / "ds").exists()

@@ -154,3 +154,38 @@ def test_the_page_relabels_and_excludes_with_its_buttons(browser, review_run: Pa
         expect(chinese.locator("#details")).to_contain_text("第 3 / 24 张", timeout=TIMEOUT_MS)
         expect(chinese.get_by_role("button", name="保留")).to_be_visible()
         chinese.context.close()
+
+
+def test_other_machines_get_the_page_only_with_a_login_and_splits_are_plain_names(tmp_path: Path) -> None:
+    from review import check_access, get_args_parser
+
+    result = run_script("review.py", "--host", "0.0.0.0", cwd=tmp_path, check=False)  # before a checkpoint is looked for
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "no checkpoint" not in result.stderr
+    assert "--host 0.0.0.0 lets other machines change your CSVs: add --auth user:password" in result.stderr
+    for flags, message in ((["--host", "0.0.0.0", "--auth", "nopassword"], "expected user:password"),
+                           (["--splits", "train", "../outside"], "--splits '../outside': expected the name of a CSV"),
+                           (["--splits", "val", "C:test"], "--splits 'C:test': expected the name of a CSV")):
+        with pytest.raises(SystemExit, match=message):
+            check_access(get_args_parser().parse_args(flags))
+    assert check_access(get_args_parser().parse_args(["--host", "0.0.0.0", "--auth", "me:se:cret"])) == ("me", "se:cret")
+    assert check_access(get_args_parser().parse_args(["--host", "localhost"])) is None
+
+
+def test_apply_writes_only_the_reviewed_csvs_and_the_login_is_asked_for(review_run: Path, tmp_path: Path) -> None:
+    data, flags = copy_data(review_run, tmp_path)
+    outside = tmp_path / "outside.csv"  # a decisions file naming "../outside" once made Apply rewrite this
+    outside.write_text("datasets/val/dog/dog.2.jpg,1\n", encoding="utf-8")
+    (data / "review_decisions.json").write_text(json.dumps({
+        "../outside": {"datasets/val/dog/dog.2.jpg": {"decision": "exclude"}},
+        "val": {"val/dog/dog.2.jpg": {"decision": "exclude"}}}), encoding="utf-8")
+    with run_gradio_script("review.py", *flags, "--auth", "me:secret", cwd=tmp_path, auth=("me", "secret")) as (client, _):
+        with pytest.raises(Exception):  # noqa: B017 -- whatever gradio_client raises, it must not get in
+            Client(client.src, verbose=False)
+        with pytest.raises(Exception):  # noqa: B017
+            Client(client.src, verbose=False, auth=("me", "wrong"))
+        with pytest.raises(Exception, match="has no photo"):
+            client.predict("../outside", "datasets/val/dog/dog.2.jpg", "exclude", api_name="/decide")
+        message = client.predict(api_name="/apply")
+    assert "0 relabelled, 1 excluded" in message and "outside" not in message
+    assert outside.read_text(encoding="utf-8") == "datasets/val/dog/dog.2.jpg,1\n"
+    assert "val/dog/dog.2.jpg," not in (data / "val.csv").read_text(encoding="utf-8")
