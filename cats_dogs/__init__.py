@@ -33,5 +33,6 @@ Training (train.py)
 Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
-    translations    the page's words in English and Chinese
+    translations    the pages' words in English and Chinese
+    uploads         what a browser uploads: a photo, or files and zips of photos, each opened or given a reason
 """
