@@ -6,6 +6,7 @@
 One photo: the label with every class's probability, "not sure" below a threshold, a
 Grad-CAM heat map of where the model looked, and (for cat/dog models fine-tuned from
 ImageNet weights) a warning when the photo shows neither. Many photos: a table and a CSV.
+Live camera: the webcam's picture classified a few times a second (browsers allow it on localhost or https).
 In Chinese for a browser whose language is Chinese, else in English; --language zh|en for everyone.
 
 The API endpoint /predict takes one image and answers the label with every class's probability:
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
+import inspect
 import os
 import sys
 import tempfile
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: many users are offline
 
@@ -36,25 +36,25 @@ from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoi
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from cats_dogs.hosting import is_loopback
-from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
+from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.model import build_model
 from cats_dogs.process import make_console_safe
-from cats_dogs.translations import LANGUAGES, TEXTS, language_of, page_translations, reason_in, text  # noqa: E402
+from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
+from cats_dogs.uploads import open_upload, readable_upload_errors, uploaded_photos
 from cats_dogs.weights import pretrained_state_dict
-from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
-MAX_UPLOAD = "20mb"
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD = "20mb"  # cats_dogs/uploads.py holds inline (data: URL) photos to the same
+KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 EXAMPLES_PER_CLASS = 2
 DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
 IMAGENET_CATS, IMAGENET_DOGS = range(281, 286), range(151, 269)  # tabby … Egyptian cat; the 118 dog breeds
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 MAX_BATCH_PHOTOS = 1000
-MAX_ZIP_MEMBER_BYTES = 50 * 1024 * 1024  # a photo inside a zip larger than this is skipped unread
-MAX_ZIP_TOTAL_BYTES = 500 * 1024 * 1024  # one request's zips unpack to at most this much; the rest is skipped unread
-KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 BATCH_SIZE = 8
+LIVE_EVERY = 0.3  # seconds between two frames of the live camera sent to be classified
+LIVE_SECONDS = 300  # a live camera's stream stops after this; its button starts it again
+LIVE_CAMERAS = 2  # live cameras classified at once (a stream holds its worker for its whole time)
 NOT_A_PET = TEXTS["not_a_pet"][0]
 
 
@@ -100,23 +100,6 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         examples += [str(p) for p in photos[:per_class]]
     return examples
-
-
-def open_upload(image_path: str | Exception | None, language: str = "en") -> Image.Image:
-    """The uploaded photo, or the page's one message for an upload that is not a usable photo, whichever step found out.
-
-    An exception in place of the path is Gradio's own failure to open it (see readable_upload_errors).
-    """
-    if not image_path:
-        raise gr.Error(text("upload_first", language))
-    if isinstance(image_path, UploadTooLarge):
-        raise gr.Error(text("unusable", language, reason=text("too_large", language, mb=MAX_UPLOAD_BYTES // 2**20)))
-    try:
-        if isinstance(image_path, Exception):
-            raise image_path
-        return open_image(image_path)
-    except UNREADABLE_IMAGE_ERRORS as error:
-        raise gr.Error(text("unusable", language, reason=reason_in(language, error))) from None
 
 
 def load_pet_check(meta: Checkpoint, device: torch.device,
@@ -174,83 +157,15 @@ def verdict(probabilities: dict[str, float], threshold: float, pet_share: float 
     return answer
 
 
-class UploadTooLarge(ValueError):
-    """A photo sent inline (a data: URL) larger than the upload limit: refused before anything decodes it."""
-
-
-def readable_upload_errors(component: gr.Image) -> gr.Image:
-    """Gradio opens uploads itself before the page's function runs; hand its failures to the function.
-
-    Without this a text file named .jpg gives the page only "Error" and the log a traceback. The function,
-    not this step, words the message: only it is told the browser's language (by gr.Request).
-    A photo may also come inline as a data: URL, which skips the upload route and its size limit: the same
-    limit is applied here, before Gradio decodes it.
-    """
-    original = component.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        url = getattr(payload, "url", None) or ""
-        if url.startswith("data:") and len(url) * 3 // 4 > MAX_UPLOAD_BYTES:  # base64: 4 characters per 3 bytes
-            return UploadTooLarge(f"over {MAX_UPLOAD}")
-        try:
-            return original(payload)
-        except UNREADABLE_IMAGE_ERRORS as error:
-            return error
-
-    component.preprocess = preprocess
-    return component
-
-
-def uploaded_photos(paths: list[str], language: str = "en") -> Iterator[tuple[str, Image.Image | str]]:
-    """(name, photo) for every uploaded file and every file inside uploaded zips; a reason instead of a photo when unreadable.
-
-    A zip member that cannot be read (encrypted, deflate64, a path outside the zip) gets its own reason; members
-    past MAX_ZIP_TOTAL_BYTES, all zips together, are skipped unread.
-    """
-    unpacked = 0
-    for path in paths:
-        if path.lower().endswith(".zip") and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    name = zip_member_name(info)
-                    if info.is_dir() or "__MACOSX" in name or Path(name).name.startswith("."):
-                        continue
-                    if problem := member_problem(info):
-                        yield name, text("row_unusable", language, reason=problem)
-                    elif info.file_size > MAX_ZIP_MEMBER_BYTES:
-                        yield name, text("skipped", language, mb=MAX_ZIP_MEMBER_BYTES // 2**20)
-                    elif unpacked + info.file_size > MAX_ZIP_TOTAL_BYTES:
-                        yield name, text("skipped_total", language, mb=MAX_ZIP_TOTAL_BYTES // 2**20)
-                    else:
-                        unpacked += info.file_size
-                        yield name, read_photo(archive, info, language)
-        else:
-            yield Path(path).name, read_photo(path, language=language)
-
-
-def read_photo(source: str | zipfile.ZipFile, member: zipfile.ZipInfo | None = None,
-               language: str = "en") -> Image.Image | str:
-    """The photo at a path or in a zip, or the reason it cannot be used."""
-    if member:
-        try:
-            source = io.BytesIO(source.read(member))
-        except MEMBER_READ_ERRORS as error:  # a bad CRC, a damaged stream: this member only
-            return text("row_unusable", language, reason=read_problem(error))
-    try:
-        return open_image(source)
-    except UNREADABLE_IMAGE_ERRORS as error:
-        return text("row_unusable", language, reason=reason_in(language, error))
-
-
 def make_classify_many(batch_predict: Callable, class_names: list[str], pet_check: Callable | None,
                        forced_language: str = "auto") -> Callable:
     """The "Many photos" tab: files or zips in, a table (file, class, probability, note) and its CSV out."""
 
     # Gradio passes a gr.Request to a parameter annotated so, and a progress tracker to a gr.Progress default.
-    def classify_many(paths: list[str] | None, threshold: float, request: gr.Request,
+    def classify_many(files: list[str] | None, threshold: float, request: gr.Request,
                       progress: gr.Progress = gr.Progress()) -> tuple[dict, str]:  # noqa: B008
         language = language_of(request, forced_language)
-        if not paths:
+        if not files:
             raise gr.Error(text("choose_first", language))
         rows, pending = [], []  # pending: (row, photo) waiting for a full batch
 
@@ -264,7 +179,7 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
                 row[1:] = [class_names[best], round(p[best], 4), text("notes_joined_by", language).join(notes)]
             pending.clear()
 
-        for count, (name, photo) in enumerate(uploaded_photos(paths, language), start=1):
+        for count, (name, photo) in enumerate(uploaded_photos(files, language), start=1):
             if count > MAX_BATCH_PHOTOS:
                 gr.Warning(text("only_first", language, n=MAX_BATCH_PHOTOS))
                 break
@@ -276,53 +191,101 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
                 progress((count, None), desc=text("classifying", language), unit=text("photos_unit", language))
         if pending:
             flush()
-        columns = text("columns", language).split(",")
+        headers = columns("results", language)
         # Inside Gradio's own cache, which hands it out as is and deletes it with the uploads (KEEP_FILES_S):
         # a folder in the system's temp folder would be left behind by every request.
         cache = Path(gr.utils.get_upload_folder())
         cache.mkdir(parents=True, exist_ok=True)
         csv_path = Path(tempfile.mkdtemp(prefix="predictions-", dir=cache)) / "predictions.csv"
         with open(csv_path, "w", newline="", encoding="utf-8-sig") as file:  # the BOM lets Excel read Chinese names
-            csv.writer(file).writerows([columns, *rows])
-        return {"headers": columns, "data": rows}, str(csv_path)
+            csv.writer(file).writerows([headers, *rows])
+        return {"headers": headers, "data": rows}, str(csv_path)
 
     return classify_many
 
 
 def make_classify(model: torch.nn.Module, meta: Checkpoint, device: torch.device, batch_predict: Callable,
-                  pet_share_of: Callable | None, forced_language: str = "auto") -> tuple[Callable, Callable]:
-    """The "One photo" tab's functions: /classify (probabilities, verdict, heat map) and /predict (probabilities)."""
+                  pet_share_of: Callable | None, forced_language: str = "auto") -> tuple[Callable, Callable, Callable]:
+    """The functions behind one photo: /classify (probabilities, verdict, heat map), /predict (probabilities),
+    and the live camera's (probabilities, verdict). Each takes the page's controls by their keys (CONTROLS)."""
     class_names = meta["class_names"]
     heatmap = make_heatmap(model, meta, device)
 
     def probabilities_of(image: Image.Image, tta: bool = False) -> dict[str, float]:
         return dict(zip(class_names, batch_predict([image], tta)[0].tolist(), strict=True))
 
-    def predict(image_path: str | Exception | None, request: gr.Request) -> dict[str, float]:
-        return probabilities_of(open_upload(image_path, language_of(request, forced_language)))
-
-    def classify(image_path: str | Exception | None, threshold: float, show_heatmap: bool, tta: bool,
-                 request: gr.Request) -> tuple[dict, str, Image.Image | None]:
-        if not image_path:  # the photo was cleared
-            return {}, "", None
-        language = language_of(request, forced_language)
-        image = open_upload(image_path, language)
+    def answer(image: Image.Image, threshold: float, tta: bool, language: str) -> tuple[dict[str, float], str]:
         probabilities = probabilities_of(image, tta)  # tta: the mean with the mirrored photo (inference.py)
         pet_share = pet_share_of([image]).item() if pet_share_of else None
-        best = max(range(len(class_names)), key=lambda i: probabilities[class_names[i]])
-        return (probabilities, verdict(probabilities, threshold, pet_share, language),
-                heatmap(image, best) if show_heatmap else None)
+        return probabilities, verdict(probabilities, threshold, pet_share, language)
 
-    return classify, predict
+    def predict(photo: str | Exception | None, request: gr.Request) -> dict[str, float]:
+        return probabilities_of(open_upload(photo, language_of(request, forced_language)))
+
+    def classify(photo: str | Exception | None, threshold: float, show_heatmap: bool, tta: bool,
+                 request: gr.Request) -> tuple[dict, str, Image.Image | None]:
+        if not photo:  # the photo was cleared
+            return {}, "", None
+        language = language_of(request, forced_language)
+        image = open_upload(photo, language)
+        probabilities, said = answer(image, threshold, tta, language)
+        best = max(range(len(class_names)), key=lambda i: probabilities[class_names[i]])
+        return probabilities, said, heatmap(image, best) if show_heatmap else None
+
+    def classify_live(camera: Image.Image | None, threshold: float, request: gr.Request) -> tuple[dict, str]:
+        # One frame of the camera, a few times a second: no heat map (it would take longer than the next frame).
+        if camera is None:  # the camera is not on yet
+            return {}, ""
+        return answer(camera, threshold, False, language_of(request, forced_language))
+
+    return classify, predict, classify_live
+
+
+class Control(NamedTuple):
+    """One input of the page, declared once: the page draws it from here, the page's functions take it by its key
+    (a parameter of that name), the API takes it in CONTROLS' order, and the browser gets its words from here."""
+    key: str
+    english: str
+    chinese: str
+    default: Any  # its value when the page opens, unless main() sets it from the command line
+    make: Callable[[Any, Any], gr.Component]  # the Gradio component, given its label and its value
+
+
+# In the order the API takes them: what is classified first, then the settings. So /classify takes
+# (photo, threshold, show_heatmap, tta), /classify_many (files, threshold) and /predict (photo).
+CONTROLS = (
+    Control("photo", "Photo", "照片", None, lambda label, value: readable_upload_errors(
+        gr.Image(value, type="filepath", image_mode=None, label=label, height=320, elem_id="photo"))),
+    Control("files", "Photos, or a .zip of photos", "照片，或装有照片的 .zip 压缩包", None,
+            lambda label, value: gr.File(value, file_count="multiple", label=label, elem_id="many-photos")),
+    # Gradio sends the webcam's frames to the page's function while its Record button is on: nothing to upload.
+    Control("camera", "Camera", "摄像头", None, lambda label, value: gr.Image(
+        value, sources=["webcam"], streaming=True, type="pil", label=label, height=320, elem_id="camera")),
+    Control("threshold", "Say 'not sure' below this probability", "最高概率低于这个值时，回答“不确定”", DOUBT_THRESHOLD,
+            lambda label, value: gr.Slider(0.0, 1.0, value=value, step=0.01, label=label, elem_id="threshold")),
+    Control("show_heatmap", "Show where the model looked (Grad-CAM heat map)", "显示模型在看哪里（Grad-CAM 热力图）",
+            True, lambda label, value: gr.Checkbox(value, label=label, elem_id="show-heatmap")),
+    Control("tta", "Also look at the mirrored photo (flip TTA: a little more accurate, twice the time)",
+            "同时看镜像照片（翻转 TTA：略更准确，耗时加倍）", False,
+            lambda label, value: gr.Checkbox(value, label=label, elem_id="tta")),
+)
+CONTROL_WORDS = {control.key: (control.english, control.chinese) for control in CONTROLS}  # for page_translations
+
+
+def inputs_of(function: Callable, controls: dict[str, gr.Component]) -> dict[str, gr.Component]:
+    """The controls a page function takes, found by its parameters' names, in CONTROLS' order (the API's)."""
+    parameters = inspect.signature(function).parameters
+    return {control.key: controls[control.key] for control in CONTROLS if control.key in parameters}
 
 
 def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, examples: list[str],
                amp_dtype: torch.dtype | None = None, checkpoint_path: Path = Path("checkpoint"),
-               threshold: float = DOUBT_THRESHOLD, show_heatmap: bool = True, pet_check: bool = True,
-               compile_model: bool = False, language: str = "auto", i18n: gr.I18n | None = None,
-               engine: str = "torch", data_dir: str | None = None) -> gr.Blocks:
+               values: dict[str, Any] | None = None, pet_check: bool = True, compile_model: bool = False,
+               language: str = "auto", i18n: gr.I18n | None = None, engine: str = "torch",
+               data_dir: str | None = None) -> gr.Blocks:
     """The page. Its fixed words are keys into i18n (page_translations), which launch() must be given too;
-    its answers are worded per request, in language_of(request, language)."""
+    its answers are worded per request, in language_of(request, language). values: controls' starting
+    values by key (main() gives --threshold and --heatmap), over each control's default."""
     class_names = meta["class_names"]
     # The engine (engines.py) is built in the background; its line, with why INT8 was not used, is shown on the page.
     engine_line = {"now": "engine: torch" if engine == "torch" else f"engine: torch until {engine} is ready"}
@@ -335,48 +298,76 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model,
                                        engine=None if engine == "torch" else prepare_engine)
     pet_share_of = load_pet_check(meta, device, amp_dtype) if pet_check else None
-    classify, predict = make_classify(model, meta, device, batch_predict, pet_share_of, language)
-    words = i18n or page_translations(meta, checkpoint_path, language)
+    classify, predict, classify_live = make_classify(model, meta, device, batch_predict, pet_share_of, language)
+    classify_many = make_classify_many(batch_predict, class_names, pet_share_of, language)
+    words = i18n or page_translations(meta, checkpoint_path, language, CONTROL_WORDS)
+    values = {control.key: control.default for control in CONTROLS} | (values or {})
+    # Every control made here and placed below with .render(), where the page shows it.
+    controls = {control.key: control.make(words(control.key), values[control.key]) for control in CONTROLS}
 
     def empty_table(request: gr.Request) -> dict:  # column names in the browser's language before the first run
-        return {"headers": text("columns", language_of(request, language)).split(","), "data": []}
+        return {"headers": columns("results", language_of(request, language)), "data": []}
 
     # The browser tab's title is not translated by Gradio's frontend: the class names alone suit both languages.
     with gr.Blocks(title=" vs ".join(name.capitalize() for name in class_names),
                    delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as demo:
         gr.Markdown(words("header"))
-        threshold_slider = gr.Slider(0.0, 1.0, value=threshold, step=0.01, label=words("threshold"), elem_id="threshold")
+        controls["threshold"].render()
         with gr.Tab(words("one_photo")):
-            with gr.Row():
-                with gr.Column():
-                    image = readable_upload_errors(gr.Image(type="filepath", image_mode=None, label=words("photo"),
-                                                            height=320, elem_id="photo"))
-                    heatmap_box = gr.Checkbox(value=show_heatmap, label=words("show_heatmap"), elem_id="show-heatmap")
-                    tta_box = gr.Checkbox(value=False, label=words("tta"), elem_id="tta")
-                with gr.Column():
-                    answer = gr.Markdown(elem_id="verdict")
-                    label = gr.Label(num_top_classes=len(class_names), label=words("probabilities"), show_heading=False,
-                                     elem_id="probabilities")
-                    heatmap_image = gr.Image(label=words("heatmap"), interactive=False, height=320, elem_id="heatmap")
-            if examples:
-                gr.Examples(examples, inputs=image, label=words("examples"))
-            gr.on([image.change, threshold_slider.change, heatmap_box.change, tta_box.change], classify,
-                  trigger_mode="always_last", inputs=[image, threshold_slider, heatmap_box, tta_box],
-                  outputs=[label, answer, heatmap_image], api_name="classify")
-            # The tutorial's API, one photo in and the probabilities out, kept for scripts (see the docstring).
-            gr.Button(visible=False).click(predict, inputs=image, outputs=label, api_name="predict")
+            one_photo_tab(controls, words, classify, predict, examples, len(class_names))
         with gr.Tab(words("many_photos")):
-            files = gr.File(file_count="multiple", label=words("files"), elem_id="many-photos")
+            controls["files"].render()
             run_many = gr.Button(words("classify_all"), variant="primary")
-            table = gr.Dataframe(headers=text("columns").split(","), label=words("results"), interactive=False,
+            table = gr.Dataframe(headers=columns("results"), label=words("results"), interactive=False,
                                  elem_id="results")
             csv_file = gr.File(label=words("download_csv"), elem_id="results-csv")
-            run_many.click(make_classify_many(batch_predict, class_names, pet_share_of, language),
-                           inputs=[files, threshold_slider], outputs=[table, csv_file], api_name="classify_many")
+            run_many.click(classify_many, inputs_kwargs=inputs_of(classify_many, controls), outputs=[table, csv_file],
+                           api_name="classify_many")
+        with gr.Tab(words("live")):
+            live_tab(controls, words, classify_live, len(class_names))
         demo.load(empty_table, outputs=table, queue=False, api_visibility="private")
         demo.load(lambda: f"<small>{engine_line['now']}</small>", outputs=gr.Markdown(elem_id="engine"), queue=False,
                   api_visibility="private")
     return demo
+
+
+def one_photo_tab(controls: dict[str, gr.Component], words: gr.I18n, classify: Callable, predict: Callable,
+                  examples: list[str], class_count: int) -> None:
+    """The "One photo" tab: the photo and its check boxes; the verdict, probabilities and heat map beside them."""
+    with gr.Row():
+        with gr.Column():
+            for key in ("photo", "show_heatmap", "tta"):
+                controls[key].render()
+        with gr.Column():
+            answer = gr.Markdown(elem_id="verdict")
+            label = gr.Label(num_top_classes=class_count, label=words("probabilities"), show_heading=False,
+                             elem_id="probabilities")
+            heatmap_image = gr.Image(label=words("heatmap"), interactive=False, height=320, elem_id="heatmap")
+    if examples:
+        gr.Examples(examples, inputs=controls["photo"], label=words("examples"))
+    inputs = inputs_of(classify, controls)  # any of them changed (the threshold too): the photo is answered again
+    gr.on([control.change for control in inputs.values()], classify, trigger_mode="always_last", inputs_kwargs=inputs,
+          outputs=[label, answer, heatmap_image], api_name="classify")
+    # The tutorial's API, one photo in and the probabilities out, kept for scripts (see the docstring).
+    gr.Button(visible=False).click(predict, inputs_kwargs=inputs_of(predict, controls), outputs=label, api_name="predict")
+
+
+def live_tab(controls: dict[str, gr.Component], words: gr.I18n, classify_live: Callable, class_count: int) -> None:
+    """The "Live camera" tab: the camera's frames classified a few times a second, the answer updated in place.
+
+    A stream holds its worker for its whole time (each of the page's functions has its own), so LIVE_CAMERAS
+    visitors can watch at once while others wait; after LIVE_SECONDS a stream stops until Record is pressed again.
+    """
+    gr.Markdown(words("live_how"))
+    with gr.Row():
+        controls["camera"].render()
+        with gr.Column():
+            answer = gr.Markdown(elem_id="live-verdict")
+            label = gr.Label(num_top_classes=class_count, label=words("probabilities"), show_heading=False,
+                             elem_id="live-probabilities")
+    controls["camera"].stream(classify_live, inputs_kwargs=inputs_of(classify_live, controls), outputs=[label, answer],
+                              stream_every=LIVE_EVERY, time_limit=LIVE_SECONDS, concurrency_limit=LIVE_CAMERAS,
+                              show_progress="hidden", api_visibility="private")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -387,12 +378,12 @@ def main(args: argparse.Namespace) -> None:
     amp_dtype = autocast_dtype(device) if args.amp is not False else None
     if args.amp and amp_dtype is None:
         amp_dtype = torch.bfloat16
-    i18n = page_translations(meta, checkpoint_path, args.language)
+    i18n = page_translations(meta, checkpoint_path, args.language, CONTROL_WORDS)
     if not is_loopback(args.host):  # the page writes nothing, so a warning, not a refusal (review.py asks for --auth)
         print(f"warning: --host {args.host}: anyone who can reach this machine on port {args.port} can use the page "
               "(it has no login)", flush=True)
     demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype, checkpoint_path,
-                      args.threshold, args.heatmap, args.pet_check,
+                      {"threshold": args.threshold, "show_heatmap": args.heatmap}, args.pet_check,
                       compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n,
                       engine=args.engine, data_dir=args.data_dir)
     # One request already uses every CPU core, so more at once would only make each slower; the queue

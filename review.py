@@ -53,7 +53,7 @@ from cats_dogs.inference import prepare_for_inference  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
 from cats_dogs.preprocessing import to_device  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
-from cats_dogs.translations import LANGUAGES, REVIEW_TEXTS, language_of  # noqa: E402
+from cats_dogs.translations import LANGUAGES, REVIEW_TEXTS, columns, language_of  # noqa: E402
 from load_datasets import DatasetLoader  # noqa: E402
 
 DECISIONS = ("keep", "relabel", "exclude")
@@ -280,7 +280,7 @@ def view(ranked: list[dict], index: int, class_names: list[str], decisions: dict
               "" if r["confidence"] is None else round(r["confidence"], 3), round(r["loss"], 3),
               describe_decision(entry_of(r), language) if entry_of(r) else ""]
              for rank, r in enumerate(ranked[start:start + TABLE_ROWS], start=start + 1)]
-    return [index, shown_photo(row), details, {"headers": word("columns", language).split(","), "data": table},
+    return [index, shown_photo(row), details, {"headers": columns("ranking", language), "data": table},
             *[gr.update(visible=i != row["given"]) for i in range(len(class_names))]]  # no "change to" the given class
 
 

@@ -17,6 +17,7 @@ The model and its files
     model           a torchvision ResNet with one output per class
     weights         reading weights files (ImageNet's, a user's .pth) without ever running code from them
     checkpoint      what a checkpoint holds; the one writer and the one reader
+    atomic          files written whole or not at all: a unique temporary file, fsync, rename
 
 Training (train.py)
     settings        the command line resolved once into frozen TrainSettings: nothing writes to it afterwards
@@ -34,7 +35,8 @@ Training (train.py)
 Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
-    translations    the page's words in English and Chinese
+    translations    the pages' words in English and Chinese
+    uploads         what a browser uploads: a photo, or files and zips of photos, each opened or given a reason
     hosting         who can reach a page: loopback or not (--host), a login (--auth)
 
 Sharing (export.py --space, --ncnn)

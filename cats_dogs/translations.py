@@ -1,7 +1,9 @@
-"""Every word the web page says, in English and simplified Chinese, and how a request's language is chosen.
+"""The web pages' words, in English and simplified Chinese, and how a request's language is chosen.
 
 app.py shows these: its fixed words through Gradio's I18n (the browser picks), and the answers it computes
-(verdicts, notes, errors) in the language of the request that asked. review.py's page does the same with REVIEW_TEXTS.
+(verdicts, notes, errors) in the language of the request that asked. The words of its inputs (photo, threshold,
+check boxes, camera) are declared with the inputs themselves, in app.py's CONTROLS, and join PAGE_WORDS in
+page_translations. review.py's page does the same with REVIEW_TEXTS.
 """
 
 from __future__ import annotations
@@ -17,7 +19,26 @@ from cats_dogs.images import explain_unreadable
 
 LANGUAGES = ("en", "zh")
 
-# Every word the page says, as (English, simplified Chinese). Class names are never translated.
+# The page's fixed words (tabs, labels, buttons), as (English, simplified Chinese), all handed to Gradio's
+# frontend (gr.I18n), which shows the browser's own. The words of the page's inputs are declared with the
+# inputs themselves (app.py's CONTROLS) and handed over with these.
+PAGE_WORDS: dict[str, tuple[str, str]] = {
+    "one_photo": ("One photo", "单张照片"),
+    "probabilities": ("Probabilities", "概率"),
+    "heatmap": ("Heat map: red areas drove the answer most", "热力图：越红的地方，对结果的影响越大"),
+    "examples": ("Examples", "示例"),
+    "many_photos": ("Many photos", "多张照片"),
+    "classify_all": ("Classify all", "全部分类"),
+    "results": ("Results", "结果"),
+    "download_csv": ("Download the table as CSV", "下载表格（CSV）"),
+    "live": ("Live camera", "实时摄像头"),
+    "live_how": ("Click the camera box to allow the camera, then press Record: the answer beside it follows the camera "
+                 "a few times a second. Browsers allow the camera only on localhost or over https.",
+                 "点击摄像头区域，允许使用摄像头，再点“录制”：旁边的回答每秒更新几次。"
+                 "浏览器只在 localhost 或 https 网址上允许使用摄像头。"),
+}
+# Every answer the page computes (verdicts, notes, errors) and the line about the checkpoint, as (English, simplified
+# Chinese), worded per request. Class names are never translated.
 TEXTS: dict[str, tuple[str, str]] = {
     "title": ("{names} classifier", "{names} 分类器"),
     "model": ("**Model:** {arch} ({start})", "**模型**：{arch}（{start}）"),
@@ -26,21 +47,6 @@ TEXTS: dict[str, tuple[str, str]] = {
     "classes": ("**Classes:** {names}", "**类别**：{names}"),
     "accuracy": ("**Val accuracy:** {accuracy:.1f}% (epoch {epoch})", "**验证集准确率**：{accuracy:.1f}%（第 {epoch} 轮）"),
     "saved": ("**Saved:** {saved}", "**保存时间**：{saved}"),
-    "threshold": ("Say 'not sure' below this probability", "最高概率低于这个值时，回答“不确定”"),
-    "one_photo": ("One photo", "单张照片"),
-    "photo": ("Photo", "照片"),
-    "show_heatmap": ("Show where the model looked (Grad-CAM heat map)", "显示模型在看哪里（Grad-CAM 热力图）"),
-    "tta": ("Also look at the mirrored photo (flip TTA: a little more accurate, twice the time)",
-            "同时看镜像照片（翻转 TTA：略更准确，耗时加倍）"),
-    "probabilities": ("Probabilities", "概率"),
-    "heatmap": ("Heat map: red areas drove the answer most", "热力图：越红的地方，对结果的影响越大"),
-    "examples": ("Examples", "示例"),
-    "many_photos": ("Many photos", "多张照片"),
-    "files": ("Photos, or a .zip of photos", "照片，或装有照片的 .zip 压缩包"),
-    "classify_all": ("Classify all", "全部分类"),
-    "results": ("Results", "结果"),
-    "download_csv": ("Download the table as CSV", "下载表格（CSV）"),
-    "columns": ("file,class,probability,note", "文件,类别,概率,备注"),
     "sure": ("## {best}\n{p:.0%} sure.", "## {best}\n有 {p:.0%} 的把握。"),
     "not_sure": ("## Not sure\nThe best guess is **{best}** at {p:.0%}, below the {threshold:.0%} threshold.",
                  "## 不确定\n最可能是 **{best}**，概率 {p:.0%}，低于 {threshold:.0%} 的阈值。"),
@@ -69,14 +75,22 @@ REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（�
               (r"the file is cut short.*", "文件不完整（比如下载中断了）"),
               (r"not an image file.*", "不是图片文件，或者是 Pillow 读不了的格式"),
               (r"cannot be decoded \((.*)\)", "无法解码（{0}）")]
-# The page's fixed words, handed to Gradio's frontend (gr.I18n) instead of computed per request.
-PAGE_KEYS = ["threshold", "one_photo", "photo", "show_heatmap", "tta", "probabilities", "heatmap", "examples", "many_photos",
-             "files", "classify_all", "results", "download_csv"]
+# Tables' column names, as (English, simplified Chinese): app.py's many-photos table (and its CSV), review.py's ranking.
+COLUMNS: dict[str, tuple[list[str], list[str]]] = {
+    "results": (["file", "class", "probability", "note"], ["文件", "类别", "概率", "备注"]),
+    "ranking": (["rank", "split", "file", "given", "predicted", "confidence", "loss", "decision"],
+                ["排名", "数据集", "文件", "标注", "预测", "置信度", "损失", "决定"]),
+}
 
 
 def text(key: str, language: str = "en", **values: Any) -> str:
     """One of TEXTS in the given language, its {placeholders} filled in."""
     return TEXTS[key][LANGUAGES.index(language)].format(**values)
+
+
+def columns(table: str, language: str = "en") -> list[str]:
+    """A table's column names (COLUMNS) in the given language."""
+    return list(COLUMNS[table][LANGUAGES.index(language)])
 
 
 def language_of(request: gr.Request | None, forced: str = "auto") -> str:
@@ -101,16 +115,17 @@ def reason_in(language: str, error: Exception) -> str:
     return reason
 
 
-def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "auto") -> gr.I18n:
-    """app.py's page: its fixed words in both languages, for Gradio's frontend to show the browser's own.
+def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "auto",
+                      control_words: dict[str, tuple[str, str]] | None = None) -> gr.I18n:
+    """app.py's page: its fixed words (PAGE_WORDS, and its controls' words) in both languages, for Gradio's frontend.
 
     The frontend looks a zh-CN browser's words up under "zh-CN", then "zh", then "en": so "zh" serves every
     Chinese browser and "en" all others, and a forced --language puts its words under both.
     """
     words = {}
-    for lang in LANGUAGES:
+    for index, lang in enumerate(LANGUAGES):
         title = text("title", lang, names=" vs ".join(name.capitalize() for name in meta["class_names"]))
-        words[lang] = {key: text(key, lang) for key in PAGE_KEYS}
+        words[lang] = {key: both[index] for key, both in (PAGE_WORDS | (control_words or {})).items()}
         words[lang]["header"] = f"# {title}\n{describe(meta, checkpoint_path, lang)}"
     return gr.I18n(**{lang: words[lang if language == "auto" else language] for lang in LANGUAGES})
 
@@ -144,7 +159,6 @@ REVIEW_TEXTS: dict[str, tuple[str, str]] = {
     "next": ("Next →", "下一张 →"),
     "ranking": ("Ranking (click a row to open it)", "排名（点击一行即可打开）"),
     "apply": ("Apply: write the new train.csv and val.csv", "应用：写入新的 train.csv 和 val.csv"),
-    "columns": ("rank,split,file,given,predicted,confidence,loss,decision", "排名,数据集,文件,标注,预测,置信度,损失,决定"),
     "details": ("### {rank} of {count} · `{file}`\n**Given label:** {given} · **Predicted:** {predicted} ({p:.0%}) · "
                 "**Loss:** {loss:.2f}\n\n**Your decision:** {decision}",
                 "### 第 {rank} / {count} 张 · `{file}`\n**标注**：{given} · **预测**：{predicted}（{p:.0%}）· "

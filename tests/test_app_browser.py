@@ -5,14 +5,16 @@ Screenshots of each step land in the test's tmp dir (pytest prints it on failure
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from conftest import make_broken_files, make_dataset, make_imagenet_checkpoint, run_app
+from conftest import find_chromium, make_broken_files, make_dataset, make_imagenet_checkpoint, run_app
 
 TIMEOUT_MS = 60_000
 
@@ -165,3 +167,59 @@ def test_errors_and_the_table_arrive_in_chinese_for_a_chinese_browser(browser, p
     expect(table).to_contain_text("cat.0.jpg")
     page.screenshot(path=tmp_path / "many-photos-zh-CN.png", full_page=True)
     page.context.close()
+
+
+def test_the_pages_config_has_a_streaming_camera(page_url) -> None:
+    with urllib.request.urlopen(page_url[0].rstrip("/") + "/config", timeout=30) as response:
+        config = json.load(response)
+    [camera] = [c for c in config["components"] if c["type"] == "image" and c["props"].get("streaming")]
+    assert camera["props"]["sources"] == ["webcam"] and camera["props"]["elem_id"] == "camera"
+    [stream] = [event for event in config["dependencies"] if [camera["id"], "stream"] in event["targets"]]
+    assert stream["connection"] == "stream" and stream["stream_every"] <= 0.5  # a few frames a second
+    threshold = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "threshold")
+    assert stream["inputs"] == [camera["id"], threshold]
+
+
+@pytest.fixture(scope="module")
+def camera_browser(browser):
+    """Another headless Chromium, whose camera is Chromium's fake one (a moving pattern), allowed without asking."""
+    fake = browser.browser_type.launch(
+        executable_path=find_chromium(),
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+    yield fake
+    fake.close()
+
+
+# The live tab's name and the verdicts (threshold 1: never sure; 0: always sure).
+LIVE_WORDS = {"en-US": ("Live camera", "Not sure", r"^\d+% sure\.$"),
+              "zh-CN": ("实时摄像头", "不确定", r"^有 \d+% 的把握。$")}
+
+
+def start_live_camera(browser, url: str, locale: str) -> Page:
+    """The page in `locale`, its threshold at 1, its live tab open and its camera streaming; no upload anywhere."""
+    page = page_in(browser, url, locale)
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("1")
+    threshold.press("Enter")
+    page.get_by_role("tab", name=LIVE_WORDS[locale][0]).click()
+    page.locator("#camera").get_by_text("Click to Access Webcam").click()  # Gradio's words, in every language
+    page.locator("#camera button[aria-label='capture photo']").click()  # its Record button: the stream starts
+    return page
+
+
+def test_two_live_cameras_are_classified_at_once_in_their_languages(camera_browser, page_url, tmp_path: Path) -> None:
+    pages = {locale: start_live_camera(camera_browser, page_url[0], locale) for locale in LIVE_WORDS}
+    for locale, page in pages.items():  # both streams at once: one does not wait for the other to end
+        expect(page.locator("#live-verdict h2")).to_have_text(LIVE_WORDS[locale][1], timeout=TIMEOUT_MS)
+        percents = [int(p) for p in re.findall(r"(\d+)%", page.locator("#live-probabilities").inner_text())]
+        assert len(percents) == 2 and abs(sum(percents) - 100) <= 1, percents
+        page.screenshot(path=tmp_path / f"live-{locale}.png", full_page=True)
+    for locale, page in pages.items():  # the next frames are answered with the new threshold: updated in place
+        threshold = page.locator("#threshold input[type=number]")
+        threshold.fill("0")
+        threshold.press("Enter")
+        expect(page.locator("#live-verdict h2")).to_have_text(re.compile("^(cat|dog)$"), timeout=TIMEOUT_MS)
+        expect(page.locator("#live-verdict p").first).to_have_text(re.compile(LIVE_WORDS[locale][2]))
+        page.screenshot(path=tmp_path / f"live-{locale}-threshold-0.png", full_page=True)
+        page.context.close()
