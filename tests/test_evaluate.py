@@ -13,14 +13,14 @@ from cats_dogs.images import open_image
 from conftest import read_swanlab_runs, run_script
 
 
-def test_report_matches_a_confusion_matrix_computed_by_hand(trained_run: Path, tmp_path: Path) -> None:
-    data = trained_run / "datasets"
+def test_report_matches_a_confusion_matrix_computed_by_hand(separating_run: Path, tmp_path: Path) -> None:
+    data = separating_run / "datasets"
     csv_text = (data / "val.csv").read_text(encoding="utf-8")
     (tmp_path / "broken.jpg").write_text("not a photo", encoding="utf-8")
     # Absolute paths work in a CSV too: the photos stay in the shared training run.
     rows = [f"{data / line.split(',')[0]},{line.split(',')[1]}" for line in csv_text.split()]
     (tmp_path / "eval.csv").write_text("\n".join(rows) + "\nbroken.jpg,1\n", encoding="utf-8")
-    checkpoint = trained_run / "checkpoint/latest_checkpoint.pth"
+    checkpoint = separating_run / "checkpoint/latest_checkpoint.pth"
     result = run_script("evaluate.py", "--checkpoint", str(checkpoint), "--csv", "eval.csv", "--out", "eval",
                         "--batch-size", "3", "--swanlab", cwd=tmp_path)
 
@@ -34,6 +34,7 @@ def test_report_matches_a_confusion_matrix_computed_by_hand(trained_run: Path, t
         expected[int(label)][predicted] += 1
 
     report = json.loads((tmp_path / "eval/report.json").read_text(encoding="utf-8"))
+    assert expected == [[4, 0], [0, 4]]  # the model tells them apart: both columns used, a cat is not a dog
     assert report["confusion_matrix"] == expected
     assert report["accuracy"] == (expected[0][0] + expected[1][1]) / 8 and report["count"] == 8
     cat_predicted = expected[0][0] + expected[1][0]

@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import make_broken_files, make_photo, run_script
 
 
-def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(trained_run: Path, tmp_path: Path) -> None:
+def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(separating_run: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     for i in range(3):
         make_photo(photos / f"red{i}.jpg", 0, seed=300 + i)
@@ -19,7 +19,7 @@ def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(trained_run: Path
     broken_names = {p.name for p in broken.values()}
     before = {p: hashlib.sha1(p.read_bytes()).hexdigest() for p in photos.rglob("*") if p.is_file()}
 
-    result = run_script("predict.py", str(photos), "--checkpoint", str(trained_run / "checkpoint/best_checkpoint.pth"),
+    result = run_script("predict.py", str(photos), "--checkpoint", str(separating_run / "checkpoint/best_checkpoint.pth"),
                         "--csv", str(tmp_path / "out.csv"), "--sort-into", str(tmp_path / "sorted"), "--top-k", "2",
                         "--batch-size", "3", cwd=tmp_path)
 
@@ -28,6 +28,11 @@ def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(trained_run: Path
     readable = {p for p in before if p.name not in broken_names} | {broken["bomb"].parent / "whole.jpg"}
     assert {Path(row["path"]) for row in rows} == readable
     assert all(row["class"] in ("cat", "dog") and 0.5 <= float(row["probability"]) <= 1 for row in rows)
+    # The red photos (and whole.jpg, red too) are cats, the blue ones dogs: each class has its own folder.
+    assert {row["path"]: row["class"] for row in rows} == {
+        row["path"]: "dog" if Path(row["path"]).name.startswith("blue") else "cat" for row in rows}
+    assert sorted(p.name for p in (tmp_path / "sorted/dog").iterdir()) == ["blue0.png", "blue1.png", "blue2.png"]
+    assert len(list((tmp_path / "sorted/cat").iterdir())) == 5
     for name in ("cat", "dog"):
         predicted = sorted(hashlib.sha1(Path(r["path"]).read_bytes()).hexdigest() for r in rows if r["class"] == name)
         copied = sorted(hashlib.sha1(p.read_bytes()).hexdigest() for p in (tmp_path / "sorted" / name).glob("*"))

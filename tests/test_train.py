@@ -260,24 +260,32 @@ def test_the_best_epoch_is_chosen_on_the_windowed_val_accuracy_not_on_a_lucky_sp
 
 @pytest.mark.parametrize("window", [1, 3])
 def test_the_best_checkpoint_is_the_epoch_with_the_best_windowed_val_accuracy(tmp_path: Path, window: int) -> None:
-    # A high learning rate on 8 val photos gives a val curve that goes up and down.
-    make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
-    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "6", "--lr", "3e-3",
-                        "--scheduler", "none", "--best-window", str(window), cwd=tmp_path)
+    # The model is right on every val photo from the first epoch on; val.csv's labels are swapped for the first
+    # two epochs (then the run is resumed), so the val curve is known: 0, 0, 100, 100, 100, 100. The best epoch
+    # is then neither the first that competes nor the last (ties keep the earlier epoch).
+    data = make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
+    right = (data / "val.csv").read_text(encoding="utf-8")
+    swapped = right.replace(",0\n", ",cat\n").replace(",1\n", ",0\n").replace(",cat\n", ",1\n")
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--lr", "3e-3", "--scheduler", "none", "--best-window", str(window)]
+    (data / "val.csv").write_text(swapped, encoding="utf-8")
+    run_script("train.py", *flags, "--epochs", "2", cwd=tmp_path)
+    (data / "val.csv").write_text(right, encoding="utf-8")
+    result = run_script("train.py", *flags, "--epochs", "6", "--resume", cwd=tmp_path)
     latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     best = read_checkpoint(tmp_path / "checkpoint/best_checkpoint.pth")
     val_accs = [h["val_acc"] for h in latest["history"]]
+    assert val_accs == [0, 0, 100, 100, 100, 100]
     expected = [sum(val_accs[max(0, i + 1 - window):i + 1]) / len(val_accs[max(0, i + 1 - window):i + 1])
                 for i in range(len(val_accs))]
     assert [h["val_acc_windowed"] for h in latest["history"]] == pytest.approx(expected)
     candidates = range(window - 1, 6)  # with 6 evaluations, only the full windows compete
     first_best = max(candidates, key=expected.__getitem__) + 1  # ties keep the earlier epoch
-    assert latest["best_epoch"] == best["epoch"] == first_best
+    assert latest["best_epoch"] == best["epoch"] == first_best == {1: 3, 3: 5}[window]
     assert latest["best_val_acc"] == best["metrics"]["val_acc"] == val_accs[first_best - 1]
     assert latest["best_val_acc_windowed"] == pytest.approx(expected[first_best - 1])
     assert latest["config"]["best_window"] == window
-    [run] = read_swanlab_runs(tmp_path / "swanlog")
-    assert run["metrics"]["val_acc_windowed"] == pytest.approx(expected)
+    runs = read_swanlab_runs(tmp_path / "swanlog")  # the first run's two epochs, then the resumed run's four
+    assert [mean for run in runs for mean in run["metrics"]["val_acc_windowed"]] == pytest.approx(expected)
     assert f"done. best epoch {first_best}: val_acc {val_accs[first_best - 1]:.2f}% (mean of last {window}:" in result.stdout
 
 
