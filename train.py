@@ -229,8 +229,7 @@ def main(args: argparse.Namespace) -> None:
     trained, evaluated = distributed.wrap_model(model, device, settings.freeze_backbone, settings.compile)
     speed = step_speed(settings.freeze_backbone, settings.channels_last, amp_dtype)
     set_backbone_frozen(model, start_epoch <= settings.freeze_epochs)  # the lr finder tries the first epoch's phase
-    lr, lr_found = find_lr(settings.lr, settings.lr_find, settings.lr_find_steps, settings.output_dir, trained,
-                           train_loader, optimizer, criterion, device, speed, resume_from)  # the rate used
+    lr, lr_found = find_lr(settings, trained, train_loader, optimizer, criterion, device, speed, resume_from)
     scheduler = make_scheduler(optimizer, len(train_loader), settings.scheduler, settings.epochs, settings.warmup_epochs,
                                settings.freeze_epochs, resume_from and resume_from.get("scheduler_state"))
     config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set)  # also writes args.json

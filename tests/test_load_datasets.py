@@ -76,6 +76,9 @@ def test_dataset_gives_uint8_photos_and_labels(dataset: Path) -> None:
     assert not all(torch.equal(train[0][0], train[0][0]) for _ in range(5))
     plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment="none")
     assert torch.equal(normalize(plain[0][0]), eval_transform(32)(plain.load_image(0)))  # what the page computes
+    assert (train.augment, plain.augment, val.augment) == ("light", "none", "none")  # one spelling: none|light|strong
+    with pytest.raises(ValueError, match="expected one of none, light, strong"):
+        DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=True)
     # The in-memory cache holds the first stage's output: same tensors, no decoding afterwards.
     expected = [val[i][0] for i in range(len(val))]
     val.cache_images()
