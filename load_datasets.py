@@ -25,15 +25,15 @@ from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 class DatasetLoader(ImageList):
     """The tutorial's dataset, read from a `path,label` CSV.
 
-    `train=True` adds the augmentation of `cats_dogs.augmentation.augment_photo` ("light" or True, "strong";
-    none with augment=False or "none"); otherwise this is the tutorial's Resize + Normalize.
+    `train=True` adds the augmentation of `cats_dogs.augmentation.augment_photo`: `augment`, "light" (random
+    crop and flip), "strong" or "none"; otherwise this is the tutorial's Resize + Normalize.
     `mean` and `std` default to ImageNet's (evaluate.py passes a checkpoint's own).
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_size: int = 256, train: bool = False,
-                 augment: bool | str = True, num_classes: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+                 augment: str = "light", num_classes: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         self.csv_path = Path(csv_path)
-        super().__init__(read_csv_rows(self.csv_path, num_classes), image_size, train and augment, mean, std)
+        super().__init__(read_csv_rows(self.csv_path, num_classes), image_size, augment if train else "none", mean, std)
 
     def cache_folder(self) -> tuple[Path, str]:
         """DATA_DIR/.cache/, named after the CSV (train, val, test), or the user's cache if DATA_DIR is read-only."""
@@ -45,8 +45,9 @@ class DatasetLoader(ImageList):
 
 
 def load_train_val(data_dir: str | os.PathLike, image_size: int = 256,
-                   augment: bool | str = True) -> tuple[list[str], DatasetLoader, DatasetLoader]:
-    """The class names, train set and val set of a data folder, for train.py.
+                   augment: str = "light") -> tuple[list[str], DatasetLoader, DatasetLoader]:
+    """The class names, train set (augmented: `augment`, none, light or strong) and val set of a data folder,
+    for train.py.
 
     Every CSV there (test.csv too) is checked up front, so that a data mistake stops the run before
     anything is written, with a SystemExit that says what to fix.

@@ -76,9 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.source_name and (args.from_path is not None or args.download):
         parser.error("--source picks one of the built-in downloads. It cannot be used with --from or with a URL.")
-    if args.source_name:
-        args.download = ""
-    if args.from_path is None and args.download is None:
+    if args.from_path is None and args.download is None and not args.source_name:
         parser.error("give --from PATH (photos you have), or --download")
     return args
 
@@ -360,7 +358,8 @@ def main(args: argparse.Namespace) -> None:
     if any(share < 0 for share in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6 or shares["val"] <= 0:
         raise SystemExit(f"the split shares must be positive and add up to 1, got {list(shares.values())}")
 
-    source, known = (download_photos(args.download, args.source_name, out / ".downloads") if args.download is not None
+    download = "" if args.source_name else args.download  # --source: --download from its built-in URL
+    source, known = (download_photos(download, args.source_name, out / ".downloads") if download is not None
                      else (Path(args.from_path), None))
     if not source.exists():
         raise SystemExit(f"--from {source}: no such file or folder")
@@ -374,7 +373,7 @@ def main(args: argparse.Namespace) -> None:
         if known:  # Google's folders are cats/dogs, Microsoft's Cat/Dog: both give the tutorial's cat/dog
             photos = {split: {known.class_names.get(name, name): paths for name, paths in classes.items()}
                       for split, classes in photos.items()}
-        if args.download is not None and not args.full:
+        if download is not None and not args.full:
             splits, excluded = sample(make_splits(photos, shares, args.val_ratio, args.seed), args.seed)
         else:
             photos, excluded = clean(photos)

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cats_dogs import distributed
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
-from cats_dogs.device import pick_device
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
 from cats_dogs.loaders import loader_options, make_loaders
@@ -35,13 +34,8 @@ from cats_dogs.process import keep_freed_memory, make_console_safe
 from cats_dogs.random_state import seed_everything
 from cats_dogs.recipe import (
     BEST_RULES,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_MODEL,
-    DEFAULT_WEIGHTS,
     best_evaluation,
     make_scheduler,
-    resolve_resume,
-    resolve_settings,
     resume_point,
     set_backbone_frozen,
     setup_model,
@@ -58,7 +52,13 @@ from cats_dogs.run_folder import (
     start_swanlab,
     swanlab,
 )
+from cats_dogs.settings import TrainSettings, amp_type, resolve_settings
 from load_datasets import DatasetLoader, load_train_val
+
+# The defaults of the flags whose parser default is None ("not given"): --resume takes the checkpoint's instead,
+# and --weight-decay's depends on --optimizer. Stated once, here; --help shows them and settings.py applies them.
+DEFAULTS = {"model": "resnet50", "image_size": 256, "weights": "IMAGENET1K_V2", "freeze_epochs": 0,
+            "lr_decay_per_stage": 1.0, "weight_decay": {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                        "from scratch, add --no-zero-init-residual)")
     recipe.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
     recipe.add_argument("--weight-decay", type=float, default=None,
-                        help="default: 0 for adam, 0.05 for adamw, 1e-4 for sgd")
+                        help="default: " + ", ".join(f"{decay:g} for {name}"
+                                                     for name, decay in DEFAULTS["weight_decay"].items()))
     recipe.add_argument("--scheduler", default="cosine", choices=("none", "cosine", "step"),
                         help="learning rate over the run: cosine decay to 0, or ×0.1 at 1/2 and 3/4 of the epochs")
     recipe.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 0 (with cosine or step)")
@@ -93,12 +94,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--early-stopping", type=int, default=0, metavar="N",
                         help="stop after N evaluations without a better (windowed) val accuracy (0 = never)")
     parser.add_argument("--image-size", type=positive_int, default=None,
-                        help=f"photos are resized to this many pixels square (default: {DEFAULT_IMAGE_SIZE}; "
+                        help=f"photos are resized to this many pixels square (default: {DEFAULTS['image_size']}; "
                              "with --resume, the checkpoint's)")
     parser.add_argument("--model", default=None, choices=MODEL_NAMES,
-                        help=f"default: {DEFAULT_MODEL}; with --resume, the checkpoint's")
+                        help=f"default: {DEFAULTS['model']}; with --resume, the checkpoint's")
     parser.add_argument("--weights", default=None,
-                        help=f"{DEFAULT_WEIGHTS} (the default), IMAGENET1K_V1, none (from scratch), or a path to a local "
+                        help=f"{DEFAULTS['weights']} (the default), IMAGENET1K_V1, none (from scratch), or a path to a local "
                              ".pth state dict; with --resume, the checkpoint's")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--num-workers", type=int, default=None,
@@ -120,10 +121,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "suggested rate printed, then exit (with --lr auto: train with it)")
     tuning.add_argument("--lr-find-steps", type=positive_int, default=100, metavar="N", help="steps of the lr finder")
     tuning.add_argument("--freeze-epochs", type=int, default=None, metavar="N",
-                        help="train the head alone for the first N epochs (backbone frozen), then every layer (default 0)")
+                        help=f"train the head alone for the first N epochs (backbone frozen), then every layer "
+                             f"(default {DEFAULTS['freeze_epochs']})")
     tuning.add_argument("--lr-decay-per-stage", type=float, default=None, metavar="D",
                         help="each ResNet stage below the head trains at D × the rate of the one above, e.g. 0.5 "
-                             "(default 1: one rate)")
+                             f"(default {DEFAULTS['lr_decay_per_stage']:g}: one rate)")
     speed = parser.add_argument_group("speed (defaults: the fastest safe choice for the device found)")
     speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16")
@@ -147,54 +149,57 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def report_test_split(model: nn.Module, args: argparse.Namespace, class_names: list[str], criterion: nn.Module,
+def report_test_split(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
                       device: torch.device, unreadable: set[str], best_epoch: int) -> None:
     """With a test.csv: the best checkpoint's accuracy on photos that chose nothing (val chose the epoch)."""
-    test_csv, best_path = Path(args.data_dir) / "test.csv", Path(args.output_dir) / "best_checkpoint.pth"
+    test_csv, best_path = Path(settings.data_dir) / "test.csv", Path(settings.output_dir) / "best_checkpoint.pth"
     if not (test_csv.is_file() and best_path.is_file()):
         return
     model.load_state_dict(read_checkpoint(best_path)["model_state"])
-    test_set = DatasetLoader(test_csv, args.image_size, num_classes=len(class_names))
-    test_loader = DataLoader(test_set, **{**loader_options(args, device), "persistent_workers": False})
+    test_set = DatasetLoader(test_csv, settings.image_size, num_classes=len(class_names))
+    options = loader_options(settings.batch_size, settings.num_workers, device)
+    test_loader = DataLoader(test_set, **{**options, "persistent_workers": False})
     # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
     _, test_acc, _ = evaluate(model.float(), test_loader, criterion, device, unreadable)
     swanlab.log({"test_acc": test_acc})
     print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
 
 
-def prepare_loaders(args: argparse.Namespace, model: nn.Module, train_set: DatasetLoader, val_set: DatasetLoader,
+def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: DatasetLoader, val_set: DatasetLoader,
                     class_names: list[str], device: torch.device, amp_dtype: torch.dtype | None,
                     generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None, list, set[str]]:
     """The train and val loaders (of features computed once with --freeze-backbone), the train sampler (under
     torchrun), the val photos shown in SwanLab, and the photos found unreadable so far. On the way: empty files
     reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees, its first batch
     de-normalised and labelled."""
-    train_loader, val_loader, train_sampler = make_loaders(args, train_set, val_set, device, generator)
+    options = loader_options(settings.batch_size, settings.num_workers, device)
+    train_loader, val_loader, train_sampler = make_loaders(train_set, val_set, options, settings.seed, generator)
     gallery = load_gallery(val_set) if distributed.is_main_process() else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
-    if args.cache != "off":
+    if settings.cache != "off":
         with distributed.main_process_first():  # one process builds the disk cache, the others then read it
-            train_set.cache_images(args.cache, progress=distributed.is_main_process())
-            val_set.cache_images(args.cache, progress=distributed.is_main_process())
+            train_set.cache_images(settings.cache, progress=distributed.is_main_process())
+            val_set.cache_images(settings.cache, progress=distributed.is_main_process())
     if distributed.is_main_process():
-        save_train_batch(train_loader, class_names, Path(args.output_dir) / "train_batch.jpg")
-    if args.freeze_backbone:
-        train_loader, val_loader, problems = feature_loaders(model, args, train_set, val_loader, device, amp_dtype, generator)
+        save_train_batch(train_loader, class_names, Path(settings.output_dir) / "train_batch.jpg")
+    if settings.freeze_backbone:  # the train set was made without augmentation: the features of the photos as they are
+        train_loader, val_loader, problems = feature_loaders(model, train_set, val_loader, options, device, amp_dtype,
+                                                             settings.channels_last, generator)
         report_unreadable(problems, unreadable)
     return train_loader, val_loader, train_sampler, gallery, unreadable
 
 
 def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, criterion: nn.Module,
-             device: torch.device, unreadable: set[str], args: argparse.Namespace, history: list[dict], epoch: int,
+             device: torch.device, unreadable: set[str], best_window: int, history: list[dict], epoch: int,
              speed: dict) -> tuple[dict[str, float], str, dict[int, int]]:
     """One evaluation on val, of the model and of its EMA: the metrics, their line for the log, the predictions."""
     sharded = distributed.is_distributed()
     val_loss, val_acc, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
-    windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], args.best_window)[-1][1]
+    windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], best_window)[-1][1]
     metrics = {"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed}
     summary = f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
-    summary += f" (mean of last {args.best_window}: {windowed:.2f}%)" if args.best_window > 1 else ""
+    summary += f" (mean of last {best_window}: {windowed:.2f}%)" if best_window > 1 else ""
     if ema is not None:  # under torchrun: rank 0's averaged BatchNorm statistics, as for the model
         distributed.broadcast_buffers(ema.module)
         ema_loss, ema_acc, _ = evaluate(ema.module, loader, criterion, device, unreadable, sharded=sharded, **speed)
@@ -205,47 +210,48 @@ def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, cr
 
 def main(args: argparse.Namespace) -> None:
     keep_freed_memory()  # Linux: 1.2× faster steps on a CPU
-    ddp_device = distributed.init_distributed(args)  # None under plain `python train.py`: no process group
-    latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
-    resume_from = resolve_resume(args, latest_path)  # first: it decides the model and image size
-    class_names, train_set, val_set = load_train_val(args.data_dir, args.image_size,
-                                                     augment="none" if args.freeze_backbone else args.augment)
-    device = ddp_device or pick_device(args.device)
+    # None under plain `python train.py`: no process group. Flags that do not fit several processes are refused here.
+    ddp_device = distributed.init_distributed(args.device, args.sync_bn, args.freeze_backbone)
+    # The command line decided once: --resume's checkpoint, the device, every default. Only read from here on.
+    settings, resume_from = resolve_settings(args, DEFAULTS, ddp_device)
+    device = torch.device(settings.device)
+    amp_dtype = amp_type(device, settings.amp)  # None: fp32
+    class_names, train_set, val_set = load_train_val(settings.data_dir, settings.image_size, settings.train_augment)
     # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
-    generator = seed_everything(args.seed + distributed.get_rank())
-    amp_dtype = resolve_settings(args, device, train_set, val_set)  # args is final from here on: only read
-    print_setup(args, device, amp_dtype, class_names, train_set, val_set)
+    generator = seed_everything(settings.seed + distributed.get_rank())
+    print_setup(settings, amp_dtype, class_names, train_set, val_set)
 
-    model, optimizer, ema, scaler = setup_model(args, len(class_names), device, amp_dtype, resume_from)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    start_epoch, history = resume_point(resume_from, latest_path)
+    model, optimizer, ema, scaler = setup_model(settings, len(class_names), device, amp_dtype, resume_from)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    start_epoch, history = resume_point(resume_from, Path(settings.output_dir) / "latest_checkpoint.pth")
     train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
-        args, model, train_set, val_set, class_names, device, amp_dtype, generator)
-    trained, evaluated = distributed.wrap_model(model, args, device)
-    speed = step_speed(args, amp_dtype)
-    set_backbone_frozen(model, start_epoch <= args.freeze_epochs)  # the lr finder tries the first epoch's phase
-    lr, lr_found = find_lr(args, trained, train_loader, optimizer, criterion, device, speed, resume_from)  # the rate used
-    scheduler = make_scheduler(args, optimizer, len(train_loader), resume_from and resume_from.get("scheduler_state"))
-    config = start_swanlab(args, lr, lr_found, class_names, device, train_set, val_set)  # also writes args.json
-    if log_lr_find(lr_found, args.output_dir):  # --lr-find alone: it ends here
+        settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
+    trained, evaluated = distributed.wrap_model(model, device, settings.freeze_backbone, settings.compile)
+    speed = step_speed(settings.freeze_backbone, settings.channels_last, amp_dtype)
+    set_backbone_frozen(model, start_epoch <= settings.freeze_epochs)  # the lr finder tries the first epoch's phase
+    lr, lr_found = find_lr(settings, trained, train_loader, optimizer, criterion, device, speed, resume_from)
+    scheduler = make_scheduler(optimizer, len(train_loader), settings.scheduler, settings.epochs, settings.warmup_epochs,
+                               settings.freeze_epochs, resume_from and resume_from.get("scheduler_state"))
+    config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set)  # also writes args.json
+    if log_lr_find(lr_found, settings.output_dir):  # --lr-find alone: it ends here
         swanlab.finish()
         return
 
     global_step = (start_epoch - 1) * len(train_loader)
-    for epoch in range(start_epoch, args.epochs + 1):
+    for epoch in range(start_epoch, settings.epochs + 1):
         started = time.perf_counter()
-        set_backbone_frozen(model, epoch <= args.freeze_epochs)  # --freeze-epochs: head only, then every layer
+        set_backbone_frozen(model, epoch <= settings.freeze_epochs)  # --freeze-epochs: head only, then every layer
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)  # a new shuffle every epoch
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,
-                                                        args.epochs, global_step, unreadable, scaler=scaler,
+                                                        settings.epochs, global_step, unreadable, scaler=scaler,
                                                         scheduler=scheduler, ema=ema, **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
-        summary = f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}"
-        if epoch % args.eval_interval == 0 or epoch == args.epochs:
+        summary = f"epoch {epoch}/{settings.epochs}  train_loss {train_loss:.4f}"
+        if epoch % settings.eval_interval == 0 or epoch == settings.epochs:
             distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
             val_metrics, val_summary, predictions = validate(evaluated, ema, val_loader, criterion, device, unreadable,
-                                                             args, history, epoch, speed)
+                                                             settings.best_window, history, epoch, speed)
             metrics.update(val_metrics)
             summary += val_summary
             log_validation(val_metrics, epoch, global_step, predictions, gallery, val_set, class_names)
@@ -254,15 +260,16 @@ def main(args: argparse.Namespace) -> None:
         history.append({"epoch": epoch, **metrics})
 
         if distributed.is_main_process():  # the weights are the same in every process: one writes them
-            save_checkpoints(model, optimizer, scheduler, args, config, class_names, history, ema)
-        if stop_early(history, args):  # --early-stopping, judged on the windowed mean as the best epoch is
+            save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema)
+        if stop_early(history, settings.best_window, settings.early_stopping):  # judged on the windowed mean
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
     if distributed.is_main_process():  # rank 0 alone reports on the test split, with the best checkpoint it wrote
-        report_test_split(model, args, class_names, criterion, device, unreadable, best_evaluation(history, args.best_window)[0])
+        best_epoch = best_evaluation(history, settings.best_window)[0]
+        report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
         swanlab.finish()
-        print_summary(args, history, unreadable)
+        print_summary(settings, history, unreadable)
 
 
 if __name__ == "__main__":

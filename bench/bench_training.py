@@ -18,12 +18,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
-import train
 from cats_dogs.epochs import train_one_epoch
 from cats_dogs.model import build_model
 from cats_dogs.photo_batches import collate_readable
 from cats_dogs.process import keep_freed_memory
-from cats_dogs.recipe import resolve_speed_settings
+from cats_dogs.settings import amp_type, speed_defaults
 from load_datasets import DatasetLoader
 
 
@@ -101,33 +100,36 @@ def tutorial_loop(samples, device, batch_size: int, image_size: int) -> Callable
 
 def project_loop(csv_path: Path, device, batch_size: int, image_size: int, no_bf16: bool,
                  compile_model: bool = False) -> tuple[Callable[[int, int], float], DatasetLoader, str, str]:
-    """train.py's training step at its defaults for this device.
+    """train.py's training step at its defaults for this device (settings.speed_defaults, as train.py decides them;
+    the train set stands for val too, as in the cache's memory budget).
 
     Returns run(steps, offset), the dataset, whether train.py would cache it, and the settings in words.
     """
-    args = train.get_args_parser().parse_args(["--batch-size", str(batch_size), "--image-size", str(image_size)]
-                                              + (["--no-amp"] if no_bf16 else []) + (["--compile"] if compile_model else []))
     torch.manual_seed(0)
-    dataset = DatasetLoader(csv_path, args.image_size, train=True)
-    amp_dtype = resolve_speed_settings(args, device, dataset, dataset)
-    model = build_model("resnet50", 2, "none").to(device, memory_format=torch.channels_last if args.channels_last
+    dataset = DatasetLoader(csv_path, image_size, train=True)
+    speed = speed_defaults(device, freeze_backbone=False, photo_bytes=2 * dataset.cache_bytes(),
+                           amp=False if no_bf16 else None)
+    amp_dtype, channels_last = amp_type(device, speed["amp"]), speed["channels_last"]
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.py: fixed image size, cuDNN picks the fastest kernels once
+    model = build_model("resnet50", 2, "none").to(device, memory_format=torch.channels_last if channels_last
                                                   else torch.preserve_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
     criterion = torch.nn.CrossEntropyLoss()
-    trained = torch.compile(model) if args.compile else model  # compiled by the warm-up's first step
+    trained = torch.compile(model) if compile_model else model  # compiled by the warm-up's first step
 
     def run(steps: int, offset: int) -> float:
-        loader = subset_loader(dataset, steps, offset, batch_size, num_workers=args.num_workers,
+        loader = subset_loader(dataset, steps, offset, batch_size, num_workers=speed["num_workers"],
                                collate_fn=collate_readable, pin_memory=device.type == "cuda")
         started = time.perf_counter()
         train_one_epoch(trained, loader, optimizer, criterion, device, 1, 1, 0, set(), amp_dtype=amp_dtype,
-                              channels_last=args.channels_last)
+                        channels_last=channels_last)
         return time.perf_counter() - started
 
     settings = (f"amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'off'}, channels_last "
-                f"{'on' if args.channels_last else 'off'}, cache {args.cache}, {args.num_workers} workers"
-                f"{', torch.compile' if args.compile else ''}")
-    return run, dataset, args.cache, settings
+                f"{'on' if channels_last else 'off'}, cache {speed['cache']}, {speed['num_workers']} workers"
+                f"{', torch.compile' if compile_model else ''}")
+    return run, dataset, speed["cache"], settings
 
 
 def serve_training_loop(connection, side: str, options: dict) -> None:

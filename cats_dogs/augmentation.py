@@ -39,8 +39,10 @@ def augment_photo(photo: torch.Tensor, strength: str = "light") -> torch.Tensor:
     """Stage 2 for training, on uint8 height×width×3: a random resized crop back to the same size, and a
     random horizontal flip (`light`, about 0.1 ms a photo: interpolating uint8 in channels-last layout is what
     torch does fastest on a CPU, 5× torchvision's transform on a 3×H×W uint8 tensor, measured here).
-    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost). A batch does the same photo by photo
-    (load_datasets.ImageList.__getitems__), each written into its place."""
+    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost); `none` leaves the photo as it is. A batch does
+    the same photo by photo (photo_batches.ImageList.__getitems__), each written into its place."""
+    if strength == "none":
+        return photo.clone()
     augmented = torch.empty_like(photo)
     augment_into(photo, draw_augmentation(photo.shape[0], photo.shape[1]), strength, augmented)
     return augmented

@@ -10,7 +10,6 @@ The pattern is the one of torchvision's references/classification/utils.py and n
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import contextlib
 import os
@@ -43,27 +42,29 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed(args: argparse.Namespace) -> torch.device | None:
+def init_distributed(device_name: str = "auto", sync_bn: bool = False,
+                     freeze_backbone: bool = False) -> torch.device | None:
     """Join the process group torchrun set up and return this process's device; None when not under torchrun.
 
     Each process takes the GPU of its LOCAL_RANK and talks over NCCL; without GPUs (or with
     --device cpu) the processes share the CPU and talk over gloo, which is for trying things out.
-    train.py's flags that do not fit several processes are refused here, before any work.
+    train.py's flags (--device, --sync-bn, --freeze-backbone) that do not fit several processes are refused
+    here, before any work.
     """
     if not launched_by_torchrun():
-        if args.sync_bn:
+        if sync_bn:
             print("--sync-bn: ignored, it only matters under torchrun (one process already sees its whole batch).")
         return None
-    if args.freeze_backbone:
+    if freeze_backbone:
         raise SystemExit("--freeze-backbone trains only the head, in seconds on one process: "
                          "run it with `python train.py`, not torchrun.")
-    if args.device not in ("auto", "cuda", "cpu"):
-        raise SystemExit(f"--device {args.device}: under torchrun each process uses the GPU of its LOCAL_RANK "
+    if device_name not in ("auto", "cuda", "cpu"):
+        raise SystemExit(f"--device {device_name}: under torchrun each process uses the GPU of its LOCAL_RANK "
                          "(set CUDA_VISIBLE_DEVICES to choose the GPUs); use --device auto, cuda or cpu.")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if device_name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for, but PyTorch sees no CUDA GPU. Use --device auto or cpu.")
-    use_gpus = args.device != "cpu" and torch.cuda.is_available()
-    if args.sync_bn and not use_gpus:
+    use_gpus = device_name != "cpu" and torch.cuda.is_available()
+    if sync_bn and not use_gpus:
         raise SystemExit("--sync-bn needs GPUs: PyTorch's SyncBatchNorm has no CPU version. Run without it.")
     if use_gpus:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -157,14 +158,16 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """(the module the training steps call, the module evaluation calls): DDP and/or torch.compile around the model."""
-    if args.freeze_backbone:
+def wrap_model(model: nn.Module, device: torch.device, freeze_backbone: bool = False,
+               compile_model: bool = False) -> tuple[nn.Module, nn.Module]:
+    """(the module the training steps call, the module evaluation calls): DDP and/or torch.compile (--compile)
+    around the model; the head alone with --freeze-backbone."""
+    if freeze_backbone:
         return model.fc, model.fc  # the feature loaders feed the head directly
     if is_distributed():
         # DDP starts by copying rank 0's weights to every process, then averages the gradients in each backward.
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        trained = torch.compile(trained) if args.compile else trained  # compiled after wrapping, as DDP's notes advise
+        trained = torch.compile(trained) if compile_model else trained  # compiled after wrapping, as DDP's notes advise
         return trained, model  # each process evaluates its share with the plain module, free of DDP's communication
-    trained = torch.compile(model) if args.compile else model
+    trained = torch.compile(model) if compile_model else model
     return trained, trained

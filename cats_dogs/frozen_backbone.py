@@ -1,9 +1,7 @@
 """--freeze-backbone: the backbone never changes, so its features are computed once and the head trains on them,
-in milliseconds an epoch. The feature batches are shaped like load_datasets.collate_readable's."""
+in milliseconds an epoch. The feature batches are shaped like photo_batches.collate_readable's."""
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 from torch import nn
@@ -11,25 +9,26 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm import tqdm
 
 from cats_dogs.device import autocast
-from cats_dogs.loaders import loader_options
+from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import to_device
-from load_datasets import DatasetLoader
 
 
-def feature_loaders(model: nn.Module, args: argparse.Namespace, train_set: DatasetLoader, val_loader: DataLoader,
-                    device: torch.device, amp_dtype: torch.dtype | None,
+def feature_loaders(model: nn.Module, train_set: ImageList, val_loader: DataLoader, options: dict,
+                    device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
                     generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
     """--freeze-backbone: the backbone never changes, so its features are computed once and the head trains
-    on them. Returns the train and val loaders of features, and the photos that could not be read."""
-    train_set.augment = False  # features of the un-augmented photos
+    on them. `train_set`: made with augment "none", the features of the photos as they are; `options`: the
+    loaders' (loaders.loader_options). Returns the train and val loaders of features, and the photos that could
+    not be read."""
     features, unreadable = [], []
-    for loader in (DataLoader(train_set, **{**loader_options(args, device), "shuffle": False}), val_loader):
-        dataset, problems = extract_features(model, loader, device, amp_dtype, args.channels_last)
+    for loader in (DataLoader(train_set, **{**options, "shuffle": False}), val_loader):
+        dataset, problems = extract_features(model, loader, device, amp_dtype, channels_last)
         unreadable += problems
         features.append(dataset)
-    train_loader = DataLoader(features[0], batch_size=args.batch_size, shuffle=True, generator=generator,
-                              drop_last=len(features[0]) > args.batch_size, collate_fn=collate_features)
-    return train_loader, DataLoader(features[1], batch_size=args.batch_size, collate_fn=collate_features), unreadable
+    batch_size = options["batch_size"]
+    train_loader = DataLoader(features[0], batch_size=batch_size, shuffle=True, generator=generator,
+                              drop_last=len(features[0]) > batch_size, collate_fn=collate_features)
+    return train_loader, DataLoader(features[1], batch_size=batch_size, collate_fn=collate_features), unreadable
 
 
 def collate_features(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -11,24 +9,24 @@ from cats_dogs import distributed
 from cats_dogs.photo_batches import ImageList, collate_readable
 
 
-def loader_options(args: argparse.Namespace, device: torch.device) -> dict:
+def loader_options(batch_size: int, num_workers: int, device: torch.device) -> dict:
     """DataLoader settings from train.py's flags: batch size, workers, pinned memory for CUDA."""
-    return dict(batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                persistent_workers=args.num_workers > 0, collate_fn=collate_readable)
+    return dict(batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                persistent_workers=num_workers > 0, collate_fn=collate_readable)
 
 
-def make_loaders(args: argparse.Namespace, train_set: ImageList, val_set: ImageList, device: torch.device,
+def make_loaders(train_set: ImageList, val_set: ImageList, options: dict, seed: int,
                  generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
-    """The train and val loaders; under torchrun each process gets its share of both."""
+    """The train and val loaders with loader_options' `options`; under torchrun each process gets its share of both,
+    the train set's shuffled alike in every process (`seed`)."""
     train_sampler, val_part = None, val_set
     if distributed.is_distributed():
         rank, world_size = distributed.get_rank(), distributed.get_world_size()
         # Each process trains on its 1/N of a shuffle that is the same in all of them (same seed, set_epoch).
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=False)
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
         # DistributedSampler would even out the shares by repeating photos, counting them twice: slice val instead.
         val_part = Subset(val_set, range(rank, len(val_set), world_size))
     per_process = len(train_sampler) if train_sampler is not None else len(train_set)
-    options = loader_options(args, device)
     train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler, generator=generator,
-                              drop_last=per_process > args.batch_size, **options)
+                              drop_last=per_process > options["batch_size"], **options)
     return train_loader, DataLoader(val_part, shuffle=False, **options), train_sampler

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from cats_dogs.device import autocast
 from cats_dogs.preprocessing import to_device
 from cats_dogs.random_state import same_random_state
+from cats_dogs.settings import TrainSettings
 from cats_dogs.tracking import swanlab
 
 START_LR, END_LR, NUM_STEPS = 1e-7, 10.0, 100  # fastai's lr_find defaults
@@ -130,22 +131,23 @@ def save_lr_plot(lrs: list[float], losses: list[float], suggestion: tuple[float,
     plt.close(figure)
 
 
-def find_lr(args: argparse.Namespace, trained: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+def find_lr(settings: TrainSettings, trained: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
             criterion: nn.Module, device: torch.device, speed: dict,
             resume_from: dict | None) -> tuple[float, dict | None]:
     """--lr-find and --lr auto: the range test on the model as its first epoch trains it (the head alone in a
     --freeze-epochs phase), the plot beside the checkpoints, the suggestion printed. Returns the peak rate the
     run trains at and the test's results (None when it did not run). The rate is --lr; with --lr auto, the
     suggestion, which the optimizer's rates are set to, and on --resume the rate the run started with.
-    args is only read: run_folder.start_swanlab records the rate and the suggestion with the configuration."""
-    train_after = args.lr == "auto" or not args.lr_find
+    The settings keep "auto": run_folder.start_swanlab records the rate returned and the suggestion."""
+    train_after = settings.lr == "auto" or not settings.lr_find
     # --lr auto on --resume: found when the run started; its schedule goes on from the checkpoint.
-    lr = resume_from["config"].get("lr", 1e-4) if args.lr == "auto" and resume_from else args.lr
-    if not (args.lr_find or lr == "auto"):
+    lr = resume_from["config"].get("lr", 1e-4) if settings.lr == "auto" and resume_from else settings.lr
+    if not (settings.lr_find or lr == "auto"):
         return lr, None
-    lrs, losses = lr_range_test(trained, loader, optimizer, criterion, device, num_steps=args.lr_find_steps, **speed)
-    suggested, index = suggest_lr(lrs, losses, args.lr_find_steps)
-    path = Path(args.output_dir) / "lr_find.png"
+    num_steps = settings.lr_find_steps
+    lrs, losses = lr_range_test(trained, loader, optimizer, criterion, device, num_steps=num_steps, **speed)
+    suggested, index = suggest_lr(lrs, losses, num_steps)
+    path = Path(settings.output_dir) / "lr_find.png"
     save_lr_plot(lrs, losses, (suggested, index), path)
     print(f"lr finder: {len(lrs)} steps from {lrs[0]:.0e} to {lrs[-1]:.1e}; suggested lr {suggested:.2e} "
           f"(fastai's valley rule)  |  plot: {path}")

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 from tqdm import tqdm
 
 from cats_dogs import distributed
-from cats_dogs.augmentation import augment_into, draw_augmentation
+from cats_dogs.augmentation import AUGMENT_CHOICES, augment_into, draw_augmentation
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.photo_cache import DiskCache, build_cache, cache_key, open_cache, writable_folder
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, resize_photo
@@ -59,14 +59,15 @@ class ImageList(Dataset):
     `empty_files`.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256, augment: bool | str = False,
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int = 256, augment: str = "none",
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        if augment not in AUGMENT_CHOICES:
+            raise ValueError(f"augment={augment!r}: expected one of {', '.join(AUGMENT_CHOICES)}")
         # Empty files are common in interrupted downloads and cost nothing to find now.
         self.empty_files = [str(path) for path, _ in samples if path.stat().st_size == 0]
         self.samples = [(path, label) for path, label in samples if path.stat().st_size > 0]
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
-        # augmentation.augment_photo's strength: "light" or "strong" (True means light), or None (False, "none") for none.
-        self.augment = {True: "light", False: None, "none": None}.get(augment, augment)
+        self.augment = augment  # augmentation.augment_photo's strength: none, light or strong
         self.cache: torch.Tensor | DiskCache | None = None
         self.unreadable: dict[int, str] = {}  # of a memory cache: index -> reason
 
@@ -141,11 +142,11 @@ class ImageList(Dataset):
         to share between cores. Measured here: 2× the rate of one thread on 2 cores.
         """
         size = self.image_size
-        drawn = [draw_augmentation(size, size) if self.augment else None for _ in indices]
+        drawn = [draw_augmentation(size, size) if self.augment != "none" else None for _ in indices]
         images = new_batch(len(indices), size)
         problems: list[str | None] = [None] * len(indices)
         inference = torch.is_inference_mode_enabled()  # a thread's own setting: the helper threads take the caller's
-        reads_to_buffer = isinstance(self.cache, DiskCache) and bool(self.augment)
+        reads_to_buffer = isinstance(self.cache, DiskCache) and self.augment != "none"
 
         def fill(slots: range) -> None:
             threads = torch.get_num_threads()

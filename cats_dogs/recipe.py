@@ -1,14 +1,12 @@
-"""How train.py trains: --resume, the model and optimizer, learning-rate schedule, speed settings, the rule that picks
-the best epoch, curves.
+"""How train.py trains: where --resume goes on, the model and optimizer, learning-rate schedule, the rule that picks
+the best epoch.
 
 Only training needs these; what training and serving must agree on (model, preprocessing) is in preprocessing.py and model.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +15,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cats_dogs import distributed
-from cats_dogs.checkpoint import Checkpoint, read_checkpoint
-from cats_dogs.device import autocast_dtype
+from cats_dogs.checkpoint import Checkpoint
 from cats_dogs.model import build_model
-from cats_dogs.photo_batches import CACHE_BUDGET_BYTES
-from load_datasets import DatasetLoader
+from cats_dogs.settings import TrainSettings
 
-WEIGHT_DECAY_DEFAULTS = {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}  # the usual one for each optimizer
 BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
 EMA_WARMUP_POWER = 2 / 3  # timm's ModelEmaV3 default
-# Defaults of the flags that --resume takes from the checkpoint instead when they are not given.
-DEFAULT_MODEL, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS = "resnet50", 256, "IMAGENET1K_V2"
-
-
-def resolve_resume(args: argparse.Namespace, latest_path: Path) -> Checkpoint | None:
-    """--resume: the checkpoint to continue. Its model, image size and weights fill the flags not given,
-    before anything reads them; a flag given with another value is refused."""
-    if args.resume:
-        if not latest_path.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
-        try:
-            checkpoint = read_checkpoint(latest_path)
-        except ValueError as error:
-            raise SystemExit(f"--resume: {error}") from None
-        recorded = {"--model": ("model", checkpoint["arch"]), "--image-size": ("image_size", checkpoint["image_size"]),
-                    "--weights": ("weights", checkpoint["weights"] or checkpoint["config"].get("weights")),
-                    # The optimizer's groups and the phase of each epoch depend on these two.
-                    "--freeze-epochs": ("freeze_epochs", checkpoint["config"].get("freeze_epochs", 0)),
-                    "--lr-decay-per-stage": ("lr_decay_per_stage", checkpoint["config"].get("lr_decay_per_stage", 1.0))}
-        for flag, (name, value) in recorded.items():
-            given = getattr(args, name)
-            if given is not None and value is not None and given != value:
-                raise SystemExit(f"--resume: {latest_path} was trained with {flag} {value}, but this command says "
-                                 f"{flag} {given}. Leave {flag} out to continue with {value}.")
-            setattr(args, name, value if given is None else given)
-        if checkpoint["epoch"] >= args.epochs:
-            print(f"{latest_path} has already been trained for {checkpoint['epoch']} epochs; "
-                  f"pass a larger --epochs to train further.")
-            raise SystemExit(0)
-        was_frozen = bool(checkpoint["config"].get("freeze_backbone", False))
-        if was_frozen != args.freeze_backbone:
-            raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} --freeze-backbone, "
-                             f"but this command runs {'without' if was_frozen else 'with'} it; resume it the same way.")
-    args.model = args.model or DEFAULT_MODEL
-    args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
-    args.weights = args.weights or DEFAULT_WEIGHTS
-    args.freeze_epochs, args.lr_decay_per_stage = args.freeze_epochs or 0, args.lr_decay_per_stage or 1.0
-    return checkpoint if args.resume else None
 
 
 def resume_point(resume_from: Checkpoint | None, latest_path: Path) -> tuple[int, list[dict]]:
@@ -74,60 +31,64 @@ def resume_point(resume_from: Checkpoint | None, latest_path: Path) -> tuple[int
     return resume_from["epoch"] + 1, resume_from["history"]
 
 
-def setup_model(args: argparse.Namespace, num_classes: int, device: torch.device, amp_dtype: torch.dtype | None,
+def setup_model(settings: TrainSettings, num_classes: int, device: torch.device, amp_dtype: torch.dtype | None,
                 resume_from: Checkpoint | None) -> tuple[nn.Module, torch.optim.Optimizer, AveragedModel | None,
                                                          torch.amp.GradScaler]:
     """The ResNet with a new head, from the --weights or the checkpoint resumed, on the device; its optimizer;
     its average (--ema); and the gradient scaler, which only fp16 needs."""
-    model = build_model(args.model, num_classes, weights="none" if resume_from else args.weights,
-                        zero_init_residual=args.zero_init_residual)
+    model = build_model(settings.model, num_classes, weights="none" if resume_from else settings.weights,
+                        zero_init_residual=settings.zero_init_residual)
     if resume_from:
         model.load_state_dict(resume_from["model_state"])
-    if args.sync_bn and distributed.is_distributed():  # same parameters and state-dict keys: checkpoints stay plain ResNets
+    if settings.sync_bn and distributed.is_distributed():  # same parameters and keys: checkpoints stay plain ResNets
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels once
     # The model moves before the optimizer is made, so that restored optimizer state lands on the same device.
-    model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-    optimizer = make_optimizer(args, parameter_groups(model, args), device, resume_from and resume_from["optimizer_state"])
-    ema = make_ema(model, args.ema_decay, resume_from and resume_from.get("ema_state")) if args.ema else None
+    model = model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
+    groups = parameter_groups(model, settings.freeze_backbone, settings.freeze_epochs, settings.lr_decay_per_stage)
+    optimizer = make_optimizer(settings.optimizer, settings.lr, settings.weight_decay, groups, device,
+                               resume_from and resume_from["optimizer_state"])
+    ema = make_ema(model, settings.ema_decay, resume_from and resume_from.get("ema_state")) if settings.ema else None
     return model, optimizer, ema, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
-def make_optimizer(args: argparse.Namespace, parameters, device: torch.device,
+def make_optimizer(name: str, lr: float | str, weight_decay: float, parameters, device: torch.device,
                    state: dict[str, Any] | None = None) -> torch.optim.Optimizer:
-    """train.py's --optimizer with its --lr and --weight-decay (already resolved to a number); `parameters`:
-    tensors, or parameter_groups' groups; `state`: a resumed checkpoint's optimizer state."""
-    lr = 0.0 if args.lr == "auto" else args.lr  # --lr auto: lr_finder.find_lr sets the rates before the first step
+    """--optimizer `name` (adam, adamw, sgd) at --lr and --weight-decay; `parameters`: tensors, or parameter_groups'
+    groups; `state`: a resumed checkpoint's optimizer state."""
+    lr = 0.0 if lr == "auto" else lr  # --lr auto: lr_finder.find_lr sets the rates before the first step
     # Each group of parameter_groups trains at its share of the rate (discriminative learning rates).
     parameters = [{**group, "lr": lr * group["lr_scale"]} if isinstance(group, dict) else group for group in parameters]
-    if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
+    if name == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     else:  # the fused kernels update all weights at once: the same algorithm, a few % faster per step
-        optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optimizer_class(parameters, lr=lr, weight_decay=args.weight_decay,
-                                    fused=device.type in ("cpu", "cuda"))
+        optimizer_class = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
     if state:
         optimizer.load_state_dict(state)
     return optimizer
 
 
-def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+def make_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, schedule: str, epochs: int,
+                   warmup_epochs: float, freeze_epochs: int = 0,
                    state: dict[str, Any] | None = None) -> torch.optim.lr_scheduler.LambdaLR | None:
     """Linear warm-up, then cosine decay to zero or a ×0.1 step at 1/2 and 3/4 of the run; stepped every batch.
-    `state`: a resumed checkpoint's scheduler state."""
-    if args.scheduler == "none":
+    `schedule`: --scheduler (none, cosine, step); `state`: a resumed checkpoint's scheduler state."""
+    if schedule == "none":
         return None
-    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
+    total, warmup = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if args.scheduler == "cosine":
+        if schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
         return 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
 
     # --freeze-epochs: the backbone joins later, and warms up again from there, as fastai's fine_tune starts a
     # second one-cycle schedule after unfreezing: Adam's first steps move every weight by about the full rate.
-    joins = getattr(args, "freeze_epochs", 0) * steps_per_epoch
+    joins = freeze_epochs * steps_per_epoch
 
     def rejoining(step: int) -> float:
         return factor(step) * min(1.0, max(0, step - joins + 1) / max(1, warmup))
@@ -142,51 +103,12 @@ def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, s
     return scheduler
 
 
-def resolve_speed_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
-                           val_set: DatasetLoader) -> torch.dtype | None:
-    """Turn the `auto` speed flags into choices for this device (written back into args, so SwanLab logs them)."""
-    if args.amp is None:
-        args.amp = autocast_dtype(device) is not None
-    if args.channels_last is None:
-        args.channels_last = device.type in ("cpu", "cuda")
-    # Under torchrun, the processes on this machine share its memory and cores.
-    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if args.cache == "auto":  # the frozen backbone sees each photo once: nothing to cache
-        fits = (train_set.cache_bytes() + val_set.cache_bytes()) * processes_here <= CACHE_BUDGET_BYTES
-        # On a GPU, worker processes read the disk cache: a memory cache would be copied into each (spawn).
-        args.cache = "off" if args.freeze_backbone else "memory" if fits and device.type != "cuda" else "disk"
-    if args.num_workers is None:
-        cores = max(1, (os.cpu_count() or 2) // processes_here)
-        if device.type == "cuda":  # augmenting and collating in parallel, so that the GPU never waits for photos
-            args.num_workers = min(8, max(1, cores - 1))
-        else:  # cached photos only need augmenting (0.1 ms): workers would take cores from the model
-            args.num_workers = 0 if args.cache != "off" else min(4, max(1, cores - 1))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels once
-    if not args.amp:
-        return None
-    return autocast_dtype(device) or (torch.float16 if device.type == "mps" else torch.bfloat16)
-
-
-def resolve_settings(args: argparse.Namespace, device: torch.device, train_set: DatasetLoader,
-                     val_set: DatasetLoader) -> torch.dtype | None:
-    """The choices left to `auto` or to a default, made once, so that SwanLab and the checkpoint record
-    what was used; returns the mixed-precision type (None for fp32)."""
-    check_fine_tuning_flags(args)
-    if args.weight_decay is None:
-        args.weight_decay = WEIGHT_DECAY_DEFAULTS[args.optimizer]
-    if args.ema and args.freeze_backbone:
-        raise SystemExit("--ema averages the whole network, but --freeze-backbone trains the head alone; drop one of them.")
-    args.experiment_name = args.experiment_name or args.model
-    return resolve_speed_settings(args, device, train_set, val_set)
-
-
-def step_speed(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+def step_speed(freeze_backbone: bool, channels_last: bool, amp_dtype: torch.dtype | None) -> dict[str, Any]:
     """The mixed precision and memory layout of the training and evaluation steps. The head alone
     (--freeze-backbone) trains on fp32 features in milliseconds: no mixed precision or layout needed there."""
-    if args.freeze_backbone:
+    if freeze_backbone:
         return {"amp_dtype": None, "channels_last": False}
-    return {"amp_dtype": amp_dtype, "channels_last": args.channels_last}
+    return {"amp_dtype": amp_dtype, "channels_last": channels_last}
 
 
 def windowed_val_accs(history: list[dict[str, float]], window: int, key: str = "val_acc") -> list[tuple[int, float]]:
@@ -219,13 +141,13 @@ def best_evaluation(history: list[dict[str, float]], window: int, key: str = "va
     return *scores[best], len(scores) - 1 - best
 
 
-def stop_early(history: list[dict[str, float]], args: argparse.Namespace) -> bool:
+def stop_early(history: list[dict[str, float]], best_window: int, early_stopping: int) -> bool:
     """--early-stopping N: whether N evaluations have gone by without a better val accuracy, judged as the best epoch
     is, on the windowed mean, not on one lucky evaluation. Says so when they have."""
-    best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, args.best_window)
-    if not (args.early_stopping and evaluations_since_best >= args.early_stopping):
+    best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, best_window)
+    if not (early_stopping and evaluations_since_best >= early_stopping):
         return False
-    print(f"early stopping: no better val accuracy (mean of last {args.best_window}) for {args.early_stopping} "
+    print(f"early stopping: no better val accuracy (mean of last {best_window}) for {early_stopping} "
           f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
     return True
 
@@ -250,25 +172,26 @@ def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bo
     return epoch, is_ema
 
 
-def best_fields(history: list[dict[str, float]], args: argparse.Namespace, ema: bool) -> dict[str, Any]:
+def best_fields(history: list[dict[str, float]], rule: str, window: int, ema: bool) -> dict[str, Any]:
     """The checkpoint keys that describe the epoch --best-rule keeps: best_epoch, best_val_acc, best_val_acc_windowed
     (of the EMA weights when they won, which ema_weights says)."""
-    epoch, use_ema = best_choice(history, args.best_rule, args.best_window, ema)
+    epoch, use_ema = best_choice(history, rule, window, ema)
     key = "ema_val_acc" if use_ema else "val_acc"
     return {"best_epoch": epoch, "best_val_acc": val_acc_at(history, epoch, key), "ema_weights": use_ema,
-            "best_val_acc_windowed": dict(windowed_val_accs(history, args.best_window, key)).get(epoch, -1.0)}
+            "best_val_acc_windowed": dict(windowed_val_accs(history, window, key)).get(epoch, -1.0)}
 
 
-def checkpoints_due(history: list[dict[str, float]], args: argparse.Namespace, ema: bool) -> dict[str, bool]:
+def checkpoints_due(history: list[dict[str, float]], rule: str, window: int, ema: bool,
+                    save_candidates: bool = False) -> dict[str, bool]:
     """{file under --output-dir: whether it holds the EMA weights} for the files this epoch writes besides
     latest_checkpoint.pth: best_checkpoint.pth when --best-rule picks this epoch; with --save-candidates, also
     candidates/window.pth and candidates/val-loss.pth (those rules on the trained weights alone) and
     candidates/ema.pth (the EMA, every epoch), so that a study measures every choice of one run."""
     epoch = history[-1]["epoch"]
-    choices = {"best_checkpoint.pth": best_choice(history, args.best_rule, args.best_window, ema)}
-    if args.save_candidates:
-        choices.update({f"candidates/{rule}.pth": best_choice(history, rule, args.best_window)
-                        for rule in ("window", "val-loss")})
+    choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema)}
+    if save_candidates:
+        choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window)
+                        for candidate in ("window", "val-loss")})
         if ema:
             choices["candidates/ema.pth"] = (epoch, True)
     return {name: use_ema for name, (chosen, use_ema) in choices.items() if chosen == epoch}
@@ -302,22 +225,8 @@ def ema_state(ema: AveragedModel) -> dict[str, Any]:
 RESNET_STAGES = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
 
 
-def check_fine_tuning_flags(args: argparse.Namespace) -> None:
-    """--freeze-epochs, --lr-decay-per-stage and the lr finder: combinations that cannot work, refused before any work."""
-    if args.freeze_epochs and args.freeze_backbone:
-        raise SystemExit("--freeze-epochs and --freeze-backbone: choose one. --freeze-backbone trains the head alone "
-                         "for the whole run; --freeze-epochs N for the first N epochs, then every layer.")
-    if args.freeze_epochs < 0:
-        raise SystemExit(f"--freeze-epochs {args.freeze_epochs}: expected 0 (no frozen phase) or more epochs.")
-    if not 0 < args.lr_decay_per_stage <= 1:
-        raise SystemExit(f"--lr-decay-per-stage {args.lr_decay_per_stage}: expected a factor in (0, 1], such as 0.5 "
-                         "(1 = the same rate for every layer).")
-    if distributed.is_distributed() and (args.freeze_epochs or args.lr_find or args.lr == "auto"):
-        raise SystemExit("--freeze-epochs, --lr-find and --lr auto run in one process: use `python train.py` "
-                         "(DistributedDataParallel needs the same trainable layers in every step).")
-
-
-def parameter_groups(model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
+def parameter_groups(model: nn.Module, freeze_backbone: bool = False, freeze_epochs: int = 0,
+                     lr_decay_per_stage: float = 1.0) -> list[dict[str, Any]]:
     """The parameters as the optimizer gets them, each group with its `lr_scale`, its share of --lr.
 
     With --lr-decay-per-stage D (or --freeze-epochs), one group per stage: 1 for the head, D for layer4, D²
@@ -325,15 +234,15 @@ def parameter_groups(model: nn.Module, args: argparse.Namespace) -> list[dict[st
     already taught; they should move least. This is the layer-wise decay of ULMFiT (Howard & Ruder 2018,
     "discriminative fine-tuning") and BEiT (timm's `layer_decay`), by ResNet stage as fastai splits it.
     """
-    if args.freeze_backbone:
+    if freeze_backbone:
         return [{"params": list(model.fc.parameters()), "lr_scale": 1.0, "stage": "fc"}]
-    if args.lr_decay_per_stage == 1 and not args.freeze_epochs:
+    if lr_decay_per_stage == 1 and not freeze_epochs:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]  # one group, as checkpoints before these flags
     stages: dict[str, list[nn.Parameter]] = {stage: [] for stage in RESNET_STAGES}
     for name, parameter in model.named_parameters():
         top = name.split(".")[0]
         stages[top if top in stages else "stem"].append(parameter)  # conv1 and bn1 are the stem
-    return [{"params": stages[stage], "lr_scale": args.lr_decay_per_stage ** depth, "stage": stage}
+    return [{"params": stages[stage], "lr_scale": lr_decay_per_stage ** depth, "stage": stage}
             for depth, stage in enumerate(RESNET_STAGES)]
 
 

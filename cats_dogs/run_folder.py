@@ -6,8 +6,8 @@ train.py calls these once per run or once per epoch; training itself is in train
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -21,72 +21,77 @@ from torch.utils.data import DataLoader
 from cats_dogs import distributed
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
 from cats_dogs.random_state import same_random_state
 from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
+from cats_dogs.settings import TrainSettings
 from cats_dogs.tracking import swanlab
-from load_datasets import DatasetLoader
 
 SWANLAB_LOG_DIR = "swanlog"
 
 
-def print_setup(args: argparse.Namespace, device: torch.device, amp_dtype: torch.dtype | None, class_names: list[str],
-                train_set: DatasetLoader, val_set: DatasetLoader) -> None:
+def print_setup(settings: TrainSettings, amp_dtype: torch.dtype | None, class_names: list[str],
+                train_set: ImageList, val_set: ImageList) -> None:
     """train.py's first lines: the device, the photos and classes, the speed settings chosen, and torchrun's processes."""
-    cached = {"memory": ", photos cached in memory", "disk": ", photos cached on disk"}.get(args.cache, "")
-    print(f"device: {device}  |  {len(train_set)} train / {len(val_set)} val photos at {args.image_size}×{args.image_size}"
+    cached = {"memory": ", photos cached in memory", "disk": ", photos cached on disk"}.get(settings.cache, "")
+    size = settings.image_size
+    print(f"device: {settings.device}  |  {len(train_set)} train / {len(val_set)} val photos at {size}×{size}"
           f"  |  classes: {', '.join(class_names)}")
     print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
-          f"{', channels_last' if args.channels_last else ''}{cached}"
-          f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, {args.num_workers} data workers")
+          f"{', channels_last' if settings.channels_last else ''}{cached}"
+          f"{', backbone frozen (head only)' if settings.freeze_backbone else ''}, {settings.num_workers} data workers")
     if distributed.is_distributed():
-        world_size = distributed.get_world_size()
-        print(f"torchrun: {world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), batch {args.batch_size} "
-              f"per process = {args.batch_size * world_size} photos per step{', SyncBatchNorm' if args.sync_bn else ''}")
+        world_size, batch_size = distributed.get_world_size(), settings.batch_size
+        backend = "nccl" if settings.device.startswith("cuda") else "gloo"
+        print(f"torchrun: {world_size} processes ({backend}), batch {batch_size} per process = "
+              f"{batch_size * world_size} photos per step{', SyncBatchNorm' if settings.sync_bn else ''}")
 
 
-def start_swanlab(args: argparse.Namespace, lr: float, lr_found: dict | None, class_names: list[str],
-                  device: torch.device, train_set: DatasetLoader, val_set: DatasetLoader) -> dict:
+def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, class_names: list[str],
+                  train_set: ImageList, val_set: ImageList) -> dict:
     """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too).
     `lr` and `lr_found`: lr_finder.find_lr's answers, the rate the run trains at (recorded as `lr`, for --lr auto
     too) and the range test, whose suggestion is recorded as `lr_suggested`."""
     suggested = {"lr_suggested": lr_found["suggested"]} if lr_found else {}
-    config = {**vars(args), "lr": lr, **suggested, "num_classes": len(class_names), "class_names": class_names,
-              "device": str(device), "train_size": len(train_set), "val_size": len(val_set),
+    config = {**dataclasses.asdict(settings), "lr": lr, **suggested, "num_classes": len(class_names),
+              "class_names": class_names, "train_size": len(train_set), "val_size": len(val_set),
               "world_size": distributed.get_world_size()}
-    swanlab_mode = "online" if args.swanlab_mode == "cloud" else args.swanlab_mode
+    swanlab_mode = "online" if settings.swanlab_mode == "cloud" else settings.swanlab_mode
     # The other processes log nothing: their swanlab.log calls do nothing.
-    swanlab.init(project=args.project, name=args.experiment_name,
+    swanlab.init(project=settings.project, name=settings.experiment_name,
                  mode=swanlab_mode if distributed.is_main_process() else "disabled",
                  log_dir=SWANLAB_LOG_DIR, config=config,
-                 description=f"Fine-tune {args.model} on {args.data_dir} ({', '.join(class_names)}).")
+                 description=f"Fine-tune {settings.model} on {settings.data_dir} ({', '.join(class_names)}).")
     if swanlab_mode == "local":
         print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
     if distributed.is_main_process():
-        save_run_config(config, Path(args.output_dir) / "args.json")
+        save_run_config(config, Path(settings.output_dir) / "args.json")
     return config
 
 
 def log_validation(metrics: dict[str, float], epoch: int, step: int, predictions: dict[int, int], gallery: list,
-                   val_set: DatasetLoader, class_names: list[str]) -> None:
+                   val_set: ImageList, class_names: list[str]) -> None:
     """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
     captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
                  for i, image in gallery if i in predictions]
     swanlab.log({**metrics, "epoch": epoch, "val_examples": captioned}, step=step)
 
 
-def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, args: argparse.Namespace,
+def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
                      config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None) -> None:
     """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
-    fields = dict(arch=args.model, class_names=class_names, image_size=args.image_size, epoch=history[-1]["epoch"],
-                  metrics={k: v for k, v in history[-1].items() if k != "epoch"}, history=history, config=config,
-                  weights=args.weights, **best_fields(history, args, ema is not None))
+    rule, window = settings.best_rule, settings.best_window
+    fields = dict(arch=settings.model, class_names=class_names, image_size=settings.image_size,
+                  epoch=history[-1]["epoch"], metrics={k: v for k, v in history[-1].items() if k != "epoch"},
+                  history=history, config=config, weights=settings.weights,
+                  **best_fields(history, rule, window, ema is not None))
     checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
                                  scheduler_state=scheduler.state_dict() if scheduler else None,
                                  ema_state=ema_state(ema) if ema else None)
-    output_dir = Path(args.output_dir)
+    output_dir = Path(settings.output_dir)
     save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
-    due = checkpoints_due(history, args, ema is not None)
+    due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates)
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
@@ -177,13 +182,14 @@ def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max
     grid.save(path, quality=90)
 
 
-def print_summary(args: argparse.Namespace, history: list[dict], unreadable: set[str]) -> None:
+def print_summary(settings: TrainSettings, history: list[dict], unreadable: set[str]) -> None:
+    """The run's last lines: the photos skipped, the best epoch, where everything is."""
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    best = best_fields(history, args, args.ema)
+    best = best_fields(history, settings.best_rule, settings.best_window, settings.ema)
     print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
-          f"{best['best_val_acc']:.2f}% (mean of last {args.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
-          f"checkpoints and training_curves.png in {args.output_dir}/  |  "
+          f"{best['best_val_acc']:.2f}% (mean of last {settings.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
+          f"checkpoints and training_curves.png in {settings.output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")

@@ -74,8 +74,11 @@ def test_dataset_gives_uint8_photos_and_labels(dataset: Path) -> None:
     assert torch.equal(val[1][0], val[1][0])
     train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
     assert not all(torch.equal(train[0][0], train[0][0]) for _ in range(5))
-    plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=False)
+    plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment="none")
     assert torch.equal(normalize(plain[0][0]), eval_transform(32)(plain.load_image(0)))  # what the page computes
+    assert (train.augment, plain.augment, val.augment) == ("light", "none", "none")  # one spelling: none|light|strong
+    with pytest.raises(ValueError, match="expected one of none, light, strong"):
+        DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment=True)
     # The in-memory cache holds the first stage's output: same tensors, no decoding afterwards.
     expected = [val[i][0] for i in range(len(val))]
     val.cache_images()
@@ -116,14 +119,17 @@ def test_a_batch_is_its_photos_one_by_one_on_two_threads_and_in_a_worker(dataset
     rows.insert(5, "train/notes.jpg,1")  # unreadable, in the middle of the batch
     (dataset / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     train = DatasetLoader(dataset / "train.csv", image_size=32, train=True)
+    plain = DatasetLoader(dataset / "train.csv", image_size=32, train=True, augment="none")
+    assert (train.augment, plain.augment) == ("light", "none")
     if cache != "off":
         train.cache_images(cache)
+        plain.cache_images(cache)
     order = list(range(len(train)))[::-1]
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the two-thread path, even on a one-core machine
     try:
-        for augment in ("light", None):
-            check_batch_against_photos(train, order, augment, dataset / "train" / "notes.jpg")
+        for photos in (train, plain):
+            check_batch_against_photos(photos, order, dataset / "train" / "notes.jpg")
     finally:
         torch.set_num_threads(threads)
     # In a worker process the batch is made in shared memory and handed over whole. In a process of its own, as
@@ -134,7 +140,7 @@ sys.path.insert(0, {str(REPO)!r})
 from torch.utils.data import DataLoader
 from load_datasets import DatasetLoader
 from cats_dogs.photo_batches import collate_readable
-train = DatasetLoader({str(dataset / "train.csv")!r}, image_size=32, train=True, augment=False)
+train = DatasetLoader({str(dataset / "train.csv")!r}, image_size=32, train=True, augment="none")
 train.cache_images({cache!r}) if {cache!r} != "off" else None
 order = list(range(len(train)))[::-1]
 loader = DataLoader(train, batch_size=len(train), sampler=order, num_workers=1, collate_fn=collate_readable)
@@ -147,9 +153,8 @@ print("same batch")
     assert result.returncode == 0 and "same batch" in result.stdout, result.stderr
 
 
-def check_batch_against_photos(train: DatasetLoader, order: list[int], augment: str | None, broken: Path) -> None:
+def check_batch_against_photos(train: DatasetLoader, order: list[int], broken: Path) -> None:
     """The same seed, the same pixels: the batch made on two threads equals the photos made one by one."""
-    train.augment = augment
     random.seed(3)
     one_by_one = [train[i] for i in order]
     random.seed(3)
@@ -158,7 +163,7 @@ def check_batch_against_photos(train: DatasetLoader, order: list[int], augment: 
     assert torch.equal(images, expected[0]) and images.shape == (16, 32, 32, 3)
     assert labels.tolist() == expected[1].tolist() and indices.tolist() == expected[2].tolist()
     assert len(problems) == 1 and problems[0].startswith(str(broken))
-    if augment:  # the crop and flip of common.augment_photo, the same random draws
+    if train.augment != "none":  # the crop and flip of augmentation.augment_photo, the same random draws
         random.seed(3)
         assert torch.equal(images[0], augment_photo(train.resized(order[0])))
 

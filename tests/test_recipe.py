@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
@@ -12,17 +11,16 @@ from cats_dogs.recipe import best_choice, checkpoints_due, ema_state, make_ema, 
 
 
 def test_a_restored_schedule_goes_on_at_the_rate_it_had_reached() -> None:
-    args = argparse.Namespace(optimizer="adam", lr=1e-4, weight_decay=0.0, scheduler="cosine", epochs=4, warmup_epochs=1)
     parameters = [torch.nn.Parameter(torch.zeros(3))]
-    optimizer = make_optimizer(args, parameters, torch.device("cpu"))
-    scheduler = make_scheduler(args, optimizer, steps_per_epoch=4)
+    optimizer = make_optimizer("adam", 1e-4, 0.0, parameters, torch.device("cpu"))
+    scheduler = make_scheduler(optimizer, 4, "cosine", epochs=4, warmup_epochs=1)
     for _ in range(6):  # past the warm-up, into the cosine decay
         optimizer.step()
         scheduler.step()
     reached = optimizer.param_groups[0]["lr"]
     assert reached < 1e-4 and reached != pytest.approx(1e-4 / 4)
-    resumed_optimizer = make_optimizer(args, parameters, torch.device("cpu"), optimizer.state_dict())
-    resumed = make_scheduler(args, resumed_optimizer, 4, scheduler.state_dict())
+    resumed_optimizer = make_optimizer("adam", 1e-4, 0.0, parameters, torch.device("cpu"), optimizer.state_dict())
+    resumed = make_scheduler(resumed_optimizer, 4, "cosine", epochs=4, warmup_epochs=1, state=scheduler.state_dict())
     # The first step after --resume uses the rate reached, not the warm-up's first rate.
     assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(reached)
     resumed_optimizer.step()
@@ -75,16 +73,10 @@ def test_best_choice_under_each_rule_and_with_the_ema_competing() -> None:
     assert best_choice(history, "window", 2, ema=True) == (4, True)  # (80 + 85) / 2 = 82.5
     assert best_choice(history, "val-loss", 2) == (2, False)
     assert best_choice(history, "val-loss", 2, ema=True) == (2, True)  # 0.40 < 0.50
-    args = argparse.Namespace(best_rule="window", best_window=2, save_candidates=True)
-    assert checkpoints_due(history, args, ema=True) == {"best_checkpoint.pth": True, "candidates/ema.pth": True}
-    assert checkpoints_due(history[:2], args, ema=False) == {  # epoch 2 is each rule's choice so far
+    assert checkpoints_due(history, "window", 2, ema=True, save_candidates=True) == {
+        "best_checkpoint.pth": True, "candidates/ema.pth": True}
+    assert checkpoints_due(history[:2], "window", 2, ema=False, save_candidates=True) == {  # epoch 2 is each rule's choice so far
         "best_checkpoint.pth": False, "candidates/window.pth": False, "candidates/val-loss.pth": False}
-
-
-def fine_tuning_args(**overrides) -> argparse.Namespace:
-    return argparse.Namespace(**{"optimizer": "adam", "lr": 1e-2, "weight_decay": 0.0, "scheduler": "cosine", "epochs": 4,
-                                 "warmup_epochs": 1, "freeze_backbone": False, "freeze_epochs": 1,
-                                 "lr_decay_per_stage": 0.5, **overrides})
 
 
 def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_a_warm_up() -> None:
@@ -92,13 +84,12 @@ def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_
     from cats_dogs.recipe import parameter_groups
 
     model = build_model("resnet18", 2)
-    args = fine_tuning_args()
-    groups = parameter_groups(model, args)
+    groups = parameter_groups(model, freeze_epochs=1, lr_decay_per_stage=0.5)
     assert [g["stage"] for g in groups] == ["fc", "layer4", "layer3", "layer2", "layer1", "stem"]
     assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
-    optimizer = make_optimizer(args, groups, torch.device("cpu"))
+    optimizer = make_optimizer("adam", 1e-2, 0.0, groups, torch.device("cpu"))
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-2 * 0.5**k for k in range(6)])
-    scheduler = make_scheduler(args, optimizer, steps_per_epoch=2)
+    scheduler = make_scheduler(optimizer, 2, "cosine", epochs=4, warmup_epochs=1, freeze_epochs=1)
     rates = []
     for _ in range(4):
         rates.append([g["lr"] for g in optimizer.param_groups])
@@ -108,7 +99,7 @@ def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_
     assert [r[0] for r in rates] == pytest.approx([0.5e-2, 1e-2, 1e-2, 1e-2 * 0.5 * (1 + math.cos(math.pi / 6))])
     assert [r[1] / r[0] for r in rates] == pytest.approx([0, 0, 0.5 * 0.5, 0.5 * 1])
     assert [r[5] / r[0] for r in rates[2:]] == pytest.approx([0.5**5 * 0.5, 0.5**5])
-    single = parameter_groups(model, fine_tuning_args(freeze_epochs=0, lr_decay_per_stage=1.0))
+    single = parameter_groups(model, freeze_epochs=0, lr_decay_per_stage=1.0)
     assert len(single) == 1  # the one group of checkpoints written before these flags: they still resume
 
 
@@ -118,7 +109,8 @@ def test_a_frozen_backbone_keeps_its_weights_and_batchnorm_statistics_until_unfr
 
     torch.manual_seed(0)
     model = build_model("resnet18", 2)
-    optimizer = make_optimizer(fine_tuning_args(lr=1e-3), parameter_groups(model, fine_tuning_args()), torch.device("cpu"))
+    groups = parameter_groups(model, freeze_epochs=1, lr_decay_per_stage=0.5)
+    optimizer = make_optimizer("adam", 1e-3, 0.0, groups, torch.device("cpu"))
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
 
     def steps() -> dict[str, torch.Tensor]:

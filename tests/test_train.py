@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.recipe import best_evaluation, windowed_val_accs
 from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
-from train import best_evaluation, windowed_val_accs
 
 
 def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: Path) -> None:

@@ -15,10 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.epochs import evaluate
 from cats_dogs.photo_batches import collate_readable
 from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
 from load_datasets import DatasetLoader
-from train import evaluate
 
 # resnet18 and fp32: the smallest model keeps two processes on two cores quick, and without bf16 the
 # ranks' val accuracy can be compared exactly with evaluate.py's, which runs in fp32.
