@@ -25,11 +25,8 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import io
-import json
 import math
 import os
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -43,7 +40,6 @@ from PIL import Image, ImageOps  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from cats_dogs.atomic import atomic_write_text  # noqa: E402
 from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
 from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
@@ -53,12 +49,12 @@ from cats_dogs.inference import prepare_for_inference  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
 from cats_dogs.preprocessing import to_device  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
+from cats_dogs.review_decisions import apply_to_csv, csv_key, load_decisions, save_decisions  # noqa: E402
 from cats_dogs.translations import LANGUAGES, REVIEW_TEXTS, columns, language_of  # noqa: E402
 from load_datasets import DatasetLoader  # noqa: E402
 
 DECISIONS = ("keep", "relabel", "exclude")
 TABLE_ROWS = 50  # the ranking table shows the page of this many rows around the current photo
-BOM = "\ufeff"
 KEEP_FILES_S = 3600  # the photos shown are deleted from Gradio's cache after an hour
 
 def word(key: str, language: str = "en", **values: Any) -> str:
@@ -87,11 +83,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- ranking
-def csv_key(path: str) -> str:
-    """A CSV row's photo as decisions name it: its path as written, with Windows' backslashes made forward."""
-    return path.strip().replace("\\", "/")
-
-
 def load_split(data_dir: Path, split: str, meta: dict) -> tuple[DatasetLoader, dict[Path, tuple[str, int]]]:
     """A CSV's photos as the checkpoint was trained to see them, and each photo's (CSV path, given label)."""
     csv_path = data_dir / f"{split}.csv"
@@ -146,24 +137,6 @@ def rank_photos(model: torch.nn.Module, meta: dict, data_dir: Path, splits: list
 
 
 # --------------------------------------------------------------------------- decisions
-def load_decisions(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """{split: {CSV path: {"decision": keep|relabel|exclude, "label": …}}} as saved so far; empty when none yet."""
-    if not path.is_file():
-        return {}
-    try:
-        decisions = json.loads(path.read_text(encoding="utf-8"))
-        assert isinstance(decisions, dict) and all(isinstance(v, dict) for v in decisions.values())
-    except (ValueError, AssertionError) as error:  # never overwrite what a user decided: stop instead
-        raise SystemExit(f"{path} is not a review decisions file ({error or 'unexpected content'}). "
-                         "Fix it, or move it away to start a new review.") from None
-    return decisions
-
-
-def save_decisions(path: Path, decisions: dict) -> None:
-    """Write to a temporary file, then rename: a kill during the save never leaves a broken file."""
-    atomic_write_text(path, json.dumps(decisions, indent=1, ensure_ascii=False))
-
-
 def decision_of(decision: str, class_names: list[str], given: int) -> dict[str, Any]:
     """The entry saved for "keep", "exclude" or a class name (which relabels, or keeps when it is the given one)."""
     if decision in ("keep", "exclude"):
@@ -172,43 +145,6 @@ def decision_of(decision: str, class_names: list[str], given: int) -> dict[str, 
         raise gr.Error(f"decision {decision!r}: expected keep, exclude or one of the classes {', '.join(class_names)}")
     label = class_names.index(decision)
     return {"decision": "keep"} if label == given else {"decision": "relabel", "label": label, "class": decision}
-
-
-def backup_path(csv_path: Path, stamp: str) -> Path:
-    """CSV.bak-<time>, never one that exists: two applies in one second keep both old versions."""
-    backup, n = csv_path.with_name(f"{csv_path.name}.bak-{stamp}"), 1
-    while backup.exists():
-        backup, n = csv_path.with_name(f"{csv_path.name}.bak-{stamp}-{n}"), n + 1
-    return backup
-
-
-def apply_to_csv(csv_path: Path, chosen: dict[str, dict[str, Any]], stamp: str) -> tuple[int, int, Path] | None:
-    """Rewrite one CSV with its decisions: excluded rows left out, relabelled rows given the new label.
-
-    Every other line stays byte for byte as it was (header, quoting, backslashes, CRLF, the BOM Excel wants).
-    Returns (relabelled, excluded, backup), or None when nothing changes.
-    """
-    with open(csv_path, encoding="utf-8", newline="") as file:  # newline="": CRLF stays CRLF
-        original = file.read()
-    lines = io.StringIO(original.removeprefix(BOM), newline="").readlines()  # each line keeps its own ending
-    kept, relabelled, excluded = [], 0, 0
-    for line in lines:
-        fields = next(csv.reader([line]), [])
-        entry = chosen.get(csv_key(fields[0])) if len(fields) == 2 else None
-        if entry and entry["decision"] == "exclude":
-            excluded += 1
-            continue
-        if entry and entry["decision"] == "relabel" and fields[1].strip() != str(entry["label"]):
-            body = line.rstrip("\r\n")
-            line = f"{body.rsplit(',', 1)[0]},{entry['label']}{line[len(body):]}"  # labels hold no comma
-            relabelled += 1
-        kept.append(line)
-    if not relabelled and not excluded:
-        return None
-    backup = backup_path(csv_path, stamp)
-    shutil.copy2(csv_path, backup)
-    atomic_write_text(csv_path, BOM * original.startswith(BOM) + "".join(kept), newline="")
-    return relabelled, excluded, backup
 
 
 def apply_decisions(data_dir: Path, decisions: dict, splits: list[str], language: str = "en") -> str:

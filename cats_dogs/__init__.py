@@ -37,6 +37,7 @@ Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
     translations    the pages' words in English and Chinese
     uploads         what a browser uploads: a photo, or files and zips of photos, each opened or given a reason
+    review_decisions review.py's clicks, saved at once, applied to the CSVs with backups
     hosting         who can reach a page: loopback or not (--host), a login (--auth)
 
 Sharing (export.py --space, --ncnn)
