@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,9 +18,9 @@ def test_report_matches_a_confusion_matrix_computed_by_hand(separating_run: Path
     data = separating_run / "datasets"
     csv_text = (data / "val.csv").read_text(encoding="utf-8")
     (tmp_path / "broken.jpg").write_text("not a photo", encoding="utf-8")
-    # Absolute paths work in a CSV too: the photos stay in the shared training run.
-    rows = [f"{data / line.split(',')[0]},{line.split(',')[1]}" for line in csv_text.split()]
-    (tmp_path / "eval.csv").write_text("\n".join(rows) + "\nbroken.jpg,1\n", encoding="utf-8")
+    # A CSV's rows stay inside its folder (an absolute path is refused): the val photos are copied beside it.
+    shutil.copytree(data / "val", tmp_path / "val")
+    (tmp_path / "eval.csv").write_text(csv_text.rstrip("\n") + "\nbroken.jpg,1\n", encoding="utf-8")
     checkpoint = separating_run / "checkpoint/latest_checkpoint.pth"
     result = run_script("evaluate.py", "--checkpoint", str(checkpoint), "--csv", "eval.csv", "--out", "eval",
                         "--batch-size", "3", "--swanlab", cwd=tmp_path)
