@@ -47,6 +47,12 @@ ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes it
 CALIBRATION_PHOTOS = 300  # NNCF's default subset size
 MIN_AGREEMENT = 0.99  # share of val photos where INT8's top class must equal fp32's
 MAX_ACCURACY_DROP = 0.5  # points of val accuracy INT8 may lose
+# What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
+# (predict.py, evaluate.py). Measured on 2 cores of an AMD EPYC, ResNet50 at 256², 300 photos, 2026-11-30
+# (docs/speed.md, "First runs"): the build (ONNX export, conversion, calibration on 275 photos, the check on 70)
+# took 45-60 s; INT8 saves 25 ms a photo against PyTorch with native bf16 and 50 ms with AVX2 in fp32.
+BUILD_SECONDS = 60
+SAVED_SECONDS_PER_PHOTO = 0.025
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -235,15 +241,41 @@ def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: P
     return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision} (INT8 not used: {result['reason']})"
 
 
+def engine_cached(name: str, meta: Checkpoint, checkpoint_path: str | os.PathLike,
+                  data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether load_engine(name) on a CPU would only load files, building nothing."""
+    checkpoint_path = Path(checkpoint_path)
+    if name == "onnxruntime":
+        return engine_path(checkpoint_path, "model.onnx").is_file()
+    fp32_ready = engine_path(checkpoint_path, "openvino.xml").is_file()
+    if name == "openvino-fp32" or (fp32_ready and find_data_dir(meta, data_dir) is None):  # INT8 not tried then
+        return fp32_ready
+    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
+    return fp32_ready and int8_xml.is_file() and int8_xml.with_suffix(".json").is_file()
+
+
+def too_small_to_build(photos: int | None) -> str | None:
+    """Why --engine auto answers `photos` photos with PyTorch instead of building INT8 first; None when it pays."""
+    if photos is None or photos * SAVED_SECONDS_PER_PHOTO >= BUILD_SECONDS:
+        return None
+    return (f"engine: torch ({photos} photos: building OpenVINO INT8 takes ~{BUILD_SECONDS} s, more than it saves; "
+            f"train.py builds it after training, or run once with --engine openvino to build it now)")
+
+
 def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_path: str | os.PathLike,
                 device: torch.device, amp_dtype: torch.dtype | None = None,
-                data_dir: str | os.PathLike | None = None) -> tuple[Engine | None, str]:
+                data_dir: str | os.PathLike | None = None, photos: int | None = None) -> tuple[Engine | None, str]:
     """The engine `name` (one of ENGINE_CHOICES) for this checkpoint, built and cached on first use, and the
-    one line that says what answers. None for PyTorch, also when the engine cannot load here."""
+    one line that says what answers. None for PyTorch, also when the engine cannot load here. `photos`: the
+    job's size; for fewer than BUILD_SECONDS / SAVED_SECONDS_PER_PHOTO, auto builds nothing (a cached engine
+    is used whatever the size)."""
     if name == "torch" or (name == "auto" and device.type != "cpu"):
         return None, "engine: torch"
     if device.type != "cpu":
         return None, f"engine: torch ({name} runs on the CPU here, and the device is {device})"
+    if name == "auto" and (line := too_small_to_build(photos)) and not engine_cached(name, meta, checkpoint_path,
+                                                                                      data_dir):
+        return None, line
     checkpoint_path, failures = Path(checkpoint_path), []
     # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile.
     model = copy.deepcopy(model).eval()
