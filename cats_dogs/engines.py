@@ -8,7 +8,8 @@ Every engine takes the batch that the project's one preprocessing made (N×3×S�
 training: checkpoint_transform, preprocessing.normalize) and returns N×classes logits. None stands for PyTorch:
 the caller keeps its own fast copy (inference.prepare_for_inference), and Grad-CAM always uses PyTorch.
 
-Exports are cached beside the checkpoint, keyed by its contents, so that the second start is fast:
+Exports are cached beside the checkpoint, keyed by its contents (train.py builds them after training, app.py in a
+low-priority process, predict.py only for a job that repays the build: engine_build.py), so that starts are fast:
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
