@@ -34,8 +34,8 @@ from PIL import Image, ImageOps  # noqa: E402
 
 from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engine_build import start_build_process
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, engine_cached, load_engine  # noqa: E402
+from cats_dogs.engine_build import build_at_low_priority
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from cats_dogs.hosting import is_loopback
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
@@ -292,14 +292,12 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     engine_line = {"now": "engine: torch" if engine == "torch" else f"engine: torch until {engine} is ready"}
 
     def prepare_engine() -> Callable | None:
-        if device.type == "cpu" and not engine_cached(engine, meta, checkpoint_path, data_dir):
-            # Built by a child process at the lowest priority: on 2 cores, building here would slow every answer.
-            build = start_build_process(checkpoint_path, engine, amp_dtype is not None, data_dir)
-            built_line = (build.communicate()[0].strip().splitlines() or [""])[-1]
-            if not engine_cached(engine, meta, checkpoint_path, data_dir):  # it failed: it said why
-                engine_line["now"] = f"engine: torch (the {engine} engine could not be built: {built_line or 'see above'})"
-                print(engine_line["now"], flush=True)
-                return None
+        # Built by a child process at the lowest priority: on 2 cores, building here would slow every answer.
+        if device.type == "cpu" and (failed := build_at_low_priority(engine, meta, checkpoint_path, amp_dtype is not None,
+                                                                      data_dir)):
+            print(failed, flush=True)
+            engine_line["now"] = failed
+            return None
         run, engine_line["now"] = load_engine(engine, model, meta, checkpoint_path, device, amp_dtype, data_dir)
         print(engine_line["now"], flush=True)
         return run

@@ -24,7 +24,7 @@ import torch
 
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engines import load_engine
+from cats_dogs.engines import engine_cached, load_engine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,18 @@ def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir:
     # Windows has no nice(): the child is started at its lowest priority class instead.
     flags = subprocess.BELOW_NORMAL_PRIORITY_CLASS if sys.platform == "win32" else 0
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, creationflags=flags)
+
+
+def build_at_low_priority(engine: str, meta: dict, checkpoint_path: Path, amp: bool, data_dir: str | None) -> str | None:
+    """app.py's build: nothing when the engine is cached already, else a child process at the lowest priority,
+    waited for. The line saying why it failed, or None."""
+    if engine_cached(engine, meta, checkpoint_path, data_dir):
+        return None
+    built_line = (start_build_process(checkpoint_path, engine, amp, data_dir).communicate()[0].strip().splitlines()
+                  or [""])[-1]
+    if engine_cached(engine, meta, checkpoint_path, data_dir):
+        return None
+    return f"engine: torch (the {engine} engine could not be built: {built_line or 'see above'})"
 
 
 def main() -> None:
