@@ -104,6 +104,14 @@ def onnxruntime_engine(onnx_path: Path) -> Engine:
     return run
 
 
+def convert_onnx(onnx_path: Path):
+    """The ONNX file as an OpenVINO model. Given as bytes: OpenVINO splits a path at its commas
+    (a checkpoint in `runs/lr 1e-4, bs 8/` was "no such file")."""
+    import openvino
+
+    return openvino.convert_model(io.BytesIO(onnx_path.read_bytes()))
+
+
 def save_openvino(model, xml_path: Path) -> None:
     """model.xml and model.bin written under temporary names, then renamed (the .xml last: it marks a whole pair)."""
     import openvino
@@ -215,12 +223,11 @@ def find_data_dir(meta: Checkpoint, data_dir: str | os.PathLike | None) -> Path 
 def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path, amp_dtype: torch.dtype | None,
                     int8: bool, data_dir: str | os.PathLike | None) -> tuple[Engine, str]:
     """OpenVINO INT8 when asked for and its check passes (or passed before), else OpenVINO fp32; and the line saying which."""
-    import openvino
 
     fp32_xml = engine_path(checkpoint_path, "openvino.xml")
     if not fp32_xml.is_file():
         onnx_path = cached_onnx(model, meta, checkpoint_path)
-        save_openvino(openvino.convert_model(str(onnx_path)), fp32_xml)
+        save_openvino(convert_onnx(onnx_path), fp32_xml)
     precision = "bf16" if amp_dtype == torch.bfloat16 else "fp32"
     if not int8:
         return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision}"
