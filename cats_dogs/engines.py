@@ -49,9 +49,9 @@ CALIBRATION_PHOTOS = 300  # NNCF's default subset size
 MIN_AGREEMENT = 0.99  # share of val photos where INT8's top class must equal fp32's
 MAX_ACCURACY_DROP = 0.5  # points of val accuracy INT8 may lose
 # What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
-# (predict.py, evaluate.py). Measured on 2 cores of an AMD EPYC, ResNet50 at 256², 300 photos, 2026-11-30
-# (docs/speed.md, "First runs"): the build (ONNX export, conversion, calibration on 275 photos, the check on 70)
-# took 45-60 s; INT8 saves 25 ms a photo against PyTorch with native bf16 and 50 ms with AVX2 in fp32.
+# (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores of an AMD EPYC (docs/speed.md, "First runs"): the
+# build (ONNX export, conversion, calibration on 275 photos, the check on 70) took about 45 s on the idle machine
+# and 60 s with AVX2 only; INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
 BUILD_SECONDS = 60
 SAVED_SECONDS_PER_PHOTO = 0.025
 Engine = Callable[[torch.Tensor], torch.Tensor]
