@@ -34,6 +34,7 @@ from PIL import Image, ImageOps  # noqa: E402
 
 from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.engine_build import build_at_low_priority
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from cats_dogs.hosting import is_loopback
 from cats_dogs.images import IMAGE_EXTENSIONS
@@ -80,8 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="answer single photos with a torch.compile'd model, compiled in the background at start "
                              "(default: on CPUs, where it was measured: 31 instead of 41 ms per photo)")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
-                        help=f"{ENGINE_HELP}. Built in the background at the first start (PyTorch answers meanwhile), "
-                             "then cached beside the checkpoint")
+                        help=f"{ENGINE_HELP}. train.py builds it after training; else it is built at the first start by a "
+                             "process at the lowest priority (PyTorch answers meanwhile), then cached beside the checkpoint")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="requests computed at once (default: 1 on CPU, whose cores one request already uses; 2 on GPU)")
     parser.add_argument("--language", choices=["auto", *LANGUAGES], default="auto",
@@ -291,6 +292,12 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     engine_line = {"now": "engine: torch" if engine == "torch" else f"engine: torch until {engine} is ready"}
 
     def prepare_engine() -> Callable | None:
+        # Built by a child process at the lowest priority: on 2 cores, building here would slow every answer.
+        if device.type == "cpu" and (failed := build_at_low_priority(engine, meta, checkpoint_path, amp_dtype is not None,
+                                                                      data_dir)):
+            print(failed, flush=True)
+            engine_line["now"] = failed
+            return None
         run, engine_line["now"] = load_engine(engine, model, meta, checkpoint_path, device, amp_dtype, data_dir)
         print(engine_line["now"], flush=True)
         return run

@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> None:
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
-    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device)
+    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device, photos=len(dataset))
     print(f"evaluating {checkpoint_path}{' (EMA weights)' if meta['ema_weights'] else ''} on {args.csv} "
           f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}, {engine_line}")
 

@@ -30,6 +30,7 @@ import torch
 from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint_or_exit
 from cats_dogs.engines import (
     Engine,
+    convert_onnx,
     export_onnx,
     find_data_dir,
     onnxruntime_engine,
@@ -115,7 +116,6 @@ def verify(model: torch.nn.Module, run: Engine, name: str, files: list[Path], ba
 
 def export_openvino(model: torch.nn.Module, meta: dict, xml_path: Path, int8: bool, data_dir: str | None) -> None:
     """fp32 straight from the ONNX export; INT8 quantized from that, then checked, and removed when the check fails."""
-    import openvino
 
     if xml_path.suffix != ".xml":
         raise SystemExit(f"--openvino {xml_path}: give a file name ending in .xml (the weights go to a .bin beside it)")
@@ -124,7 +124,7 @@ def export_openvino(model: torch.nn.Module, meta: dict, xml_path: Path, int8: bo
         onnx_path = Path(scratch) / "model.onnx"
         export_onnx(model, meta["image_size"], onnx_path)
         fp32_path = Path(scratch) / "model.xml" if int8 else xml_path
-        save_openvino(openvino.convert_model(str(onnx_path)), fp32_path)
+        save_openvino(convert_onnx(onnx_path), fp32_path)
         if not int8:
             return
         found = find_data_dir(meta, data_dir)

@@ -106,8 +106,9 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     class_names = meta["class_names"]
+    # auto builds an engine only for a job big enough to repay the build; a cached one is used whatever the size
     engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device,
-                                       autocast_dtype(device) if args.amp else None)
+                                       autocast_dtype(device) if args.amp else None, photos=len(paths))
     print(engine_line, file=sys.stderr, flush=True)  # stdout holds only the answers, for pipes
 
     photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))

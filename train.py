@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cats_dogs import distributed
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.engine_build import build_after_training
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
 from cats_dogs.loaders import loader_options, make_loaders
@@ -140,6 +141,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
     speed.add_argument("--sync-bn", action="store_true",
                        help="under torchrun on GPUs: BatchNorm statistics over every GPU's photos (for small per-GPU batches)")
+    speed.add_argument("--no-engine", dest="engine", action="store_false",
+                       help="do not build the serving engine (OpenVINO INT8, on a CPU) after the last epoch; predict.py "
+                            "and app.py then build it when it pays (docs/speed.md)")
     return parser
 
 
@@ -270,6 +274,8 @@ def main(args: argparse.Namespace) -> None:
         report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
         swanlab.finish()
         print_summary(settings, history, unreadable)
+        if settings.engine:  # its minute spent here, so that the first predict.py and app.py start fast
+            build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
 
 
 if __name__ == "__main__":

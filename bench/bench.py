@@ -32,6 +32,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 
 import bench_engines  # noqa: E402
+from bench_first_run import first_run_report  # noqa: E402
 from bench_training import TutorialDataset, training_throughput  # noqa: E402
 from cats_dogs.checkpoint import make_checkpoint, read_checkpoint  # noqa: E402
 from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
@@ -164,6 +165,10 @@ def main(args: argparse.Namespace) -> None:
     print(f"## bench.py on {device} ({cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"native bf16: {has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
 
+    if args.first_run:
+        first_run_report(data_dir, Path(args.first_run), args.first_run_photos, args.page_photos, args.rounds)
+        return
+
     if args.engines:
         bench_engines.report(data_dir, photos, device, args.no_bf16, compile_by_default(device, args.compile),
                              args.predict_photos, args.checkpoint, args.image_size)
@@ -240,6 +245,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="for --engines: a trained checkpoint (default: an untrained ResNet50 at 256²; speed does "
                              "not depend on the weights, INT8's accuracy check does)")
+    parser.add_argument("--first-run", metavar="PHOTO_DIR", default=None,
+                        help="only first runs, native bf16 and AVX2 side by side: train.py 1 epoch from scratch on DATA_DIR, "
+                             "then predict.py on PHOTO_DIR's first --first-run-photos photos and the page's first answers, "
+                             "against the tutorial's function (bench_first_run.py)")
+    parser.add_argument("--first-run-photos", type=int, default=300)
+    parser.add_argument("--page-photos", type=int, default=10, help="the page's first answers timed by --first-run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --first-run")
     parser.add_argument("--loader-photos", type=int, default=4000, help="photos delivered per --loader measurement")
     return parser
 

@@ -8,7 +8,8 @@ Every engine takes the batch that the project's one preprocessing made (N×3×S�
 training: checkpoint_transform, preprocessing.normalize) and returns N×classes logits. None stands for PyTorch:
 the caller keeps its own fast copy (inference.prepare_for_inference), and Grad-CAM always uses PyTorch.
 
-Exports are cached beside the checkpoint, keyed by its contents, so that the second start is fast:
+Exports are cached beside the checkpoint, keyed by its contents (train.py builds them after training, app.py in a
+low-priority process, predict.py only for a job that repays the build: engine_build.py), so that starts are fast:
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
@@ -47,6 +48,12 @@ ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes it
 CALIBRATION_PHOTOS = 300  # NNCF's default subset size
 MIN_AGREEMENT = 0.99  # share of val photos where INT8's top class must equal fp32's
 MAX_ACCURACY_DROP = 0.5  # points of val accuracy INT8 may lose
+# What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
+# (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores of an AMD EPYC (docs/speed.md, "First runs"): the
+# build (ONNX export, conversion, calibration on 275 photos, the check on 70) took about 45 s on the idle machine
+# and 60 s with AVX2 only; INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
+BUILD_SECONDS = 60
+SAVED_SECONDS_PER_PHOTO = 0.025
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -95,6 +102,14 @@ def onnxruntime_engine(onnx_path: Path) -> Engine:
         return torch.from_numpy(session.run(None, {"images": batch.float().contiguous().numpy()})[0])
 
     return run
+
+
+def convert_onnx(onnx_path: Path):
+    """The ONNX file as an OpenVINO model. Given as bytes: OpenVINO splits a path at its commas
+    (a checkpoint in `runs/lr 1e-4, bs 8/` was "no such file")."""
+    import openvino
+
+    return openvino.convert_model(io.BytesIO(onnx_path.read_bytes()))
 
 
 def save_openvino(model, xml_path: Path) -> None:
@@ -208,12 +223,11 @@ def find_data_dir(meta: Checkpoint, data_dir: str | os.PathLike | None) -> Path 
 def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path, amp_dtype: torch.dtype | None,
                     int8: bool, data_dir: str | os.PathLike | None) -> tuple[Engine, str]:
     """OpenVINO INT8 when asked for and its check passes (or passed before), else OpenVINO fp32; and the line saying which."""
-    import openvino
 
     fp32_xml = engine_path(checkpoint_path, "openvino.xml")
     if not fp32_xml.is_file():
         onnx_path = cached_onnx(model, meta, checkpoint_path)
-        save_openvino(openvino.convert_model(str(onnx_path)), fp32_xml)
+        save_openvino(convert_onnx(onnx_path), fp32_xml)
     precision = "bf16" if amp_dtype == torch.bfloat16 else "fp32"
     if not int8:
         return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision}"
@@ -235,15 +249,41 @@ def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: P
     return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision} (INT8 not used: {result['reason']})"
 
 
+def engine_cached(name: str, meta: Checkpoint, checkpoint_path: str | os.PathLike,
+                  data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether load_engine(name) on a CPU would only load files, building nothing."""
+    checkpoint_path = Path(checkpoint_path)
+    if name == "onnxruntime":
+        return engine_path(checkpoint_path, "model.onnx").is_file()
+    fp32_ready = engine_path(checkpoint_path, "openvino.xml").is_file()
+    if name == "openvino-fp32" or (fp32_ready and find_data_dir(meta, data_dir) is None):  # INT8 not tried then
+        return fp32_ready
+    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
+    return fp32_ready and int8_xml.is_file() and int8_xml.with_suffix(".json").is_file()
+
+
+def too_small_to_build(photos: int | None) -> str | None:
+    """Why --engine auto answers `photos` photos with PyTorch instead of building INT8 first; None when it pays."""
+    if photos is None or photos * SAVED_SECONDS_PER_PHOTO >= BUILD_SECONDS:
+        return None
+    return (f"engine: torch ({photos} photos: building OpenVINO INT8 takes ~{BUILD_SECONDS} s, more than it saves; "
+            f"train.py builds it after training, or run once with --engine openvino to build it now)")
+
+
 def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_path: str | os.PathLike,
                 device: torch.device, amp_dtype: torch.dtype | None = None,
-                data_dir: str | os.PathLike | None = None) -> tuple[Engine | None, str]:
+                data_dir: str | os.PathLike | None = None, photos: int | None = None) -> tuple[Engine | None, str]:
     """The engine `name` (one of ENGINE_CHOICES) for this checkpoint, built and cached on first use, and the
-    one line that says what answers. None for PyTorch, also when the engine cannot load here."""
+    one line that says what answers. None for PyTorch, also when the engine cannot load here. `photos`: the
+    job's size; for fewer than BUILD_SECONDS / SAVED_SECONDS_PER_PHOTO, auto builds nothing (a cached engine
+    is used whatever the size)."""
     if name == "torch" or (name == "auto" and device.type != "cpu"):
         return None, "engine: torch"
     if device.type != "cpu":
         return None, f"engine: torch ({name} runs on the CPU here, and the device is {device})"
+    if name == "auto" and (line := too_small_to_build(photos)) and not engine_cached(name, meta, checkpoint_path,
+                                                                                      data_dir):
+        return None, line
     checkpoint_path, failures = Path(checkpoint_path), []
     # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile.
     model = copy.deepcopy(model).eval()

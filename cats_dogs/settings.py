@@ -72,6 +72,7 @@ class TrainSettings:
     freeze_backbone: bool
     compile: bool
     sync_bn: bool
+    engine: bool  # build the serving engine after the last epoch (engine_build.build_after_training)
 
     @property
     def train_augment(self) -> str:

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # Settings that keep every test run small and offline.
-FAST_TRAIN_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+# --no-engine: the serving engine built after training (seconds even at 32 px) is tested in test_train.py alone.
+FAST_TRAIN_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--no-engine"]
 
 
 class WindowsZipInfo(zipfile.ZipInfo):
@@ -148,7 +149,7 @@ def separating_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_dataset(workdir / "datasets")
     run_script("train.py", "--weights", "none", "--model", "resnet18", "--image-size", "64", "--freeze-backbone",
                "--lr", "3e-2", "--epochs", "3", "--batch-size", "4", "--num-workers", "0", "--swanlab-mode", "disabled",
-               cwd=workdir)
+               "--no-engine", cwd=workdir)  # no engine cached: the tests that need one build their own
     assert read_checkpoint(workdir / "checkpoint/best_checkpoint.pth")["metrics"]["val_acc"] == 100
     return workdir
 

@@ -155,3 +155,13 @@ def test_bench_engines_prints_the_page_latency_per_engine_and_predicts_rates(tmp
     assert [(engine, line.split(" (")[0]) for engine, _, _, line in rates][0] == ("torch", "torch")
     assert rates[1][0] == "auto" and rates[1][3].startswith("openvino")  # auto on a CPU
     assert all(float(rate) > 0 for _, rate, _, _ in rates)
+
+
+def test_a_checkpoint_in_a_folder_with_a_comma_gets_its_openvino_engine(separating: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    """OpenVINO's converter splits a path at its commas: the ONNX file is handed over as bytes."""
+    (tmp_path / "lr 1e-4, bs 8").mkdir()
+    checkpoint = shutil.copy(separating[0], tmp_path / "lr 1e-4, bs 8/best_checkpoint.pth")
+    model, meta = load_checkpoint(checkpoint)
+    run, line = load_engine("openvino-fp32", model, meta, checkpoint, CPU)
+    assert run is not None and line == "engine: openvino fp32"

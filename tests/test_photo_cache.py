@@ -144,7 +144,7 @@ def test_runs_started_together_on_one_folder_each_finish_and_leave_one_whole_cac
 
 def test_train_builds_the_disk_cache_once_and_later_runs_and_evaluate_reuse_it(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    flags = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--model", "resnet18",
+    flags = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--model", "resnet18", "--no-engine",
              "--swanlab-mode", "disabled", "--epochs", "1"]
     first = run_script("train.py", *flags, "--cache", "disk", cwd=tmp_path)
     assert "photos cached on disk, 0 data workers" in first.stdout

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 from pathlib import Path
 
+import torch
+
+from cats_dogs.checkpoint import load_checkpoint
+from cats_dogs.engines import load_engine
 from conftest import make_broken_files, make_photo, run_script
 
 
@@ -105,3 +110,21 @@ def test_class_names_that_are_paths_never_become_folders(tmp_path: Path) -> None
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert "cannot load model.pth: model.pth: class_names[0]: class name '../escaped_cat' is a path" in result.stderr
     assert not (tmp_path / "escaped_cat").exists() and not (tmp_path / "absolute_dog").exists()
+
+
+def test_a_small_job_answers_with_torch_and_says_why_unless_the_engine_is_cached(separating_run: Path,
+                                                                                tmp_path: Path) -> None:
+    """--engine auto builds no engine for a few photos (the build would cost more than it saves); an engine
+    already built (by train.py, or an earlier big job) is used whatever the job's size."""
+    checkpoint = Path(shutil.copy(separating_run / "checkpoint/best_checkpoint.pth", tmp_path / "model.pth"))
+    photo = str(separating_run / "datasets/val/dog/dog.0.jpg")
+    small = run_script("predict.py", photo, "--checkpoint", str(checkpoint), "--num-workers", "0", cwd=tmp_path)
+    assert small.stderr.strip().startswith("engine: torch (1 photos: building OpenVINO INT8 takes ~"), small.stderr
+    assert "more than it saves; train.py builds it after training, or run once with --engine openvino" in small.stderr
+    assert small.stdout.startswith(f"{photo}\tdog") and not (tmp_path / "engines").exists()
+
+    model, meta = load_checkpoint(checkpoint)
+    load_engine("auto", model, meta, checkpoint, torch.device("cpu"), data_dir=separating_run / "datasets")
+    cached = run_script("predict.py", photo, "--checkpoint", str(checkpoint), "--num-workers", "0", cwd=tmp_path)
+    assert cached.stderr.strip().startswith("engine: openvino int8 (agreement 100%"), cached.stderr
+    assert cached.stdout.startswith(f"{photo}\tdog")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
+from cats_dogs.engines import engine_cached
 from cats_dogs.recipe import best_evaluation, windowed_val_accs
 from conftest import FAST_TRAIN_FLAGS, make_broken_files, make_dataset, read_swanlab_runs, run_script
 
@@ -329,8 +330,8 @@ def test_resume_trains_at_the_checkpoints_image_size_without_repeating_the_flag(
     from conftest import REPO
 
     make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    flags = ["--weights", "none", "--batch-size", "4", "--num-workers", "0", "--model", "resnet18", "--swanlab-mode",
-             "disabled"]
+    flags = ["--weights", "none", "--batch-size", "4", "--num-workers", "0", "--no-engine", "--model", "resnet18",
+             "--swanlab-mode", "disabled"]
     run_script("train.py", *flags, "--image-size", "32", "--epochs", "1", cwd=tmp_path)
     # Resumed without --image-size: the photos that reach the model must be 32×32, not the default 256×256.
     resumed = subprocess.run([sys.executable, "-c", RECORD_INPUT_SIZES, str(REPO / "train.py"), *flags, "--epochs", "2",
@@ -346,7 +347,7 @@ def test_resume_trains_at_the_checkpoints_image_size_without_repeating_the_flag(
 
 def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets", per_class_train=2, per_class_val=1)
-    flags = ["--batch-size", "4", "--num-workers", "0", "--swanlab-mode", "disabled"]
+    flags = ["--batch-size", "4", "--num-workers", "0", "--no-engine", "--swanlab-mode", "disabled"]
     run_script("train.py", *flags, "--weights", "none", "--image-size", "32", "--model", "resnet18", "--epochs", "1",
                cwd=tmp_path)
     before = (tmp_path / "checkpoint/latest_checkpoint.pth").read_bytes()
@@ -433,3 +434,23 @@ def test_freeze_epochs_then_every_layer_with_lr_auto_and_a_run_folder_that_expla
         tiles = [grid.crop((i * 128 + 40, 40, i * 128 + 88, 88)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
                  for i in range(4)]
     assert all(max(tile) > 100 and tile[0] != tile[2] for tile in tiles)  # de-normalised: reddish cats, bluish dogs
+
+
+def test_the_serving_engine_is_built_after_the_last_epoch_unless_no_engine(tmp_path: Path) -> None:
+    """OpenVINO INT8 built and checked once after training (resnet18 at 32 px: seconds), so that the first
+    predict.py and app.py find it cached; --no-engine leaves no engine folder."""
+    make_dataset(tmp_path / "datasets")
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "1", "--swanlab-mode", "disabled"]
+    skipped = run_script("train.py", *flags, "--output-dir", "skipped", cwd=tmp_path)
+    assert "--no-engine" in FAST_TRAIN_FLAGS and "serving engine" not in skipped.stdout
+    assert not (tmp_path / "skipped/engines").exists()
+
+    built = run_script("train.py", *[flag for flag in flags if flag != "--no-engine"], cwd=tmp_path)
+    lines = built.stdout.splitlines()
+    assert lines[-2].startswith("preparing the serving engine for checkpoint/best_checkpoint.pth")
+    assert lines[-1].startswith("engine: openvino "), built.stdout  # int8, or fp32/bf16 with the check's reason
+    checkpoint = tmp_path / "checkpoint/best_checkpoint.pth"
+    assert engine_cached("auto", load_checkpoint(checkpoint)[1], checkpoint, tmp_path / "datasets")
+    predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), cwd=tmp_path)
+    assert predicted.stderr.strip() == lines[-1].rsplit("  (", 1)[0]  # the same engine, found in the cache
+    assert "exporting" not in predicted.stderr and "quantizing" not in predicted.stderr

@@ -1,0 +1,90 @@
+"""The serving engine built where its cost does not hold anyone up (docs/speed.md, "First runs").
+
+Building OpenVINO INT8 for a ResNet50 takes about a minute on 2 cores (engines.BUILD_SECONDS), more than
+it saves on a few hundred photos. So:
+- train.py builds it once after its last epoch, for best_checkpoint.pth (build_after_training), and the
+  first predict.py and app.py find it cached;
+- app.py, for a checkpoint without it, builds it in a child process at the lowest priority
+  (start_build_process), so that the photos a user sends meanwhile are answered at full speed;
+- predict.py and evaluate.py build it only for a job big enough to repay it (engines.load_engine's photos).
+
+    python -m cats_dogs.engine_build checkpoint/best_checkpoint.pth --data-dir datasets   # what the child runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cats_dogs.checkpoint import load_checkpoint
+from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.engines import engine_cached, load_engine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool) -> None:
+    """train.py's last step: the engine that --engine auto would use here, built and checked, with a progress
+    line and its result. Nothing is built where auto uses PyTorch (a GPU, a Mac). A failure is one line: the
+    training's result is already saved."""
+    if not checkpoint_path.is_file() or pick_device("auto").type != "cpu":
+        return
+    print(f"preparing the serving engine for {checkpoint_path} (OpenVINO INT8, about a minute for a ResNet50 on "
+          "2 cores; --no-engine skips it) ...", flush=True)
+    started = time.perf_counter()
+    try:
+        cpu = torch.device("cpu")
+        model, meta = load_checkpoint(checkpoint_path, cpu)
+        line = load_engine("auto", model, meta, checkpoint_path, cpu, autocast_dtype(cpu) if amp else None, data_dir)[1]
+    except Exception as error:  # noqa: BLE001 -- the checkpoints are saved; predict.py and app.py work without it
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        line = f"engine: not prepared ({type(error).__name__}: {reason}); predict.py and app.py answer with torch"
+    print(f"{line}  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir: str | None) -> subprocess.Popen:
+    """The engine built in a child process at the lowest priority; it prints its engine line on stdout."""
+    command = [sys.executable, "-m", "cats_dogs.engine_build", str(Path(checkpoint_path).resolve()),
+               "--engine", engine, *(["--no-amp"] if not amp else [])]
+    if data_dir:
+        command += ["--data-dir", str(Path(data_dir).resolve())]
+    # Windows has no nice(): the child is started at its lowest priority class instead.
+    flags = subprocess.BELOW_NORMAL_PRIORITY_CLASS if sys.platform == "win32" else 0
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, creationflags=flags)
+
+
+def build_at_low_priority(engine: str, meta: dict, checkpoint_path: Path, amp: bool, data_dir: str | None) -> str | None:
+    """app.py's build: nothing when the engine is cached already, else a child process at the lowest priority,
+    waited for. The line saying why it failed, or None."""
+    if engine_cached(engine, meta, checkpoint_path, data_dir):
+        return None
+    built_line = (start_build_process(checkpoint_path, engine, amp, data_dir).communicate()[0].strip().splitlines()
+                  or [""])[-1]
+    if engine_cached(engine, meta, checkpoint_path, data_dir):
+        return None
+    return f"engine: torch (the {engine} engine could not be built: {built_line or 'see above'})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build and cache a checkpoint's serving engine (app.py runs this).")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--no-amp", action="store_true")
+    args = parser.parse_args()
+    if hasattr(os, "nice"):
+        os.nice(19)  # the page's answers first: this runs only when the cores are otherwise idle
+    cpu = torch.device("cpu")
+    model, meta = load_checkpoint(args.checkpoint, cpu)
+    amp_dtype = None if args.no_amp else autocast_dtype(cpu)
+    print(load_engine(args.engine, model, meta, args.checkpoint, cpu, amp_dtype, args.data_dir)[1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
