@@ -30,26 +30,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: m
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from cats_dogs.checkpoint import Checkpoint, checkpoint_transform, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
+from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engine_build import build_at_low_priority
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
+from cats_dogs.explain import load_pet_check, make_heatmap
 from cats_dogs.hosting import is_loopback
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
-from cats_dogs.model import build_model
 from cats_dogs.process import make_console_safe
 from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
 from cats_dogs.uploads import open_upload, readable_upload_errors, uploaded_photos
-from cats_dogs.weights import pretrained_state_dict
 
 MAX_UPLOAD = "20mb"  # cats_dogs/uploads.py holds inline (data: URL) photos to the same
 KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 EXAMPLES_PER_CLASS = 2
 DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
-IMAGENET_CATS, IMAGENET_DOGS = range(281, 286), range(151, 269)  # tabby … Egyptian cat; the 118 dog breeds
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 MAX_BATCH_PHOTOS = 1000
 BATCH_SIZE = 8
@@ -101,50 +99,6 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         examples += [str(p) for p in photos[:per_class]]
     return examples
-
-
-def load_pet_check(meta: Checkpoint, device: torch.device,
-                   amp_dtype: torch.dtype | None) -> Callable[[list[Image.Image]], torch.Tensor] | None:
-    """The original ImageNet classifier, answering how much of each photo is 'some cat or dog breed'.
-
-    Only for cat/dog models fine-tuned from ImageNet weights: those weights are then cached on
-    this machine (or a local .pth), so nothing is downloaded for a from-scratch model.
-    """
-    weights = str(meta["weights"] or "none")
-    if weights.lower() == "none" or sorted(name.lower() for name in meta["class_names"]) != ["cat", "dog"]:
-        return None
-    try:
-        state = pretrained_state_dict(meta["arch"], weights)
-    except SystemExit as error:  # no internet and no cached file: the page works without the hint
-        print(f"note: no 'not a cat or dog' warning, the ImageNet weights are not available ({error})".splitlines()[0])
-        return None
-    if state.get("fc.weight") is None or state["fc.weight"].shape[0] != 1000:
-        return None
-    imagenet_model = build_model(meta["arch"], 1000)
-    imagenet_model.load_state_dict(state)
-    batch_predict = make_batch_predict(imagenet_model, meta, device, amp_dtype)
-    pet_classes = list(IMAGENET_CATS) + list(IMAGENET_DOGS)
-    return lambda images: batch_predict(images)[:, pet_classes].sum(dim=1)
-
-
-def make_heatmap(model: torch.nn.Module, meta: Checkpoint, device: torch.device) -> Callable[[Image.Image, int], Image.Image]:
-    """Grad-CAM (Selvaraju et al.) with Captum: which parts of the photo pushed the model towards a class."""
-    import matplotlib
-    from captum.attr import LayerGradCam
-
-    transform, grad_cam = checkpoint_transform(meta), LayerGradCam(model, model.layer4)
-    colormap = matplotlib.colormaps["jet"]
-
-    def heatmap(image: Image.Image, class_index: int) -> Image.Image:
-        with torch.enable_grad():  # in fp32 on the unfolded model: gradients need the real layers
-            cam = grad_cam.attribute(transform(image).unsqueeze(0).to(device), target=class_index, relu_attributions=True)
-        shown = ImageOps.contain(image, (512, 512))  # small photos are enlarged too, so the map can be seen
-        cam = torch.nn.functional.interpolate(cam, size=shown.size[::-1], mode="bilinear")[0, 0]
-        cam = (cam / cam.max().clamp(min=1e-8)).detach().cpu().numpy()  # scaled so that the strongest area is red
-        colors = Image.fromarray((colormap(cam)[..., :3] * 255).astype("uint8"))
-        return Image.blend(shown, colors, alpha=0.45)
-
-    return heatmap
 
 
 def verdict(probabilities: dict[str, float], threshold: float, pet_share: float | None, language: str = "en") -> str:

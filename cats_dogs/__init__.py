@@ -36,6 +36,7 @@ Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
     engine_build    where the engine is built: after training, in a low-priority process for the page
+    explain         the page's Grad-CAM heat map, and the ImageNet check that a photo shows a cat or dog at all
     translations    the pages' words in English and Chinese
     uploads         what a browser uploads: a photo, or files and zips of photos, each opened or given a reason
     review_decisions review.py's clicks, saved at once, applied to the CSVs with backups

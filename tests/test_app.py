@@ -181,8 +181,9 @@ def test_the_page_says_not_sure_below_the_threshold_and_draws_a_heat_map(separat
 
 
 def test_photos_that_imagenet_sees_as_neither_cat_nor_dog_get_a_warning(tmp_path: Path) -> None:
-    from app import NOT_A_PET, load_pet_check
+    from app import NOT_A_PET
     from cats_dogs.checkpoint import load_checkpoint
+    from cats_dogs.explain import load_pet_check
     from cats_dogs.images import open_image
 
     photo = open_image(make_dataset(tmp_path / "data", 1, 1) / "val/cat/cat.0.jpg")
