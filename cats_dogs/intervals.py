@@ -27,7 +27,8 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     p = correct / total
     center = (p + z * z / (2 * total)) / (1 + z * z / total)
     half_width = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return max(0.0, center - half_width), min(1.0, center + half_width)
+    # At 0 or all right the bound is exactly 0 or 1, not 1 − 1e-16.
+    return (0.0 if correct == 0 else center - half_width), (1.0 if correct == total else center + half_width)
 
 
 def per_class_counts(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> list[tuple[int, int]]:
