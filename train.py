@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cats_dogs import distributed
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
-from cats_dogs.class_balance import BALANCE_CHOICES, sample_weights
+from cats_dogs.class_balance import BALANCE_CHOICES, class_counts, sample_weights
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
 from cats_dogs.intervals import accuracy_metrics, describe_metrics
@@ -182,7 +182,7 @@ def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: Datase
     de-normalised and labelled."""
     options = loader_options(settings.batch_size, settings.num_workers, device)
     labels = [label for _, label in train_set.samples]
-    weights = sample_weights(labels, [labels.count(c) for c in range(len(class_names))]) \
+    weights = sample_weights(labels, class_counts(labels, len(class_names))) \
         if settings.balance_applied == "sampler" else None
     train_loader, val_loader, train_sampler = make_loaders(train_set, val_set, options, settings.seed, generator, weights)
     gallery = load_gallery(val_set) if distributed.is_main_process() else []

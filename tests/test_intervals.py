@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from torch.utils.data import WeightedRandomSampler
 
 from cats_dogs.class_balance import applied_method, class_weights, data_warnings, is_imbalanced, sample_weights
 from cats_dogs.intervals import accuracy_metrics, balanced_accuracy_interval, describe_metrics, wilson_interval
+from cats_dogs.loaders import make_loaders
 
 
 def test_wilson_interval_of_34_out_of_40_by_hand() -> None:
@@ -73,3 +76,14 @@ def test_warnings_for_imbalance_a_tiny_class_and_a_tiny_val_split() -> None:
     assert "cat has 300 train photos, fox 6" in lines[0] and "fox (6)" in lines[1] and "dog" not in lines[1]
     assert "40 photos" in lines[2] and "±11 points" in lines[2]
     assert data_warnings(["cat", "dog"], [300, 300], val_photos=400) == []
+
+
+def test_the_sampler_draws_each_class_about_equally_often_and_as_many_photos_as_the_set() -> None:
+    labels = [0] * 60 + [1] * 30 + [2] * 10
+    options = {"batch_size": 10, "num_workers": 0, "collate_fn": None}
+    train_loader, _, train_sampler = make_loaders(labels, [0], options, 42, torch.Generator().manual_seed(42),
+                                                  sample_weights(labels, [60, 30, 10]))
+    assert isinstance(train_loader.sampler, WeightedRandomSampler) and train_sampler is None
+    assert train_loader.sampler.num_samples == 100 and train_loader.sampler.replacement
+    draws = [labels[i] for _ in range(20) for i in train_loader.sampler]  # 2,000 draws
+    assert all(abs(draws.count(c) / len(draws) - 1 / 3) < 0.05 for c in range(3))
