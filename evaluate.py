@@ -1,4 +1,5 @@
-"""Measure a checkpoint on a labelled CSV: accuracy, per-class precision/recall/F1, confusion matrix.
+"""Measure a checkpoint on a labelled CSV: accuracy and balanced accuracy with their 95% intervals, per-class
+precision/recall/F1 (recall with its interval), the weakest class, the confusion matrix.
 
     python evaluate.py --checkpoint checkpoint/best_checkpoint.pth --csv datasets/val.csv --out eval/
 
