@@ -1,4 +1,5 @@
-"""Measure a checkpoint on a labelled CSV: accuracy, per-class precision/recall/F1, confusion matrix.
+"""Measure a checkpoint on a labelled CSV: accuracy and balanced accuracy with their 95% intervals, per-class
+precision/recall/F1 (recall with its interval), the weakest class, the confusion matrix.
 
     python evaluate.py --checkpoint checkpoint/best_checkpoint.pth --csv datasets/val.csv --out eval/
 
@@ -23,12 +24,15 @@ from cats_dogs.device import pick_device
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
 from cats_dogs.images import open_image
 from cats_dogs.inference import class_probabilities
+from cats_dogs.intervals import balanced_accuracy_interval, wilson_interval
 from cats_dogs.photo_batches import collate_readable
 from cats_dogs.preprocessing import to_device
 from cats_dogs.process import make_console_safe
 from load_datasets import DatasetLoader
 
 MISTAKES_SHOWN = 16
+NUMBERS_IN_CELLS = 20  # classes up to which the confusion-matrix PNG writes the numbers in the cells
+CONSOLE_MATRIX_CLASSES = 12  # classes up to which the console shows the whole confusion matrix
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -75,10 +79,19 @@ def build_report(labels: list[int], predictions: list[int], class_names: list[st
     matrix = confusion_matrix(labels, predictions, labels=classes)
     precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=classes, zero_division=0)
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                        "support": int(support[i])} for i, name in enumerate(class_names)}
+                        "support": int(support[i]),
+                        "recall_ci95": list(wilson_interval(int(matrix[i, i]), int(support[i])))}
+                 for i, name in enumerate(class_names)}
+    balanced, balanced_low, balanced_high = balanced_accuracy_interval(
+        [(int(matrix[i, i]), int(support[i])) for i in classes])
+    present = [name for name in class_names if per_class[name]["support"]]
     return {
         "accuracy": float(matrix.trace() / max(matrix.sum(), 1)),
+        "accuracy_ci95": list(wilson_interval(int(matrix.trace()), int(matrix.sum()))),
         "count": int(matrix.sum()),
+        "balanced_accuracy": balanced,
+        "balanced_accuracy_ci95": [balanced_low, balanced_high],
+        "weakest_class": min(present, key=lambda name: per_class[name]["recall"]) if present else None,
         "per_class": per_class,
         "macro_avg": {key: float(sum(c[key] for c in per_class.values()) / len(per_class))
                       for key in ("precision", "recall", "f1")},
@@ -88,24 +101,30 @@ def build_report(labels: list[int], predictions: list[int], class_names: list[st
 
 
 def save_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
+    """Counts and row-normalized, side by side. Readable from 2 to 50 classes: the cells shrink, the fonts with
+    them, the x labels turn upright, and above NUMBERS_IN_CELLS classes the colours alone tell the numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    counts = np.array(matrix)
+    counts, k = np.array(matrix), len(class_names)
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 3 + 0.6 * len(class_names)
+    size = 3 + k * (0.6 if k <= 12 else 0.3)
+    font = max(6.0, min(10.0, 120 / k))
     figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     for axis, values, title, fmt in ((axes[0], counts, "Counts", "d"), (axes[1], normalized, "Row-normalized", ".2f")):
         image = axis.imshow(values, cmap="Blues", vmin=0)
         figure.colorbar(image, ax=axis, fraction=0.046)
-        axis.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xticklabels=class_names,
-                 yticklabels=class_names, xlabel="predicted", ylabel="true", title=title)
+        axis.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
+        axis.set_xticklabels(class_names, fontsize=font, rotation=90 if k > 6 else 0)
+        axis.set_yticklabels(class_names, fontsize=font)
+        if k > NUMBERS_IN_CELLS:
+            continue
         threshold = values.max() / 2
         for (row, column), value in np.ndenumerate(values):
-            axis.text(column, row, format(value, fmt), ha="center", va="center",
+            axis.text(column, row, format(value, fmt), ha="center", va="center", fontsize=font,
                       color="white" if value > threshold else "black")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -137,16 +156,42 @@ def save_mistakes(mistakes: list[tuple[Path, str, float, str]], path: Path) -> N
 
 
 def print_report(report: dict) -> None:
+    """The per-class table (recall with its 95% interval), accuracy and balanced accuracy with theirs, the weakest
+    class, and the confusion matrix, or its largest confusions when it has too many columns for a console."""
     width = max(len(name) for name in [*report["class_names"], "macro avg"]) + 2
-    print(f"\n{'':{width}}precision    recall        f1   support")
+    print(f"\n{'':{width}}precision    recall  recall 95% CI        f1   support")
     for name, metrics in report["per_class"].items():
-        print(f"{name:{width}}{metrics['precision']:9.3f} {metrics['recall']:9.3f} {metrics['f1']:9.3f} {metrics['support']:9d}")
+        low, high = metrics["recall_ci95"]
+        print(f"{name:{width}}{metrics['precision']:9.3f} {metrics['recall']:9.3f}  {f'{low:.0%}–{high:.0%}':>13} "
+              f"{metrics['f1']:9.3f} {metrics['support']:9d}")
     macro = report["macro_avg"]
-    print(f"{'macro avg':{width}}{macro['precision']:9.3f} {macro['recall']:9.3f} {macro['f1']:9.3f} {report['count']:9d}")
-    print(f"\naccuracy {report['accuracy']:.4f} ({report['accuracy']:.2%}) on {report['count']} photos")
-    print("confusion matrix (rows = true, columns = predicted):")
-    for name, row in zip(report["class_names"], report["confusion_matrix"], strict=True):
-        print(f"  {name:{width}}" + " ".join(f"{count:6d}" for count in row))
+    print(f"{'macro avg':{width}}{macro['precision']:9.3f} {macro['recall']:9.3f}  {'':13} {macro['f1']:9.3f} "
+          f"{report['count']:9d}")
+    low, high = report["accuracy_ci95"]
+    print(f"\naccuracy {report['accuracy']:.4f} ({report['accuracy']:.2%}, 95% CI {low:.0%}–{high:.0%}) "
+          f"on {report['count']} photos")
+    low, high = report["balanced_accuracy_ci95"]
+    print(f"balanced accuracy {report['balanced_accuracy']:.4f} ({report['balanced_accuracy']:.2%}, 95% CI "
+          f"{low:.0%}–{high:.0%}): the mean recall of the classes, each class counting the same")
+    weakest = report["weakest_class"]
+    if weakest is not None:
+        metrics = report["per_class"][weakest]
+        print(f"weakest class: {weakest}, recall {metrics['recall']:.1%} on {metrics['support']} photos")
+    print_confusions(report["confusion_matrix"], report["class_names"], width)
+
+
+def print_confusions(matrix: list[list[int]], class_names: list[str], width: int) -> None:
+    """The confusion matrix up to CONSOLE_MATRIX_CLASSES classes; beyond, its 10 largest off-diagonal cells."""
+    if len(class_names) <= CONSOLE_MATRIX_CLASSES:
+        print("confusion matrix (rows = true, columns = predicted):")
+        for name, row in zip(class_names, matrix, strict=True):
+            print(f"  {name:{width}}" + " ".join(f"{count:6d}" for count in row))
+        return
+    confusions = sorted(((count, true, predicted) for true, row in enumerate(matrix)
+                         for predicted, count in enumerate(row) if true != predicted and count), reverse=True)[:10]
+    print("the most frequent confusions (the whole matrix is in confusion_matrix.png and report.json):")
+    for count, true, predicted in confusions:
+        print(f"  {count:6d}  {class_names[true]} taken for {class_names[predicted]}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -192,6 +237,8 @@ def main(args: argparse.Namespace) -> None:
         swanlab.init(project=args.project, name=f"eval {checkpoint_path.parent.name}/{checkpoint_path.stem}",
                      mode="local", log_dir="swanlog", config={"checkpoint": str(checkpoint_path), "csv": str(args.csv)})
         swanlab.log({"eval_accuracy": report["accuracy"], "eval_macro_f1": report["macro_avg"]["f1"],
+                     "eval_accuracy_low": report["accuracy_ci95"][0], "eval_accuracy_high": report["accuracy_ci95"][1],
+                     "eval_balanced_accuracy": report["balanced_accuracy"],
                      "confusion_matrix": swanlab.Image(str(out / "confusion_matrix.png")),
                      "mistakes": swanlab.Image(str(out / "mistakes.png"))})
         swanlab.finish()

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cats_dogs.atomic import atomic_write_text
+from cats_dogs.class_balance import data_warnings
 from cats_dogs.classes import class_name_problem
 from cats_dogs.downloads import SOURCES, download_photos
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
@@ -337,6 +338,9 @@ def print_summary(splits: dict[str, dict[str, list[Path]]], class_names: list[st
     for name in class_names:
         print(name.ljust(width) + "".join(str(len(splits[s].get(name, []))).rjust(8) for s in order))
     print("total".ljust(width) + "".join(str(sum(len(v) for v in splits[s].values())).rjust(8) for s in order))
+    train_counts = [len(splits["train"].get(name, [])) for name in class_names]
+    for line in data_warnings(class_names, train_counts, sum(len(v) for v in splits["val"].values())):
+        print(f"warning: {line}")
     if excluded:
         reasons = Counter("duplicate" if r.startswith("byte-identical") else r.split(" (")[0] for _, r in excluded)
         print(f"\nleft out {len(excluded)} file(s):")

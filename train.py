@@ -24,9 +24,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cats_dogs import distributed
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.class_balance import BALANCE_CHOICES, class_counts, sample_weights
 from cats_dogs.engine_build import build_after_training
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
+from cats_dogs.intervals import accuracy_metrics, describe_metrics
 from cats_dogs.loaders import loader_options, make_loaders
 from cats_dogs.lr_finder import find_lr, learning_rate, log_lr_find
 from cats_dogs.model import MODEL_NAMES
@@ -42,6 +44,7 @@ from cats_dogs.recipe import (
     setup_model,
     step_speed,
     stop_early,
+    train_criterion,
     windowed_val_accs,
 )
 from cats_dogs.run_folder import (
@@ -79,6 +82,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="learning rate over the run: cosine decay to 0, or ×0.1 at 1/2 and 3/4 of the epochs")
     recipe.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 0 (with cosine or step)")
     recipe.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe.add_argument("--balance", default="auto", choices=BALANCE_CHOICES,
+                        help="imbalanced classes (the largest ≥ 2× the smallest): auto balances them, with the "
+                             "class-weighted loss, and does nothing on balanced ones; loss: cross-entropy weighted "
+                             "n/(k·n_c); sampler: each class drawn equally often (docs/training.md)")
     recipe.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
                         help="from scratch (--weights none): each residual block starts as the identity; steadier on few photos")
     recipe.add_argument("--best-window", type=positive_int, default=3, metavar="N",
@@ -164,9 +171,10 @@ def report_test_split(model: nn.Module, settings: TrainSettings, class_names: li
     options = loader_options(settings.batch_size, settings.num_workers, device)
     test_loader = DataLoader(test_set, **{**options, "persistent_workers": False})
     # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
-    _, test_acc, _ = evaluate(model.float(), test_loader, criterion, device, unreadable)
-    swanlab.log({"test_acc": test_acc})
-    print(f"test_acc {test_acc:.2f}% on {len(test_set)} test photos (best checkpoint, epoch {best_epoch})")
+    _, _, predictions = evaluate(model.float(), test_loader, criterion, device, unreadable)
+    test_metrics = val_accuracies(predictions, test_set, len(class_names), "test", settings.imbalanced)
+    swanlab.log(test_metrics)  # test_acc and its interval's bounds
+    print(f"{describe_metrics(test_metrics, 'test')} (best checkpoint, epoch {best_epoch})")
 
 
 def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: DatasetLoader, val_set: DatasetLoader,
@@ -177,7 +185,10 @@ def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: Datase
     reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees, its first batch
     de-normalised and labelled."""
     options = loader_options(settings.batch_size, settings.num_workers, device)
-    train_loader, val_loader, train_sampler = make_loaders(train_set, val_set, options, settings.seed, generator)
+    labels = [label for _, label in train_set.samples]
+    weights = sample_weights(labels, class_counts(labels, len(class_names))) \
+        if settings.balance_applied == "sampler" else None
+    train_loader, val_loader, train_sampler = make_loaders(train_set, val_set, options, settings.seed, generator, weights)
     gallery = load_gallery(val_set) if distributed.is_main_process() else []
     unreadable: set[str] = set()
     report_unreadable([f"{path}: empty file" for path in train_set.empty_files + val_set.empty_files], unreadable)
@@ -195,21 +206,45 @@ def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: Datase
 
 
 def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, criterion: nn.Module,
-             device: torch.device, unreadable: set[str], best_window: int, history: list[dict], epoch: int,
-             speed: dict) -> tuple[dict[str, float], str, dict[int, int]]:
-    """One evaluation on val, of the model and of its EMA: the metrics, their line for the log, the predictions."""
-    sharded = distributed.is_distributed()
-    val_loss, val_acc, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
-    windowed = windowed_val_accs([*history, {"epoch": epoch, "val_acc": val_acc}], best_window)[-1][1]
-    metrics = {"val_loss": val_loss, "val_acc": val_acc, "val_acc_windowed": windowed}
-    summary = f"  val_loss {val_loss:.4f}  val_acc {val_acc:.2f}%"
-    summary += f" (mean of last {best_window}: {windowed:.2f}%)" if best_window > 1 else ""
+             device: torch.device, unreadable: set[str], settings: TrainSettings, history: list[dict], epoch: int,
+             speed: dict, val_set: DatasetLoader, num_classes: int) -> tuple[dict[str, float], str, dict[int, int]]:
+    """One evaluation on val, of the model and of its EMA: the metrics (accuracies with their 95% intervals, the
+    balanced accuracy on imbalanced classes), their line for the log, the predictions."""
+    sharded, key, window = distributed.is_distributed(), settings.score_key, settings.best_window
+    val_loss, _, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
+    metrics = {"val_loss": val_loss, **val_accuracies(predictions, val_set, num_classes, "val", settings.imbalanced)}
+    windowed = windowed_val_accs([*history, {"epoch": epoch, **metrics}], window, key)[-1][1]
+    metrics[f"{key}_windowed"] = windowed
+    summary = f"  val_loss {val_loss:.4f}  {describe_metrics(metrics)}"
+    summary += f" (mean of last {window}: {windowed:.2f}%)" if window > 1 else ""
     if ema is not None:  # under torchrun: rank 0's averaged BatchNorm statistics, as for the model
         distributed.broadcast_buffers(ema.module)
-        ema_loss, ema_acc, _ = evaluate(ema.module, loader, criterion, device, unreadable, sharded=sharded, **speed)
-        metrics.update(ema_val_loss=ema_loss, ema_val_acc=ema_acc)
-        summary += f"  ema_val_acc {ema_acc:.2f}%"
+        ema_loss, _, ema_predictions = evaluate(ema.module, loader, criterion, device, unreadable, sharded=sharded,
+                                                **speed)
+        metrics.update(ema_val_loss=ema_loss, **val_accuracies(ema_predictions, val_set, num_classes, "ema_val",
+                                                               settings.imbalanced))
+        summary += f"  ema_val_acc {metrics['ema_val_acc']:.2f}%"
     return metrics, summary, predictions
+
+
+def val_accuracies(predictions: dict[int, int], val_set: DatasetLoader, num_classes: int, prefix: str,
+                   balanced: bool) -> dict[str, float]:
+    """intervals.accuracy_metrics of {val index: predicted label}: accuracy (and balanced accuracy) with intervals."""
+    labels = [val_set.samples[index][1] for index in predictions]
+    return accuracy_metrics(labels, list(predictions.values()), num_classes, prefix, balanced)
+
+
+def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
+               device: torch.device, unreadable: set[str], history: list[dict]) -> None:
+    """After the last epoch, on rank 0: the test split's report (with the best checkpoint), the summary, then the
+    serving engine built once (--no-engine skips it): its minute spent here, so that the first predict.py and
+    app.py start fast."""
+    best_epoch = best_evaluation(history, settings.best_window, settings.score_key)[0]
+    report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
+    swanlab.finish()
+    print_summary(settings, history, unreadable)
+    if settings.engine:
+        build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -226,14 +261,16 @@ def main(args: argparse.Namespace) -> None:
     print_setup(settings, amp_dtype, class_names, train_set, val_set)
 
     model, optimizer, ema, scaler = setup_model(settings, len(class_names), device, amp_dtype, resume_from)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)  # val's: unweighted, comparable
+    loss = train_criterion(settings.balance_applied, [label for _, label in train_set.samples], len(class_names),
+                           settings.label_smoothing, device)  # --balance loss: weighted per class
     start_epoch, history = resume_point(resume_from, Path(settings.output_dir) / "latest_checkpoint.pth")
     train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
         settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
     trained, evaluated = distributed.wrap_model(model, device, settings.freeze_backbone, settings.compile)
     speed = step_speed(settings.freeze_backbone, settings.channels_last, amp_dtype)
     set_backbone_frozen(model, start_epoch <= settings.freeze_epochs)  # the lr finder tries the first epoch's phase
-    lr, lr_found = find_lr(settings, trained, train_loader, optimizer, criterion, device, speed, resume_from)
+    lr, lr_found = find_lr(settings, trained, train_loader, optimizer, loss, device, speed, resume_from)
     scheduler = make_scheduler(optimizer, len(train_loader), settings.scheduler, settings.epochs, settings.warmup_epochs,
                                settings.freeze_epochs, resume_from and resume_from.get("scheduler_state"))
     config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set)  # also writes args.json
@@ -247,7 +284,7 @@ def main(args: argparse.Namespace) -> None:
         set_backbone_frozen(model, epoch <= settings.freeze_epochs)  # --freeze-epochs: head only, then every layer
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)  # a new shuffle every epoch
-        train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, criterion, device, epoch,
+        train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, loss, device, epoch,
                                                         settings.epochs, global_step, unreadable, scaler=scaler,
                                                         scheduler=scheduler, ema=ema, **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
@@ -255,7 +292,7 @@ def main(args: argparse.Namespace) -> None:
         if epoch % settings.eval_interval == 0 or epoch == settings.epochs:
             distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
             val_metrics, val_summary, predictions = validate(evaluated, ema, val_loader, criterion, device, unreadable,
-                                                             settings.best_window, history, epoch, speed)
+                                                             settings, history, epoch, speed, val_set, len(class_names))
             metrics.update(val_metrics)
             summary += val_summary
             log_validation(val_metrics, epoch, global_step, predictions, gallery, val_set, class_names)
@@ -265,17 +302,12 @@ def main(args: argparse.Namespace) -> None:
 
         if distributed.is_main_process():  # the weights are the same in every process: one writes them
             save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema)
-        if stop_early(history, settings.best_window, settings.early_stopping):  # judged on the windowed mean
+        if stop_early(history, settings.best_window, settings.early_stopping, settings.score_key):  # windowed mean
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
     if distributed.is_main_process():  # rank 0 alone reports on the test split, with the best checkpoint it wrote
-        best_epoch = best_evaluation(history, settings.best_window)[0]
-        report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
-        swanlab.finish()
-        print_summary(settings, history, unreadable)
-        if settings.engine:  # its minute spent here, so that the first predict.py and app.py start fast
-            build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
+        finish_run(model, settings, class_names, criterion, device, unreadable, history)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ Training (train.py)
     process         the console's encoding, glibc's memory keeping
     random_state    seeding, and putting the generators back after a look ahead
     recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch, --resume
+    class_balance   imbalanced classes: the warnings, --balance's class weights and sampling weights
+    intervals       every accuracy's 95% interval (Wilson; balanced accuracy's by MOVER)
     epochs          train_one_epoch and evaluate
     frozen_backbone --freeze-backbone: features computed once, the head trained on them
     lr_finder       --lr-find and --lr auto: fastai's learning-rate range test

@@ -16,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cats_dogs import distributed
 from cats_dogs.checkpoint import Checkpoint
+from cats_dogs.class_balance import class_counts, class_weights
 from cats_dogs.model import build_model
 from cats_dogs.settings import TrainSettings
 
@@ -103,6 +104,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, sched
     return scheduler
 
 
+def train_criterion(balance_applied: str, train_labels: list[int], num_classes: int, label_smoothing: float,
+                    device: torch.device) -> nn.CrossEntropyLoss:
+    """The training loss: cross-entropy, weighted per class (class_balance.class_weights) with --balance loss. The
+    val loss stays unweighted, comparable between runs."""
+    weight = None
+    if balance_applied == "loss":
+        weight = torch.tensor(class_weights(class_counts(train_labels, num_classes)), device=device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+
 def step_speed(freeze_backbone: bool, channels_last: bool, amp_dtype: torch.dtype | None) -> dict[str, Any]:
     """The mixed precision and memory layout of the training and evaluation steps. The head alone
     (--freeze-backbone) trains on fp32 features in milliseconds: no mixed precision or layout needed there."""
@@ -141,29 +152,33 @@ def best_evaluation(history: list[dict[str, float]], window: int, key: str = "va
     return *scores[best], len(scores) - 1 - best
 
 
-def stop_early(history: list[dict[str, float]], best_window: int, early_stopping: int) -> bool:
-    """--early-stopping N: whether N evaluations have gone by without a better val accuracy, judged as the best epoch
-    is, on the windowed mean, not on one lucky evaluation. Says so when they have."""
-    best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, best_window)
+def stop_early(history: list[dict[str, float]], best_window: int, early_stopping: int, key: str = "val_acc") -> bool:
+    """--early-stopping N: whether N evaluations have gone by without a better `key` (val_acc, or val_balanced_acc
+    on imbalanced classes), judged as the best epoch is, on the windowed mean, not on one lucky evaluation. Says so
+    when they have."""
+    best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, best_window, key)
     if not (early_stopping and evaluations_since_best >= early_stopping):
         return False
-    print(f"early stopping: no better val accuracy (mean of last {best_window}) for {early_stopping} "
+    name = "val accuracy" if key == "val_acc" else key
+    print(f"early stopping: no better {name} (mean of last {best_window}) for {early_stopping} "
           f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
     return True
 
 
-def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bool = False) -> tuple[int, bool]:
-    """(epoch, whether the EMA weights) that --best-rule keeps in best_checkpoint.pth: `window`, the highest mean val
-    accuracy over `window` evaluations; `val-loss`, the lowest val loss; `last`, the last epoch. With `ema`, the EMA
-    weights of an epoch compete with the trained ones on the same score and win only when strictly better."""
+def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bool = False,
+                key: str = "val_acc") -> tuple[int, bool]:
+    """(epoch, whether the EMA weights) that --best-rule keeps in best_checkpoint.pth: `window`, the highest mean
+    `key` (val_acc, or val_balanced_acc on imbalanced classes) over `window` evaluations; `val-loss`, the lowest val
+    loss; `last`, the last epoch. With `ema`, the EMA weights of an epoch compete with the trained ones on the same
+    score and win only when strictly better."""
     if rule == "last":
         last = history[-1]
-        return last["epoch"], ema and last.get("ema_val_acc", -1.0) > last.get("val_acc", -1.0)
+        return last["epoch"], ema and last.get("ema_" + key, -1.0) > last.get(key, -1.0)
     options = []
     for is_ema in (False, True) if ema else (False,):
         prefix = "ema_" if is_ema else ""
         if rule == "window":
-            epoch, score, _ = best_evaluation(history, window, prefix + "val_acc")
+            epoch, score, _ = best_evaluation(history, window, prefix + key)
         else:  # the earliest of equal losses, as for accuracies
             lowest = min((h for h in history if prefix + "val_loss" in h), key=lambda h: h[prefix + "val_loss"], default=None)
             epoch, score = (lowest["epoch"], -lowest[prefix + "val_loss"]) if lowest else (0, -math.inf)
@@ -172,25 +187,26 @@ def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bo
     return epoch, is_ema
 
 
-def best_fields(history: list[dict[str, float]], rule: str, window: int, ema: bool) -> dict[str, Any]:
-    """The checkpoint keys that describe the epoch --best-rule keeps: best_epoch, best_val_acc, best_val_acc_windowed
-    (of the EMA weights when they won, which ema_weights says)."""
-    epoch, use_ema = best_choice(history, rule, window, ema)
-    key = "ema_val_acc" if use_ema else "val_acc"
-    return {"best_epoch": epoch, "best_val_acc": val_acc_at(history, epoch, key), "ema_weights": use_ema,
-            "best_val_acc_windowed": dict(windowed_val_accs(history, window, key)).get(epoch, -1.0)}
+def best_fields(history: list[dict[str, float]], rule: str, window: int, ema: bool,
+                key: str = "val_acc") -> dict[str, Any]:
+    """The checkpoint keys that describe the epoch --best-rule keeps: best_epoch, best_val_acc, and
+    best_val_acc_windowed, the windowed `key` the rule judged on (of the EMA weights when they won: ema_weights)."""
+    epoch, use_ema = best_choice(history, rule, window, ema, key)
+    prefix = "ema_" if use_ema else ""
+    return {"best_epoch": epoch, "best_val_acc": val_acc_at(history, epoch, prefix + "val_acc"), "ema_weights": use_ema,
+            "best_val_acc_windowed": dict(windowed_val_accs(history, window, prefix + key)).get(epoch, -1.0)}
 
 
 def checkpoints_due(history: list[dict[str, float]], rule: str, window: int, ema: bool,
-                    save_candidates: bool = False) -> dict[str, bool]:
+                    save_candidates: bool = False, key: str = "val_acc") -> dict[str, bool]:
     """{file under --output-dir: whether it holds the EMA weights} for the files this epoch writes besides
     latest_checkpoint.pth: best_checkpoint.pth when --best-rule picks this epoch; with --save-candidates, also
     candidates/window.pth and candidates/val-loss.pth (those rules on the trained weights alone) and
     candidates/ema.pth (the EMA, every epoch), so that a study measures every choice of one run."""
     epoch = history[-1]["epoch"]
-    choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema)}
+    choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema, key)}
     if save_candidates:
-        choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window)
+        choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window, key=key)
                         for candidate in ("window", "val-loss")})
         if ema:
             choices["candidates/ema.pth"] = (epoch, True)

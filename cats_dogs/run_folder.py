@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from cats_dogs import distributed
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+from cats_dogs.class_balance import applied_method, class_counts, class_weights, data_warnings
 from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
 from cats_dogs.random_state import same_random_state
@@ -41,11 +42,29 @@ def print_setup(settings: TrainSettings, amp_dtype: torch.dtype | None, class_na
     print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
           f"{', channels_last' if settings.channels_last else ''}{cached}"
           f"{', backbone frozen (head only)' if settings.freeze_backbone else ''}, {settings.num_workers} data workers")
+    print_balance(settings, class_names, train_set, len(val_set))
     if distributed.is_distributed():
         world_size, batch_size = distributed.get_world_size(), settings.batch_size
         backend = "nccl" if settings.device.startswith("cuda") else "gloo"
         print(f"torchrun: {world_size} processes ({backend}), batch {batch_size} per process = "
               f"{batch_size * world_size} photos per step{', SyncBatchNorm' if settings.sync_bn else ''}")
+
+
+def print_balance(settings: TrainSettings, class_names: list[str], train_set: ImageList, val_photos: int) -> None:
+    """The data's warnings (class_balance.data_warnings), what --balance does about them and what epochs are judged on."""
+    counts = class_counts([label for _, label in train_set.samples], len(class_names))
+    for line in data_warnings(class_names, counts, val_photos):
+        print(f"warning: {line}")
+    _, why = applied_method(settings.balance, counts, distributed.is_distributed(), settings.freeze_backbone)
+    if settings.balance_applied == "loss":
+        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in zip(class_names, class_weights(counts), strict=True))
+        print(f"balance: class-weighted loss ({weights}) ({why})")
+    elif settings.balance_applied == "sampler":
+        print(f"balance: each class drawn equally often, {len(train_set)} draws an epoch ({why})")
+    elif settings.imbalanced:
+        print(f"balance: off ({why}); the small classes may be neglected")
+    if settings.imbalanced:
+        print("imbalanced classes: the best checkpoint and early stopping judge on val_balanced_acc (mean recall per class)")
 
 
 def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, class_names: list[str],
@@ -56,6 +75,7 @@ def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, cla
     suggested = {"lr_suggested": lr_found["suggested"]} if lr_found else {}
     config = {**dataclasses.asdict(settings), "lr": lr, **suggested, "num_classes": len(class_names),
               "class_names": class_names, "train_size": len(train_set), "val_size": len(val_set),
+              "train_class_counts": class_counts([label for _, label in train_set.samples], len(class_names)),
               "world_size": distributed.get_world_size()}
     swanlab_mode = "online" if settings.swanlab_mode == "cloud" else settings.swanlab_mode
     # The other processes log nothing: their swanlab.log calls do nothing.
@@ -85,13 +105,13 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     fields = dict(arch=settings.model, class_names=class_names, image_size=settings.image_size,
                   epoch=history[-1]["epoch"], metrics={k: v for k, v in history[-1].items() if k != "epoch"},
                   history=history, config=config, weights=settings.weights,
-                  **best_fields(history, rule, window, ema is not None))
+                  **best_fields(history, rule, window, ema is not None, settings.score_key))
     checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
                                  scheduler_state=scheduler.state_dict() if scheduler else None,
                                  ema_state=ema_state(ema) if ema else None)
     output_dir = Path(settings.output_dir)
     save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
-    due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates)
+    due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates, settings.score_key)
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
@@ -111,10 +131,18 @@ def save_training_curves(history: list[dict[str, float]], path: Path) -> None:
     loss_axis.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
     evaluated = [h for h in history if "val_loss" in h]
     loss_axis.plot([h["epoch"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="val loss")
-    accuracy_axis.plot([h["epoch"] for h in evaluated], [h["val_acc"] for h in evaluated], "o-", color="tab:green")
+    evaluated_epochs = [h["epoch"] for h in evaluated]
+    accuracy_axis.plot(evaluated_epochs, [h["val_acc"] for h in evaluated], "o-", color="tab:green", label="val_acc")
+    if evaluated and all("val_acc_low" in h for h in evaluated):  # runs before the intervals have none
+        accuracy_axis.fill_between(evaluated_epochs, [h["val_acc_low"] for h in evaluated],
+                                   [h["val_acc_high"] for h in evaluated], color="tab:green", alpha=0.15, label="95% CI")
+    if evaluated and all("val_balanced_acc" in h for h in evaluated):
+        accuracy_axis.plot(evaluated_epochs, [h["val_balanced_acc"] for h in evaluated], "s-", color="tab:purple",
+                           label="val_balanced_acc")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
     loss_axis.legend()
+    accuracy_axis.legend()
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)
@@ -188,8 +216,10 @@ def print_summary(settings: TrainSettings, history: list[dict], unreadable: set[
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    best = best_fields(history, settings.best_rule, settings.best_window, settings.ema)
+    best = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key)
+    judged = "" if settings.score_key == "val_acc" else f" {settings.score_key}"
     print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
-          f"{best['best_val_acc']:.2f}% (mean of last {settings.best_window}: {best['best_val_acc_windowed']:.2f}%)  |  "
+          f"{best['best_val_acc']:.2f}% (mean of last {settings.best_window}{judged}: "
+          f"{best['best_val_acc_windowed']:.2f}%)  |  "
           f"checkpoints and training_curves.png in {settings.output_dir}/  |  "
           f"dashboard: swanlab watch {SWANLAB_LOG_DIR}  |  web page: python app.py")

@@ -18,6 +18,7 @@ import torch
 
 from cats_dogs import distributed
 from cats_dogs.checkpoint import Checkpoint, read_checkpoint
+from cats_dogs.class_balance import applied_method, csv_class_counts, is_imbalanced
 from cats_dogs.csv_rows import CsvError, read_csv_rows
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.photo_batches import CACHE_BUDGET_BYTES
@@ -42,6 +43,7 @@ class TrainSettings:
     scheduler: str
     warmup_epochs: float
     label_smoothing: float
+    balance: str  # as given: auto, off, loss or sampler
     zero_init_residual: bool
     best_window: int
     best_rule: str
@@ -73,6 +75,15 @@ class TrainSettings:
     compile: bool
     sync_bn: bool
     engine: bool  # build the serving engine after the last epoch (engine_build.build_after_training)
+    # Decided from train.csv, after the flags: what --balance applies (off, loss, sampler), and whether the classes
+    # are imbalanced (class_balance.is_imbalanced), in which case epochs are judged on balanced accuracy.
+    balance_applied: str = "off"
+    imbalanced: bool = False
+
+    @property
+    def score_key(self) -> str:
+        """The val metric the best checkpoint and early stopping judge on: balanced accuracy on imbalanced classes."""
+        return "val_balanced_acc" if self.imbalanced else "val_acc"
 
     @property
     def train_augment(self) -> str:
@@ -96,8 +107,11 @@ def resolve_settings(args: argparse.Namespace, defaults: dict[str, Any], ddp_dev
     photo_bytes = listed_photos(args.data_dir) * 3 * resumed["image_size"] ** 2 if args.cache == "auto" else 0
     speed = speed_defaults(device, args.freeze_backbone, photo_bytes, args.amp, args.channels_last, args.cache,
                            args.num_workers)
+    train_counts = csv_class_counts(Path(args.data_dir) / "train.csv")
+    balance_applied, _ = applied_method(args.balance, train_counts, distributed.is_distributed(), args.freeze_backbone)
     settings = TrainSettings(**{**vars(args), **resumed, **speed, "weight_decay": weight_decay, "device": str(device),
-                                "experiment_name": args.experiment_name or resumed["model"]})
+                                "experiment_name": args.experiment_name or resumed["model"],
+                                "balance_applied": balance_applied, "imbalanced": is_imbalanced(train_counts)})
     return settings, resume_from
 
 

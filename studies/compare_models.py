@@ -11,6 +11,7 @@ OUTPUT_ROOT/<model>/. The table is printed and written to OUTPUT_ROOT/comparison
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -52,6 +53,9 @@ def table_row(model_name: str, output_dir: Path, wall_time: float) -> dict:
     return {
         "model": model_name,
         "best val acc (%)": meta["metrics"]["val_acc"],
+        # Wilson's 95% interval on the val photos (checkpoints from before the intervals have none)
+        "95% CI": f"{meta['metrics'].get('val_acc_low', math.nan):.0f}–{meta['metrics'].get('val_acc_high', math.nan):.0f}"
+                  f" ({meta['metrics'].get('val_count', '?')} photos)",
         "val loss": meta["metrics"]["val_loss"],
         "params (M)": parameters / 1e6,
         "GFLOPs": flops / 1e9,

@@ -54,8 +54,9 @@ def run(script: str, *args: str) -> None:
 
 
 def train_and_test(data: Path, output: Path, name: str, recipe_flags: list[str], kept: str, seed: int,
-                   train_args: list[str]) -> tuple[float, int, int, float]:
-    """One training run measured on test.csv: (test accuracy in %, epoch kept, epochs run, wall time in s)."""
+                   train_args: list[str]) -> tuple[float, int, int, float, str]:
+    """One training run measured on test.csv: (test accuracy in %, epoch kept, epochs run, wall time in s, its 95%
+    interval as text)."""
     started = time.perf_counter()
     run("train.py", "--data-dir", str(data), "--output-dir", str(output), "--seed", str(seed),
         "--project", "cats-vs-dogs-recipes", "--experiment-name", f"{name.split(' (')[0]} seed {seed}", *train_args,
@@ -66,7 +67,8 @@ def train_and_test(data: Path, output: Path, name: str, recipe_flags: list[str],
     report = json.loads((output / "test_eval" / "report.json").read_text(encoding="utf-8"))
     latest = read_checkpoint_or_exit(output / "latest_checkpoint.pth")
     kept_epoch = latest["epoch"] if kept == "latest" else latest["best_epoch"]
-    return 100 * report["accuracy"], kept_epoch, latest["epoch"], wall_time
+    low, high = report["accuracy_ci95"]
+    return 100 * report["accuracy"], kept_epoch, latest["epoch"], wall_time, f"{low:.0%}–{high:.0%} ({report['count']} photos)"
 
 
 def mean_and_spread(values: list[float]) -> str:
@@ -86,11 +88,11 @@ def main(args: argparse.Namespace) -> None:
                 for seed in seeds]
         accuracies.append([accuracy for accuracy, *_ in runs])
         rows.append(f"| {name} | {mean_and_spread(accuracies[-1])} | {', '.join(f'{a:.2f}' for a in accuracies[-1])} | "
-                    f"{', '.join(f'{kept_epoch} of {epochs_run}' for _, kept_epoch, epochs_run, _ in runs)} | "
-                    f"{statistics.mean(r[3] for r in runs):.0f} s |")
+                    f"{', '.join(f'{kept_epoch} of {epochs_run}' for _, kept_epoch, epochs_run, *_ in runs)} | "
+                    f"{statistics.mean(r[3] for r in runs):.0f} s | {', '.join(r[4] for r in runs)} |")
     gains = [ours - tutorial for tutorial, ours in zip(*accuracies, strict=True)]
-    table = "\n".join(["| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run |",
-                       "|---|---|---|---|---|", *rows, "",
+    table = "\n".join(["| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run | "
+                       "95% CI per seed |", "|---|---|---|---|---|---|", *rows, "",
                        f"defaults − tutorial: {statistics.mean(gains):+.2f} points over {len(seeds)} seed(s) "
                        f"({', '.join(map(str, seeds))}); per seed: {', '.join(f'{g:+.2f}' for g in gains)}"])
     (out / "recipes.md").write_text(table + "\n", encoding="utf-8")

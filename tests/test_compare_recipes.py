@@ -18,7 +18,7 @@ def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
                         "--swanlab-mode", "disabled", cwd=tmp_path, timeout=900)
     assert [len(read_csv_rows(tmp_path / f"recipes/data/{split}.csv")) for split in ("train", "val", "test")] == [12, 4, 4]
     lines = (tmp_path / "recipes/recipes.md").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run |"
+    assert lines[0] == "| recipe | test accuracy (mean ± sd) | per seed | epoch kept | wall time per run | 95% CI per seed |"
     tutorial, ours = lines[2], lines[3]
     assert tutorial.startswith("| tutorial (constant lr, no augmentation, torchvision init, last epoch) |")
     assert "| 2 of 2, 2 of 2 |" in tutorial  # the last epoch of each seed's run
@@ -29,6 +29,7 @@ def test_recipe_table_on_a_60_20_20_split(tmp_path: Path) -> None:
         accuracies = [float(a) for a in cells[3].split(", ")]
         assert len(accuracies) == 2 and all(a in (0.0, 25.0, 50.0, 75.0, 100.0) for a in accuracies)  # 4 test photos
         assert cells[2].startswith(f"{sum(accuracies) / 2:.2f}% ± ")
+        assert cells[6].count("(4 photos)") == 2  # each run's Wilson interval on its 4 test photos
         per_seed.append(accuracies)
     gains = [b - a for a, b in zip(*per_seed, strict=True)]
     assert lines[5] == (f"defaults − tutorial: {sum(gains) / 2:+.2f} points over 2 seed(s) (1, 2); "

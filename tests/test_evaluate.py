@@ -6,19 +6,21 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from cats_dogs.checkpoint import checkpoint_transform, load_checkpoint
 from cats_dogs.images import open_image
 from conftest import read_swanlab_runs, run_script
+from evaluate import build_report, print_report, save_confusion_matrix
 
 
 def test_report_matches_a_confusion_matrix_computed_by_hand(separating_run: Path, tmp_path: Path) -> None:
     data = separating_run / "datasets"
     csv_text = (data / "val.csv").read_text(encoding="utf-8")
     (tmp_path / "broken.jpg").write_text("not a photo", encoding="utf-8")
-    # A CSV's rows stay inside its folder (an absolute path is refused): the val photos are copied beside it.
+    # A CSV's paths stay inside its folder (csv_rows refuses absolute ones): the val photos are copied beside it.
     shutil.copytree(data / "val", tmp_path / "val")
     (tmp_path / "eval.csv").write_text(csv_text.rstrip("\n") + "\nbroken.jpg,1\n", encoding="utf-8")
     checkpoint = separating_run / "checkpoint/latest_checkpoint.pth"
@@ -46,11 +48,18 @@ def test_report_matches_a_confusion_matrix_computed_by_hand(separating_run: Path
     assert len(report["unreadable"]) == 1 and "broken.jpg: not an image file" in report["unreadable"][0]
     assert "skipped unreadable photo broken.jpg: not an image file" in result.stdout
     assert f"accuracy {report['accuracy']:.4f}" in result.stdout
+    # All 8 right: Wilson's interval is n / (n + z²) to 100%, and so is each class's recall on its 4 photos.
+    assert report["accuracy_ci95"] == [pytest.approx(8 / (8 + 1.96 ** 2), abs=1e-4), 1.0]
+    assert report["per_class"]["dog"]["recall_ci95"] == [pytest.approx(4 / (4 + 1.96 ** 2), abs=1e-4), 1.0]
+    assert report["balanced_accuracy"] == 1.0 and report["weakest_class"] == "cat"  # the first of equal recalls
+    assert "accuracy 1.0000 (100.00%, 95% CI 68%–100%) on 8 photos" in result.stdout
+    assert "balanced accuracy 1.0000" in result.stdout and "weakest class: cat, recall 100.0% on 4 photos" in result.stdout
     for picture in ("confusion_matrix.png", "mistakes.png"):
         with Image.open(tmp_path / "eval" / picture) as image:
             assert image.width > 300
     [run] = read_swanlab_runs(tmp_path / "swanlog")
     assert run["name"] == "eval checkpoint/latest_checkpoint" and run["metrics"]["eval_accuracy"] == [report["accuracy"]]
+    assert run["metrics"]["eval_accuracy_low"] == [pytest.approx(report["accuracy_ci95"][0])]
     assert set(run["captions"]) == {"confusion_matrix", "mistakes"}
 
 
@@ -59,3 +68,21 @@ def test_bad_csv_is_refused_by_line(trained_run: Path, tmp_path: Path) -> None:
     result = run_script("evaluate.py", "--csv", "bad.csv", "--checkpoint", str(trained_run / "checkpoint/best_checkpoint.pth"),
                         cwd=tmp_path, check=False)
     assert result.returncode != 0 and "line 2: file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fifty_classes_stay_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"class {i}" for i in range(50)]
+    labels = [c for c in range(50) for _ in range(4)]
+    predictions = [c if i % 4 else (c + 1) % 50 for i, c in enumerate(labels)]  # one in 4 taken for the next class
+    predictions[labels.index(7)] = predictions[labels.index(7) + 1] = 3  # class 7: two of its 4 wrong
+    report = build_report(labels, predictions, names)
+    assert report["weakest_class"] == "class 7" and report["per_class"]["class 7"]["recall"] == 0.5
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "weakest class: class 7, recall 50.0% on 4 photos" in out
+    # No 50-column matrix in the console: its largest confusions instead, and every line fits a terminal.
+    assert "the most frequent confusions" in out and "class 7 taken for class 3" in out
+    assert max(len(line) for line in out.splitlines()) < 120
+    save_confusion_matrix(report["confusion_matrix"], names, tmp_path / "matrix.png")
+    with Image.open(tmp_path / "matrix.png") as image:
+        assert image.width <= 4000 and image.height <= 2000  # 3 + 0.3 inches a class, not 0.6: 1,800 px high

@@ -441,3 +441,21 @@ def test_a_class_folder_whose_name_is_a_path_is_refused(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "escaped: class name 'dog\\\\..\\\\..\\\\escaped' is a path, not a plain name" in result.stderr
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_class_table_warns_of_imbalance_a_tiny_class_and_a_small_val_split(tmp_path: Path) -> None:
+    source = tmp_path / "photos"
+    for label, (name, count) in enumerate((("rose", 30), ("tulip", 5))):
+        for i in range(count):
+            make_photo(source / name / f"{name}{i}.jpg", label % 2, seed=100 * label + i)
+    result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
+    table = result.stdout[result.stdout.index("class"):]
+    assert "warning: imbalanced: rose has 24 train photos, tulip 4 (≥ 2×)" in table
+    assert "warning: tiny classes: tulip (4) with fewer than 10 train photos" in table
+    assert "warning: small val split: 7 photos" in table and "too wide to tell 5 points apart" in table
+    balanced = tmp_path / "balanced"
+    for label, name in enumerate(("cat", "dog")):
+        for i in range(12):
+            make_photo(balanced / name / f"{name}{i}.jpg", label, seed=100 * label + i)
+    result = run_script("prepare_data.py", "--from", str(balanced), "--out", "ds2", cwd=tmp_path)
+    assert "warning: imbalanced" not in result.stdout and "warning: tiny classes" not in result.stdout

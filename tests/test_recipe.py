@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from cats_dogs.recipe import best_choice, checkpoints_due, ema_state, make_ema, make_optimizer, make_scheduler, val_acc_at
+from cats_dogs.recipe import (
+    best_choice,
+    checkpoints_due,
+    ema_state,
+    make_ema,
+    make_optimizer,
+    make_scheduler,
+    stop_early,
+    val_acc_at,
+)
 
 
 def test_a_restored_schedule_goes_on_at_the_rate_it_had_reached() -> None:
@@ -135,3 +144,12 @@ def test_a_frozen_backbone_keeps_its_weights_and_batchnorm_statistics_until_unfr
     assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
     assert not torch.equal(before["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])
     assert after["bn1.num_batches_tracked"] == 2
+
+
+def test_imbalanced_classes_judge_the_best_epoch_and_early_stopping_on_balanced_accuracy() -> None:
+    # val_acc climbs as the model learns to say the big class; balanced accuracy peaked at epoch 2.
+    history = [{"epoch": e, "val_acc": acc, "val_balanced_acc": balanced, "val_loss": 1.0}
+               for e, acc, balanced in ((1, 70.0, 60.0), (2, 75.0, 70.0), (3, 80.0, 55.0), (4, 83.0, 50.0))]
+    assert best_choice(history, "window", 1) == (4, False)
+    assert best_choice(history, "window", 1, key="val_balanced_acc") == (2, False)
+    assert not stop_early(history, 1, 2) and stop_early(history, 1, 2, "val_balanced_acc")

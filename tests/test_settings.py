@@ -28,7 +28,8 @@ def resolve(*flags: str) -> TrainSettings:
 def test_the_settings_are_every_flag_in_the_parsers_order_and_frozen(tmp_path: Path) -> None:
     # args.json, the checkpoint's config and SwanLab's list the settings in this order, as they listed the flags.
     parsed = vars(get_args_parser().parse_args([]))
-    assert [field.name for field in dataclasses.fields(TrainSettings)] == list(parsed)
+    # Then what train.csv decides: what --balance applies, and whether the classes are imbalanced.
+    assert [field.name for field in dataclasses.fields(TrainSettings)] == [*parsed, "balance_applied", "imbalanced"]
     settings = resolve("--data-dir", str(make_dataset(tmp_path / "data", 2, 1)), "--device", "cpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.image_size = 64  # type: ignore[misc]

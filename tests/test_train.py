@@ -21,8 +21,11 @@ def test_training_writes_both_checkpoints_with_what_the_app_needs(trained_run: P
     assert latest["epoch"] == 2
     assert latest["arch"] == "resnet50" and latest["class_names"] == ["cat", "dog"] and latest["image_size"] == 32
     assert latest["mean"] == [0.485, 0.456, 0.406] and latest["std"] == [0.229, 0.224, 0.225]
-    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc", "val_acc_windowed", "train_images_per_s",
-                                      "epoch_time_s"}
+    # A balanced set: accuracy with its 95% interval and photo count, no balanced accuracy.
+    assert set(latest["metrics"]) == {"train_loss", "val_loss", "val_acc", "val_acc_low", "val_acc_high", "val_count",
+                                      "val_acc_windowed", "train_images_per_s", "epoch_time_s"}
+    assert latest["metrics"]["val_acc_low"] <= latest["metrics"]["val_acc"] <= latest["metrics"]["val_acc_high"]
+    assert latest["config"]["balance"] == "auto" and latest["config"]["balance_applied"] == "off"
     assert [h["epoch"] for h in latest["history"]] == [1, 2] and latest["history"][-1]["val_acc"] == latest["metrics"]["val_acc"]
     assert 0 <= latest["metrics"]["val_acc"] <= 100
     assert "optimizer_state" in latest and latest["config"]["lr"] == 1e-4 and latest["config"]["batch_size"] == 4
@@ -454,3 +457,61 @@ def test_the_serving_engine_is_built_after_the_last_epoch_unless_no_engine(tmp_p
     predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), cwd=tmp_path)
     assert predicted.stderr.strip() == lines[-1].rsplit("  (", 1)[0]  # the same engine, found in the cache
     assert "exporting" not in predicted.stderr and "quantizing" not in predicted.stderr
+
+
+def imbalanced_dataset(root: Path) -> Path:
+    """3 classes, 8 / 4 / 2 train photos and 4 val photos each: imbalanced, a tiny class, a tiny val split."""
+    data = make_dataset(root, per_class_train=8, per_class_val=4, class_names=("cat", "dog", "fox"))
+    rows = (data / "train.csv").read_text(encoding="utf-8").splitlines()
+    kept = [row for row in rows if not (row.startswith("train/dog/") and int(row.split(".")[1]) >= 4)
+            and not (row.startswith("train/fox/") and int(row.split(".")[1]) >= 2)]
+    (data / "train.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    (data / "classes.txt").write_text("cat\ndog\nfox\n", encoding="utf-8")
+    return data
+
+
+def test_imbalanced_classes_are_named_balanced_and_judged_on_balanced_accuracy(tmp_path: Path) -> None:
+    imbalanced_dataset(tmp_path / "datasets")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "2", cwd=tmp_path)
+    out = result.stdout
+    assert "warning: imbalanced: cat has 8 train photos, fox 2" in out
+    assert "warning: tiny classes: cat (8), dog (4), fox (2)" in out and "warning: small val split: 12 photos" in out
+    # n / (k · n_c) with n = 14, k = 3: 14/24, 14/12, 14/6
+    assert "balance: class-weighted loss (cat 0.58, dog 1.17, fox 2.33) (--balance auto" in out
+    assert "judge on val_balanced_acc" in out
+    epoch_line = next(line for line in out.splitlines() if line.startswith("epoch 2/2"))
+    assert "val_acc " in epoch_line and "(95% CI " in epoch_line and ", 12 photos)  val_balanced_acc " in epoch_line
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert latest["config"]["balance"] == "auto" and latest["config"]["balance_applied"] == "loss"
+    assert latest["config"]["train_class_counts"] == [8, 4, 2]
+    args = json.loads((tmp_path / "checkpoint/args.json").read_text(encoding="utf-8"))
+    assert (args["balance"], args["balance_applied"], args["imbalanced"]) == ("auto", "loss", True)
+    header = (tmp_path / "checkpoint/results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert {"val_acc_low", "val_acc_high", "val_balanced_acc", "val_balanced_acc_low", "val_balanced_acc_high",
+            "val_balanced_acc_windowed"} <= set(header)
+    history = latest["history"]
+    assert latest["best_epoch"] == best_evaluation(history, 3, "val_balanced_acc")[0]
+    assert latest["best_val_acc_windowed"] == pytest.approx(history[latest["best_epoch"] - 1]["val_balanced_acc_windowed"])
+
+
+def test_balance_sampler_draws_as_many_photos_and_is_recorded(tmp_path: Path) -> None:
+    imbalanced_dataset(tmp_path / "datasets")
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "1", "--balance", "sampler",
+                        cwd=tmp_path)
+    assert "balance: each class drawn equally often, 14 draws an epoch (--balance sampler)" in result.stdout
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert latest["config"]["balance_applied"] == "sampler"
+
+
+def test_balance_auto_on_a_balanced_set_trains_exactly_as_off(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=2)
+    states = {}
+    for balance in ("auto", "off"):
+        output = f"checkpoint-{balance}"
+        result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "1", "--balance", balance,
+                            "--output-dir", output, cwd=tmp_path)
+        assert "balance:" not in result.stdout and "warning: imbalanced" not in result.stdout
+        checkpoint = read_checkpoint(tmp_path / output / "latest_checkpoint.pth")
+        assert checkpoint["config"]["balance_applied"] == "off"
+        states[balance] = checkpoint["model_state"]
+    assert all(torch.equal(states["auto"][key], states["off"][key]) for key in states["off"])

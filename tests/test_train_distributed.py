@@ -156,3 +156,19 @@ def test_torchrun_refuses_what_does_not_fit_several_processes(tmp_path: Path, fl
     result = torchrun(*DDP_FLAGS, "--epochs", "1", flag, cwd=tmp_path, check=False)
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "swanlog").exists()
+
+
+def test_torchrun_balances_imbalanced_classes_with_the_loss(tmp_path: Path) -> None:
+    """--balance sampler under torchrun: each process draws its share of a plain shuffle, and the class-weighted loss
+    does the balancing instead; it says so and records it."""
+    data = make_dataset(tmp_path / "datasets", per_class_train=8, per_class_val=2)
+    rows = (data / "train.csv").read_text(encoding="utf-8").splitlines()
+    kept = [row for row in rows if not (row.startswith("train/dog/") and int(row.split(".")[1]) >= 2)]  # 8 cats, 2 dogs
+    (data / "train.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    result = torchrun(*DDP_FLAGS, "--epochs", "1", "--balance", "sampler", cwd=tmp_path)
+    # n / (k · n_c) with n = 10, k = 2: 10/16 and 10/4
+    assert "balance: class-weighted loss (cat 0.62, dog 2.50) (--balance sampler; the class-weighted loss instead of " \
+           "the sampler under torchrun" in result.stdout
+    args = json.loads((tmp_path / "checkpoint/args.json").read_text(encoding="utf-8"))
+    assert (args["balance"], args["balance_applied"], args["world_size"]) == ("sampler", "loss", 2)
+    assert "val_balanced_acc" in read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")["metrics"]
