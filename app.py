@@ -42,9 +42,8 @@ from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.process import make_console_safe
 from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
-from cats_dogs.uploads import open_upload, readable_upload_errors, uploaded_photos
+from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors, uploaded_photos
 
-MAX_UPLOAD = "20mb"  # cats_dogs/uploads.py holds inline (data: URL) photos to the same
 KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 EXAMPLES_PER_CLASS = 2
 DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
@@ -353,7 +352,7 @@ def main(args: argparse.Namespace) -> None:
     demo.queue(default_concurrency_limit=concurrency, max_size=100)
     # No allowed_paths: the example photos are served as Gradio's own copies, and nothing else of DATA_DIR
     # (CSVs, every photo, the photo cache, review decisions) may be fetched through the page.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES,
                 show_error=True, i18n=i18n)
 
 
