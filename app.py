@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 
 from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engine_build import build_at_low_priority
+from cats_dogs.engine_build import PausedWhileAnswering, build_at_low_priority
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from cats_dogs.explain import load_pet_check, make_heatmap
 from cats_dogs.hosting import is_loopback
@@ -244,10 +244,12 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     # The engine (engines.py) is built in the background; its line, with why INT8 was not used, is shown on the page.
     engine_line = {"now": "engine: torch" if engine == "torch" else f"engine: torch until {engine} is ready"}
 
+    build_pauses = PausedWhileAnswering()  # the page's functions below suspend the engine's build while they answer
+
     def prepare_engine() -> Callable | None:
         # Built by a child process at the lowest priority: on 2 cores, building here would slow every answer.
         if device.type == "cpu" and (failed := build_at_low_priority(engine, meta, checkpoint_path, amp_dtype is not None,
-                                                                      data_dir)):
+                                                                      data_dir, build_pauses)):
             print(failed, flush=True)
             engine_line["now"] = failed
             return None
@@ -258,8 +260,9 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model,
                                        engine=None if engine == "torch" else prepare_engine)
     pet_share_of = load_pet_check(meta, device, amp_dtype) if pet_check else None
-    classify, predict, classify_live = make_classify(model, meta, device, batch_predict, pet_share_of, language)
-    classify_many = make_classify_many(batch_predict, class_names, pet_share_of, language)
+    classify, predict, classify_live = (build_pauses.pausing(function) for function in
+                                        make_classify(model, meta, device, batch_predict, pet_share_of, language))
+    classify_many = build_pauses.pausing(make_classify_many(batch_predict, class_names, pet_share_of, language))
     words = i18n or page_translations(meta, checkpoint_path, language, CONTROL_WORDS)
     values = {control.key: control.default for control in CONTROLS} | (values or {})
     # Every control made here and placed below with .render(), where the page shows it.

@@ -18,10 +18,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing
+from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.csv_rows import CsvError
 from cats_dogs.device import pick_device
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_model_or_engine
 from cats_dogs.images import open_image
 from cats_dogs.inference import class_probabilities
 from cats_dogs.intervals import balanced_accuracy_interval, wilson_interval
@@ -57,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 @torch.inference_mode()
-def predict_all(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+def predict_all(model: torch.nn.Module | None, loader: DataLoader, device: torch.device,
                 tta: bool = False, engine: Engine | None = None) -> tuple[list[int], list[int], list[list[float]], list[str]]:
     """Dataset indices, true labels and class probabilities of every readable photo, and the unreadable ones.
     `engine` (engines.load_engine) answers instead of the model when given."""
@@ -197,16 +197,17 @@ def print_confusions(matrix: list[list[int]], class_names: list[str], width: int
 def main(args: argparse.Namespace) -> None:
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
-    class_names = meta["class_names"]
+    settings = read_checkpoint_or_exit(checkpoint_path)  # its classes and preprocessing, for the dataset
+    class_names = settings["class_names"]
     try:
-        dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(meta))
+        dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(settings))
     except CsvError as error:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
-    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device, photos=len(dataset))
+    # A cached engine answers without the PyTorch model (None then); auto builds one only for a job that repays it
+    model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device, photos=len(dataset))
     print(f"evaluating {checkpoint_path}{' (EMA weights)' if meta['ema_weights'] else ''} on {args.csv} "
           f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}, {engine_line}")
 

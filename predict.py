@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit, preprocessing
+from cats_dogs.checkpoint import Checkpoint, find_checkpoint, preprocessing
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_engine
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, load_model_or_engine
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import class_probabilities, prepare_for_inference
 from cats_dogs.photo_batches import ImageList, collate_readable
@@ -65,7 +65,7 @@ def collect_images(arguments: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_batches(model: torch.nn.Module, meta: Checkpoint, photos: ImageList, device: torch.device,
+def predict_batches(model: torch.nn.Module | None, meta: Checkpoint, photos: ImageList, device: torch.device,
                     batch_size: int = 16, num_workers: int = 0,
                     tta: bool = False, engine: Engine | None = None,
                     amp: bool = True) -> Iterator[tuple[list[tuple[Path, list[float]]], list[str]]]:
@@ -104,11 +104,11 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
+    # auto builds an engine only for a job big enough to repay the build; a cached one answers whatever the size,
+    # without the PyTorch model (None then)
+    model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device,
+                                                            autocast_dtype(device) if args.amp else None, len(paths))
     class_names = meta["class_names"]
-    # auto builds an engine only for a job big enough to repay the build; a cached one is used whatever the size
-    engine, engine_line = load_engine(args.engine, model, meta, checkpoint_path, device,
-                                       autocast_dtype(device) if args.amp else None, photos=len(paths))
     print(engine_line, file=sys.stderr, flush=True)  # stdout holds only the answers, for pipes
 
     photos = ImageList([(path, -1) for path in paths], **preprocessing(meta))

@@ -7,7 +7,9 @@ then in interleaved rounds on the same --predict-photos photos:
 - `predict.py`'s whole command on the checkpoint train.py left (the engine it built found in the cache);
 - `predict.py`'s whole command on a copy of the checkpoint without a cache (as after `train.py --no-engine`);
 - the page's first --page-photos answers right after `app.py` starts on that copy (the engine not built yet:
-  a child process at the lowest priority builds it), alternating photo by photo with the tutorial's function.
+  a child process at the lowest priority builds it, suspended while the page answers), sent one after another,
+  then PACED_PHOTOS more at a user's pace, alternating photo by photo with the tutorial's page (its app.py, the
+  same HTTP calls) and its function called directly.
 Each figure is printed with the load average (`uptime`) when it was taken: the machine may be shared.
 Speed does not depend on the weights; the INT8 check does, and its verdict for a 1-epoch model is printed.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # After the page's first answers, how long to look for its engine line (a whole build under load takes minutes).
 READY_LOOK_S = 30
+PACED_PHOTOS = 5  # after the burst, answers at a user's pace (IDLE_S + 1 s apart)
 REGIMES = {"native bf16": ({}, []), "AVX2, bf16 off": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, ["--no-amp"])}
 
 
@@ -91,7 +94,8 @@ def first_run_report(data_dir: Path, photo_dir: Path, photos: int = 300, page_ph
                 shutil.rmtree(fresh.parent / "engines", ignore_errors=True)  # the next round's app starts bare again
                 rows[name].append((tutorial, cached, uncached, page, f"{load}→{load_average()}"))
                 print(f"{name}: tutorial {tutorial:.1f} s, after train.py {cached[0]:.1f} s, no cache {uncached[0]:.1f} s, "
-                      f"page p50 {statistics.median(page['page']):.0f} ms vs {statistics.median(page['tutorial']):.0f} ms",
+                      f"page p50 {statistics.median(page['page']):.0f} ms vs {statistics.median(page['tutorial_page']):.0f} ms "
+                      f"(tutorial's page), {statistics.median(page['tutorial']):.0f} ms (its function)",
                       flush=True)
         print_tables(trained, rows, photos, page_photos)
 
@@ -108,16 +112,26 @@ def print_tables(trained: dict, rows: dict, photos: int, page_photos: int) -> No
     for name, results in rows.items():
         print(f"\n{name}: train.py {trained[name][0]:.0f} s (load {trained[name][2]}), {trained[name][1]}; "
               f"predict.py after it: {results[0][1][1]}; without a cache: {results[0][2][1]}")
-    print(f"\nThe page's first {page_photos} answers right after `app.py` starts (no engine cached: it is built by a "
-          "child process at the lowest priority), alternating with the tutorial's function:\n")
-    print("| regime | round | tutorial p50 | page p50 | page p90 | page vs tutorial | engine ready after | load |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print(f"\nThe page's first {page_photos} answers right after `app.py` starts (no engine cached: a child process at the "
+          "lowest priority builds it, suspended while the page answers), sent one after another, each alternating with the "
+          "tutorial's page (its app.py: the same function behind gr.Interface, the same HTTP calls) and the tutorial's "
+          "function called directly (no HTTP):\n")
+    print("| regime | round | tutorial's function p50 | tutorial's page p50 | page p50 | page p90 | page vs tutorial's page "
+          "| page vs tutorial's function | engine ready after | load |\n" + "|---" * 10 + "|")
     for name, results in rows.items():
         for i, (*_, page, load) in enumerate(results, 1):
-            page_p50, tutorial_p50 = statistics.median(page["page"]), statistics.median(page["tutorial"])
+            p50, function_p50, tutorial_p50 = (statistics.median(page[key]) for key in ("page", "tutorial", "tutorial_page"))
             p90 = sorted(page["page"])[int(0.9 * (len(page["page"]) - 1))]
-            print(f"| {name} | {i} | {tutorial_p50:.0f} ms | {page_p50:.0f} ms | {p90:.0f} ms | "
-                  f"**{page_p50 / tutorial_p50:.2f}×** | {page['ready']} | {load} |")
+            print(f"| {name} | {i} | {function_p50:.0f} ms | {tutorial_p50:.0f} ms | {p50:.0f} ms | {p90:.0f} ms | "
+                  f"**{p50 / tutorial_p50:.2f}×** | {p50 / function_p50:.2f}× | {page['ready']} | {load} |")
+    print(f"\nThen {PACED_PHOTOS} answers at a user's pace (IDLE_S + 1 s apart: the build goes on between them, and is "
+          "suspended when a photo comes), each followed by the tutorial's page:\n")
+    print("| regime | round | tutorial's page p50 | page p50 | page slowest | page vs tutorial's page |\n" + "|---" * 6 + "|")
+    for name, results in rows.items():
+        for i, (*_, page, _) in enumerate(results, 1):
+            p50, tutorial_p50 = statistics.median(page["paced"]), statistics.median(page["paced_tutorial_page"])
+            print(f"| {name} | {i} | {tutorial_p50:.0f} ms | {p50:.0f} ms | {max(page['paced']):.0f} ms | "
+                  f"**{p50 / tutorial_p50:.2f}×** |")
 
 
 def free_port() -> int:
@@ -149,18 +163,45 @@ def torch_cpu():
     return torch.device("cpu")
 
 
-def child_page(checkpoint: Path, folder: Path, count: int, flags: list[str]) -> None:
-    """--page: app.py started on a checkpoint without an engine; its first `count` answers to /predict
-    alternating with the tutorial's function (ms), and when the engine line came. One JSON line."""
-    from gradio_client import Client, handle_file
-    from PIL import Image
+def page_answer(http, base: str, api_name: str, photo: Path) -> float:
+    """One answer of a Gradio page, as a browser gets it: the photo uploaded, the call queued, its result read
+    (Gradio's HTTP API, three requests on one connection). Milliseconds. gradio_client adds about 120 ms of
+    its own to each call, which no page pays in a browser: it is not used here."""
+    started = time.perf_counter()
+    uploaded = http.post(f"{base}/gradio_api/upload", files={"files": photo.open("rb")}).json()[0]
+    event = http.post(f"{base}/gradio_api/call/{api_name}",
+                      json={"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}]}).json()["event_id"]
+    result = http.get(f"{base}/gradio_api/call/{api_name}/{event}").text
+    if "event: complete" not in result:
+        raise SystemExit(f"{base} /{api_name} failed: {result[-500:]}")
+    return (time.perf_counter() - started) * 1000
+
+
+def tutorial_page(model, meta: dict, port: int):
+    """The tutorial's app.py: its function behind gr.Interface (PIL image in, Label out), in this process."""
+    import gradio as gr
 
     from bench_engines import make_tutorial_predict
+
+    tutorial = make_tutorial_predict(model, torch_cpu(), meta["class_names"], meta["image_size"])
+    page = gr.Interface(fn=tutorial, inputs=gr.Image(type="pil"), outputs=gr.Label(num_top_classes=2))
+    page.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    return tutorial, page
+
+
+def child_page(checkpoint: Path, folder: Path, count: int, flags: list[str]) -> None:
+    """--page: app.py started on a checkpoint without an engine; its first `count` answers to /predict, then
+    PACED_PHOTOS at a user's pace, each alternating with the tutorial's page (the same HTTP calls) and the
+    tutorial's function called directly (ms); and when the engine line came. One JSON line."""
+    import httpx
+    from PIL import Image
+
     from cats_dogs.checkpoint import load_checkpoint
+    from cats_dogs.engine_build import IDLE_S
 
     model, meta = load_checkpoint(checkpoint)
-    tutorial = make_tutorial_predict(model, torch_cpu(), meta["class_names"], meta["image_size"])
-    port, log_path = free_port(), checkpoint.parent / "app.log"
+    port, tutorial_port, log_path = free_port(), free_port(), checkpoint.parent / "app.log"
+    tutorial, tutorial_demo = tutorial_page(model, meta, tutorial_port)
     started = time.monotonic()
     with open(log_path, "w+", encoding="utf-8") as log:
         app = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--port",
@@ -168,31 +209,38 @@ def child_page(checkpoint: Path, folder: Path, count: int, flags: list[str]) -> 
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            while True:
-                try:
-                    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                    break
-                except Exception:  # noqa: BLE001 -- not serving yet
+            with httpx.Client(timeout=120) as http:
+                while "Running on" not in log_path.read_text(encoding="utf-8"):
+                    if app.poll() is not None:
+                        raise SystemExit(f"app.py ended:\n{log_path.read_text(encoding='utf-8')[-2000:]}")
                     time.sleep(0.2)
-            timings, answered_before_ready = {"page": [], "tutorial": []}, 0
-            for path in sorted(folder.iterdir())[:count]:
-                time.sleep(0.05)
-                t = time.perf_counter()
-                client.predict(handle_file(str(path)), api_name="/predict")
-                timings["page"].append((time.perf_counter() - t) * 1000)
-                answered_before_ready += "engine: openvino" not in log_path.read_text(encoding="utf-8")
-                time.sleep(0.05)
-                t = time.perf_counter()
-                tutorial(Image.open(path).convert("RGB"))
-                timings["tutorial"].append((time.perf_counter() - t) * 1000)
+                timings = {key: [] for key in ("page", "tutorial_page", "tutorial", "paced", "paced_tutorial_page")}
+                answered_before_ready = 0
+                photos = sorted(folder.iterdir())
+                # A burst (photos sent one after another), then a user's pace: a look at each answer longer than the
+                # page's IDLE_S, during which the build goes on.
+                for i, path in enumerate(photos[:count + PACED_PHOTOS]):
+                    paced = i >= count
+                    time.sleep(IDLE_S + 1 if paced else 0.05)
+                    timings["paced" if paced else "page"].append(page_answer(http, f"http://127.0.0.1:{port}", "predict", path))
+                    answered_before_ready += "engine: openvino" not in log_path.read_text(encoding="utf-8")
+                    time.sleep(0.05)
+                    timings["paced_tutorial_page" if paced else "tutorial_page"].append(
+                        page_answer(http, f"http://127.0.0.1:{tutorial_port}", "tutorial_predict", path))
+                    if not paced:
+                        time.sleep(0.05)
+                        t = time.perf_counter()
+                        tutorial(Image.open(path).convert("RGB"))
+                        timings["tutorial"].append((time.perf_counter() - t) * 1000)
             while "engine: " not in log_path.read_text(encoding="utf-8") and time.monotonic() - started < READY_LOOK_S:
                 time.sleep(0.5)
             line = next((x for x in log_path.read_text(encoding="utf-8").splitlines() if x.startswith("engine:")), "")
-            timings["ready"] = (f"{time.monotonic() - started:.0f} s from start ({answered_before_ready} of {count} "
-                                f"answers before it; {line.removeprefix('engine: ')[:40] or 'not ready'})")
+            timings["ready"] = (f"{time.monotonic() - started:.0f} s from start ({answered_before_ready} of "
+                                f"{count + PACED_PHOTOS} answers before it; {line.removeprefix('engine: ')[:40] or 'not ready'})")
         finally:
             os.killpg(app.pid, 15)  # the app and its engine build, started in a session of their own
             app.wait(timeout=30)
+            tutorial_demo.close()
     print(json.dumps(timings))
 
 

@@ -3,12 +3,11 @@ and random erasing (strong)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
 import torch
-import torchvision
-import torchvision.transforms.v2
 
 AUGMENT_SCALE, AUGMENT_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # of RandomResizedCrop: share of the area, aspect ratio
 
@@ -31,15 +30,21 @@ AUGMENT_CHOICES = ("none", "light", "strong")
 # --augment strong, after the crop and flip: one of TrivialAugmentWide's 14 operations at a random strength, then
 # a random rectangle blanked on 1 photo in 4 (timm's usual --reprob 0.25). Both take uint8 3×H×W and use torch's RNG,
 # which DataLoader seeds in every worker as it does `random`.
-STRONG_AUGMENT = torchvision.transforms.v2.Compose([torchvision.transforms.v2.TrivialAugmentWide(),
-                                                    torchvision.transforms.v2.RandomErasing(p=0.25)])
+@functools.cache
+def strong_augment() -> torch.nn.Module:
+    # torchvision is imported here, where it is used: its import takes about a second (it loads torch._dynamo), and
+    # predict.py and app.py, which import this package's batch builder, never augment.
+    import torchvision.transforms.v2
+
+    return torchvision.transforms.v2.Compose([torchvision.transforms.v2.TrivialAugmentWide(),
+                                              torchvision.transforms.v2.RandomErasing(p=0.25)])
 
 
 def augment_photo(photo: torch.Tensor, strength: str = "light") -> torch.Tensor:
     """Stage 2 for training, on uint8 height×width×3: a random resized crop back to the same size, and a
     random horizontal flip (`light`, about 0.1 ms a photo: interpolating uint8 in channels-last layout is what
     torch does fastest on a CPU, 5× torchvision's transform on a 3×H×W uint8 tensor, measured here).
-    `strong` adds STRONG_AUGMENT (see docs/recipes.md for its cost); `none` leaves the photo as it is. A batch does
+    `strong` adds strong_augment() (see docs/recipes.md for its cost); `none` leaves the photo as it is. A batch does
     the same photo by photo (photo_batches.ImageList.__getitems__), each written into its place."""
     if strength == "none":
         return photo.clone()
@@ -58,7 +63,7 @@ def augment_into(photo: torch.Tensor, drawn: tuple[tuple[int, int, int, int], bo
     """augment_photo with its random choices drawn beforehand (draw_augmentation), written into `out`."""
     crop_resize_into(photo, *drawn, out)
     if strength == "strong":
-        out.copy_(STRONG_AUGMENT(out.permute(2, 0, 1)).permute(1, 2, 0))
+        out.copy_(strong_augment()(out.permute(2, 0, 1)).permute(1, 2, 0))
 
 
 def crop_resize_into(photo: torch.Tensor, box: tuple[int, int, int, int], flip: bool, out: torch.Tensor) -> None:

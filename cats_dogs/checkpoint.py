@@ -140,8 +140,12 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     model = build_model(checkpoint["arch"], checkpoint["num_classes"], weights="none")
     model.load_state_dict(checkpoint["model_state"])
     model.to(device).eval()
-    meta = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in ("model_state", *TRAINING_STATE_KEYS)})
-    return model, meta
+    return model, checkpoint_meta(checkpoint)
+
+
+def checkpoint_meta(checkpoint: Checkpoint) -> Checkpoint:
+    """A checkpoint's metadata: everything but its weights and training state."""
+    return Checkpoint(**{k: v for k, v in checkpoint.items() if k not in ("model_state", *TRAINING_STATE_KEYS)})
 
 
 def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:

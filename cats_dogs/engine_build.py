@@ -5,7 +5,8 @@ it saves on a few hundred photos. So:
 - train.py builds it once after its last epoch, for best_checkpoint.pth (build_after_training), and the
   first predict.py and app.py find it cached;
 - app.py, for a checkpoint without it, builds it in a child process at the lowest priority
-  (start_build_process), so that the photos a user sends meanwhile are answered at full speed;
+  (start_build_process), suspended while the page answers and until it has been idle IDLE_S
+  (PausedWhileAnswering), so that the photos a user sends meanwhile are answered at full speed;
 - predict.py and evaluate.py build it only for a job big enough to repay it (engines.load_engine's photos).
 
     python -m cats_dogs.engine_build checkpoint/best_checkpoint.pth --data-dir datasets   # what the child runs
@@ -14,12 +15,20 @@ it saves on a few hundred photos. So:
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import ctypes
+import functools
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 
 from cats_dogs.checkpoint import load_checkpoint
@@ -27,6 +36,9 @@ from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engines import engine_cached, load_engine
 
 REPO = Path(__file__).resolve().parents[1]
+# The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
+# the next photo of a burst (a few photos sent one after another) comes sooner.
+IDLE_S = 3.0
 
 
 def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool) -> None:
@@ -59,13 +71,79 @@ def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir:
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, creationflags=flags)
 
 
-def build_at_low_priority(engine: str, meta: dict, checkpoint_path: Path, amp: bool, data_dir: str | None) -> str | None:
+class PausedWhileAnswering:
+    """The page and its engine's build on a 2-core laptop: at the lowest priority, the build still took a core
+    whenever the page was idle between photos, and the next photo's answer waited for it (2 to 3 times the
+    tutorial's time, docs/speed.md). So the build process is suspended from the moment an answer starts until
+    the page has answered nothing for IDLE_S, then resumed. `pausing(function)` wraps a page function."""
+
+    def __init__(self, idle_s: float = IDLE_S) -> None:
+        self.idle_s, self.answering, self.lock = idle_s, 0, threading.Lock()
+        self.process: psutil.Process | None = None
+        self.resume_timer: threading.Timer | None = None
+
+    def watch(self, pid: int) -> None:
+        """The build process to pause; released (and resumed) when the page exits, so none is left suspended."""
+        with self.lock:
+            self.process = psutil.Process(pid)
+            self._set_suspended(self.answering > 0 or self.resume_timer is not None)
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        with self.lock:
+            self._set_suspended(False)
+            self.process = None
+
+    def pausing(self, function: Callable) -> Callable:
+        @functools.wraps(function)  # Gradio reads the parameters (gr.Request, gr.Progress) through it
+        def answer(*args, **kwargs):
+            with self._answering():
+                return function(*args, **kwargs)
+        return answer
+
+    @contextlib.contextmanager
+    def _answering(self):
+        with self.lock:
+            self.answering += 1
+            if self.resume_timer is not None:
+                self.resume_timer.cancel()
+            self._set_suspended(True)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.answering -= 1
+                if self.answering == 0:
+                    self.resume_timer = threading.Timer(self.idle_s, self._resume_when_idle)
+                    self.resume_timer.daemon = True
+                    self.resume_timer.start()
+
+    def _resume_when_idle(self) -> None:
+        with self.lock:
+            if self.answering == 0:
+                self.resume_timer = None
+                self._set_suspended(False)
+
+    def _set_suspended(self, suspended: bool) -> None:
+        if self.process is not None:
+            with contextlib.suppress(psutil.Error):  # the build has ended meanwhile
+                self.process.suspend() if suspended else self.process.resume()
+
+
+def build_at_low_priority(engine: str, meta: dict, checkpoint_path: Path, amp: bool, data_dir: str | None,
+                          pauses: PausedWhileAnswering | None = None) -> str | None:
     """app.py's build: nothing when the engine is cached already, else a child process at the lowest priority,
-    waited for. The line saying why it failed, or None."""
+    suspended while the page answers (pauses), waited for. The line saying why it failed, or None."""
     if engine_cached(engine, meta, checkpoint_path, data_dir):
         return None
-    built_line = (start_build_process(checkpoint_path, engine, amp, data_dir).communicate()[0].strip().splitlines()
-                  or [""])[-1]
+    process = start_build_process(checkpoint_path, engine, amp, data_dir)
+    if pauses is not None:
+        pauses.watch(process.pid)
+    try:
+        built_line = (process.communicate()[0].strip().splitlines() or [""])[-1]
+    finally:
+        if pauses is not None:
+            pauses.release()
     if engine_cached(engine, meta, checkpoint_path, data_dir):
         return None
     return f"engine: torch (the {engine} engine could not be built: {built_line or 'see above'})"
@@ -80,6 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "nice"):
         os.nice(19)  # the page's answers first: this runs only when the cores are otherwise idle
+    if sys.platform == "linux":  # ended with the page, also when the page is killed while this is suspended
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     cpu = torch.device("cpu")
     model, meta = load_checkpoint(args.checkpoint, cpu)
     amp_dtype = None if args.no_amp else autocast_dtype(cpu)

@@ -39,7 +39,13 @@ from pathlib import Path
 import torch
 
 from cats_dogs.atomic import atomic_path, atomic_write_text
-from cats_dogs.checkpoint import Checkpoint, checkpoint_transform
+from cats_dogs.checkpoint import (
+    Checkpoint,
+    checkpoint_meta,
+    checkpoint_transform,
+    load_checkpoint_or_exit,
+    read_checkpoint_or_exit,
+)
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
@@ -270,7 +276,7 @@ def too_small_to_build(photos: int | None) -> str | None:
             f"train.py builds it after training, or run once with --engine openvino to build it now)")
 
 
-def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_path: str | os.PathLike,
+def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, checkpoint_path: str | os.PathLike,
                 device: torch.device, amp_dtype: torch.dtype | None = None,
                 data_dir: str | os.PathLike | None = None, photos: int | None = None) -> tuple[Engine | None, str]:
     """The engine `name` (one of ENGINE_CHOICES) for this checkpoint, built and cached on first use, and the
@@ -285,8 +291,9 @@ def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_
                                                                                       data_dir):
         return None, line
     checkpoint_path, failures = Path(checkpoint_path), []
-    # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile.
-    model = copy.deepcopy(model).eval()
+    # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile. Loading a cached
+    # engine needs no model (load_model_or_engine gives none).
+    model = None if model is None or engine_cached(name, meta, checkpoint_path, data_dir) else copy.deepcopy(model).eval()
     for candidate in ("openvino", "onnxruntime") if name == "auto" else (name,):
         try:
             if candidate == "onnxruntime":
@@ -298,3 +305,19 @@ def load_engine(name: str, model: torch.nn.Module, meta: Checkpoint, checkpoint_
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             failures.append(f"{candidate} is not usable here: {type(error).__name__}: {reason}")
     return None, f"engine: torch ({'; '.join(failures)})"
+
+
+def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: torch.device,
+                         amp_dtype: torch.dtype | None = None,
+                         photos: int | None = None) -> tuple[torch.nn.Module | None, Checkpoint, Engine | None, str]:
+    """predict.py's and evaluate.py's start: (model, meta, engine, its line). A cached engine answers alone, the
+    PyTorch model never built (nor torchvision imported: about 1.5 s of a 2-core laptop's start); else the model,
+    and load_engine's choice for a job of `photos`. A checkpoint that cannot be read ends the script with one line."""
+    checkpoint = read_checkpoint_or_exit(checkpoint_path)
+    if device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path):
+        run, line = load_engine(name, None, checkpoint_meta(checkpoint), checkpoint_path, device, amp_dtype)
+        if run is not None:  # else it cannot load here (a package missing): PyTorch answers, as load_engine says
+            return None, checkpoint_meta(checkpoint), run, line
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
+    run, line = load_engine(name, model, meta, checkpoint_path, device, amp_dtype, photos=photos)
+    return model, meta, run, line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from cats_dogs.weights import pretrained_state_dict
@@ -17,6 +16,10 @@ def build_model(arch: str = "resnet50", num_classes: int = 2, weights: str = "no
     starts each residual block as the identity (from scratch only: loaded weights replace it)."""
     if arch not in MODEL_NAMES:
         raise SystemExit(f"--model {arch!r} is not supported; choose one of {', '.join(MODEL_NAMES)}.")
+    # Imported where a model is built: torchvision's import takes about a second (it loads torch._dynamo), which
+    # predict.py skips when a cached engine answers without the PyTorch model (engines.load_model_or_engine).
+    import torchvision
+
     model = torchvision.models.get_model(arch, weights=None, zero_init_residual=zero_init_residual)
     if weights and weights.lower() != "none":
         state = pretrained_state_dict(arch, weights)

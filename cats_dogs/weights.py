@@ -9,10 +9,12 @@ import socket
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
+
+if TYPE_CHECKING:  # imported where it is used, as in model.build_model: its import takes about a second
+    import torchvision
 
 WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
 
@@ -32,6 +34,8 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
             return read_state_dict(path)
         except ValueError as error:
             raise SystemExit(f"--weights {weights!r}: {error}") from None
+
+    import torchvision
 
     enum = torchvision.models.get_model_weights(arch)
     if not hasattr(enum, weights):

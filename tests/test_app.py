@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
 import pytest
 import torch
 from gradio_client import handle_file
 
 from cats_dogs.checkpoint import load_checkpoint
+from cats_dogs.engine_build import PausedWhileAnswering
 from cats_dogs.images import open_image
 from cats_dogs.model import build_model
 from conftest import (
@@ -396,3 +401,39 @@ def test_the_page_as_users_get_it_answers_with_its_default_engine(separating_run
     assert first["label"] == photos[0][1]
     for (photo, truth), answer in zip(photos, answers, strict=True):
         assert answer["label"] == truth and confidences(answer)[truth] > 0.9, photo.name
+
+
+def test_the_engine_build_is_suspended_while_the_page_answers_and_resumed_once_it_is_idle() -> None:
+    """On 2 cores the build, even at the lowest priority, slowed the next photo's answer 2 to 3 times: the page's
+    functions suspend it from the start of an answer until the page has been idle IDLE_S."""
+    build = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a build that computes
+    status = psutil.Process(build.pid).status
+    pauses = PausedWhileAnswering(idle_s=1.0)
+    try:
+        pauses.watch(build.pid)
+        assert status() != psutil.STATUS_STOPPED
+
+        def predict(photo: str, request: object = None) -> str:
+            """The page's function."""
+            deadline = time.monotonic() + 2  # a signal is delivered in a moment, not at once
+            while status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return f"{photo}: {status()}"
+
+        answer = pauses.pausing(predict)
+        assert inspect.signature(answer) == inspect.signature(predict) and answer.__doc__ == "The page's function."
+        assert answer("cat.jpg") == f"cat.jpg: {psutil.STATUS_STOPPED}"
+        time.sleep(0.3)
+        assert status() == psutil.STATUS_STOPPED  # a burst's next photo comes sooner than IDLE_S
+        assert answer("dog.jpg") == f"dog.jpg: {psutil.STATUS_STOPPED}"
+        deadline = time.monotonic() + 10
+        while status() == psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status() != psutil.STATUS_STOPPED  # idle: the build goes on
+        answer("cat.jpg")
+        pauses.release()  # as when the build ends, or the page exits: never left suspended
+        assert status() != psutil.STATUS_STOPPED
+        assert answer("dog.jpg") != f"dog.jpg: {psutil.STATUS_STOPPED}"  # the build has ended: nothing to suspend
+    finally:
+        build.kill()
+        build.wait()
