@@ -58,6 +58,28 @@ def paired_epoch(history: list[dict[str, Any]]) -> int:
     return served["epoch"] if served else 0
 
 
+def against_last(history: list[dict[str, Any]], epoch: int, ema_weights: bool = False) -> tuple[int, int, int, float] | None:
+    """The epoch `epoch` (its EMA weights with `ema_weights`) against the last evaluated epoch's trained weights, on
+    the same val photos: (photos right only at `epoch`, right only at the last, photos compared, McNemar p); None
+    without per-photo results for both."""
+    entries = {h["epoch"]: h for h in history if "val_acc" in h}
+    if epoch not in entries:
+        return None
+    last = entries[max(entries)]
+    compared = paired_photos(entries[epoch].get(("ema_" if ema_weights else "") + "val_right"), last.get("val_right"))
+    if compared is None:
+        return None
+    only_served, only_last, photos = compared
+    return only_served, only_last, photos, mcnemar_p(only_served, only_last)
+
+
+def verdict(only_served: int, only_last: int, p: float) -> str:
+    """"not distinguishable", or "better"/"worse beyond the uncertainty" (McNemar p < 0.05)."""
+    if p >= PAIRED_ALPHA:
+        return "not distinguishable"
+    return f"{'better' if only_served > only_last else 'worse'} beyond the uncertainty"
+
+
 def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: bool) -> str:
     """The summary's line on best_checkpoint.pth, whatever --best-rule chose: its epoch and val accuracy, and whether
     it is distinguishable from the last epoch's trained weights (McNemar on the same val photos)."""
@@ -65,18 +87,14 @@ def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: b
     served = next((h for h in evaluated if h["epoch"] == epoch), None)
     if served is None:
         return "best_checkpoint.pth: no epoch evaluated"
-    last = evaluated[-1]
-    prefix, weights = ("ema_", " (EMA weights)") if ema_weights else ("", "")
-    line = f"best_checkpoint.pth: epoch {epoch}{weights} (val_acc {served[prefix + 'val_acc']:.1f}%)"
+    last, weights = evaluated[-1], " (EMA weights)" if ema_weights else ""
+    line = f"best_checkpoint.pth: epoch {epoch}{weights} (val_acc {served[('ema_' if ema_weights else '') + 'val_acc']:.1f}%)"
     if served is last and not ema_weights:
         return line + ", the last epoch"
     line += f"; against the last epoch ({last['epoch']}, {last['val_acc']:.1f}%)"
-    compared = paired_photos(served.get(prefix + "val_right"), last.get("val_right"))
+    compared = against_last(history, epoch, ema_weights)
     if compared is None:
         return line + ": no per-photo val results to compare"
-    only_served, only_last, photos = compared
-    p = mcnemar_p(only_served, only_last)
-    verdict = "not distinguishable" if p >= PAIRED_ALPHA else \
-        f"{'better' if only_served > only_last else 'worse'} beyond the uncertainty"
+    only_served, only_last, photos, p = compared
     return (f"{line}: {only_served} photos right only at epoch {epoch}{weights}, {only_last} only at epoch "
-            f"{last['epoch']}, McNemar p = {p:.2g}: {verdict} on {photos} val photos")
+            f"{last['epoch']}, McNemar p = {p:.2g}: {verdict(only_served, only_last, p)} on {photos} val photos")
