@@ -461,7 +461,10 @@ def test_freeze_epochs_then_every_layer_with_lr_auto_and_a_run_folder_that_expla
     assert config["class_names"] == ["猫", "dog"] and config["freeze_epochs"] == 1 and config["resume"] is True
     with open(run_dir / "results.csv", encoding="utf-8", newline="") as file:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
-    assert rows == latest["history"] and [row["epoch"] for row in rows] == [1, 2]
+    # The checkpoint's history, less each val photo's right/wrong (val_right, for --best-rule paired).
+    assert all(len(h["val_right"]) == 4 for h in latest["history"])
+    assert rows == [{k: v for k, v in h.items() if k != "val_right"} for h in latest["history"]]
+    assert [row["epoch"] for row in rows] == [1, 2]
     with Image.open(run_dir / "train_batch.jpg") as grid:
         assert grid.size[0] == 4 * 128 and grid.size[1] > 128  # 4 photos enlarged to 128 px, their labels below
         tiles = [grid.crop((i * 128 + 40, 40, i * 128 + 88, 88)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
