@@ -37,7 +37,7 @@ from cats_dogs.process import keep_freed_memory, make_console_safe
 from cats_dogs.random_state import seed_everything
 from cats_dogs.recipe import (
     BEST_RULES,
-    best_evaluation,
+    best_fields,
     make_scheduler,
     resume_point,
     set_backbone_frozen,
@@ -56,13 +56,16 @@ from cats_dogs.run_folder import (
     start_swanlab,
     swanlab,
 )
+from cats_dogs.served_epoch import right_wrong
 from cats_dogs.settings import TrainSettings, amp_type, resolve_settings
 from load_datasets import DatasetLoader, load_train_val
 
 # The defaults of the flags whose parser default is None ("not given"): --resume takes the checkpoint's instead,
 # and --weight-decay's depends on --optimizer. Stated once, here; --help shows them and settings.py applies them.
+# best_rule is the parser's own default, kept here so that choosing another is one line (docs/recipes.md).
 DEFAULTS = {"model": "resnet50", "image_size": 256, "weights": "IMAGENET1K_V2", "freeze_epochs": 0,
-            "lr_decay_per_stage": 1.0, "weight_decay": {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4}}
+            "lr_decay_per_stage": 1.0, "weight_decay": {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4},
+            "best_rule": "window"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -91,8 +94,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--best-window", type=positive_int, default=3, metavar="N",
                         help="the best checkpoint is the epoch ending the N evaluations with the highest mean val "
                              "accuracy (1 = the single highest, a lucky spike on a small val set)")
-    recipe.add_argument("--best-rule", default="window", choices=BEST_RULES, help="best_checkpoint.pth: the epoch of the "
-                        "best windowed val accuracy, of the lowest val loss, or the last (docs/recipes.md)")
+    recipe.add_argument("--best-rule", default=DEFAULTS["best_rule"], choices=BEST_RULES,
+                        help="best_checkpoint.pth: the epoch of the best windowed val accuracy, of the lowest val loss, "
+                             "the last, or paired: the latest unless an earlier one got more val photos right beyond "
+                             "the uncertainty (McNemar p < 0.05; the trained weights, never the EMA) (docs/recipes.md)")
     recipe.add_argument("--ema", action="store_true", help="also average the weights (EMA, as timm), evaluate the average "
                         "every epoch, keep it as best_checkpoint.pth when it scores better")
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="the EMA's decay per step (after a warm-up)")
@@ -209,10 +214,13 @@ def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, cr
              device: torch.device, unreadable: set[str], settings: TrainSettings, history: list[dict], epoch: int,
              speed: dict, val_set: DatasetLoader, num_classes: int) -> tuple[dict[str, float], str, dict[int, int]]:
     """One evaluation on val, of the model and of its EMA: the metrics (accuracies with their 95% intervals, the
-    balanced accuracy on imbalanced classes), their line for the log, the predictions."""
+    balanced accuracy on imbalanced classes, each val photo right or wrong: val_right), their line for the log, the
+    predictions (under torchrun, every process's, gathered)."""
     sharded, key, window = distributed.is_distributed(), settings.score_key, settings.best_window
     val_loss, _, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
-    metrics = {"val_loss": val_loss, **val_accuracies(predictions, val_set, num_classes, "val", settings.imbalanced)}
+    labels = [label for _, label in val_set.samples]
+    metrics = {"val_loss": val_loss, **val_accuracies(predictions, val_set, num_classes, "val", settings.imbalanced),
+               "val_right": right_wrong(predictions, labels)}  # for --best-rule paired and the summary's comparison
     windowed = windowed_val_accs([*history, {"epoch": epoch, **metrics}], window, key)[-1][1]
     metrics[f"{key}_windowed"] = windowed
     summary = f"  val_loss {val_loss:.4f}  {describe_metrics(metrics)}"
@@ -222,7 +230,8 @@ def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, cr
         ema_loss, _, ema_predictions = evaluate(ema.module, loader, criterion, device, unreadable, sharded=sharded,
                                                 **speed)
         metrics.update(ema_val_loss=ema_loss, **val_accuracies(ema_predictions, val_set, num_classes, "ema_val",
-                                                               settings.imbalanced))
+                                                               settings.imbalanced),
+                       ema_val_right=right_wrong(ema_predictions, labels))
         summary += f"  ema_val_acc {metrics['ema_val_acc']:.2f}%"
     return metrics, summary, predictions
 
@@ -239,7 +248,7 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
     """After the last epoch, on rank 0: the test split's report (with the best checkpoint), the summary, then the
     serving engine built once (--no-engine skips it): its minute spent here, so that the first predict.py and
     app.py start fast."""
-    best_epoch = best_evaluation(history, settings.best_window, settings.score_key)[0]
+    best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key)["best_epoch"]
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
     swanlab.finish()
     print_summary(settings, history, unreadable)

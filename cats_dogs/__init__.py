@@ -26,7 +26,8 @@ Training (train.py)
     random_state    seeding, and putting the generators back after a look ahead
     recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch, --resume
     class_balance   imbalanced classes: the warnings, --balance's class weights and sampling weights
-    intervals       every accuracy's 95% interval (Wilson; balanced accuracy's by MOVER)
+    intervals       every accuracy's 95% interval (Wilson; balanced accuracy's by MOVER), McNemar's paired test
+    served_epoch    --best-rule paired, and the summary's served-epoch-against-the-last line
     epochs          train_one_epoch and evaluate
     frozen_backbone --freeze-backbone: features computed once, the head trained on them
     lr_finder       --lr-find and --lr auto: fastai's learning-rate range test

@@ -42,7 +42,7 @@ class Checkpoint(TypedDict, total=False):
     weights: str | None  # what training started from: IMAGENET1K_V2, none, a .pth path
     epoch: int | None
     metrics: dict[str, float]  # of that epoch: train_loss, val_acc, …
-    history: list[dict[str, float]]  # one metrics dict per epoch, for the curves and the best-epoch rule
+    history: list[dict[str, Any]]  # one metrics dict per epoch, for the curves and the best-epoch rule (val_right: a str)
     best_epoch: int | None
     best_val_acc: float | None
     best_val_acc_windowed: float | None

@@ -10,6 +10,8 @@ percentage is read as truth, a percentage with its interval as what it is, a mea
                         high = mean + √Σ(high_c − r_c)² / k. With one class it is that class's Wilson interval;
                         deterministic (no bootstrap, no seed), and a class whose photos are all right still
                         widens it through its own interval.
+    two epochs          McNemar's exact test on the same photos (mcnemar_p): only the photos one epoch gets right
+                        and the other wrong count, so it resolves differences two separate intervals cannot.
 """
 
 from __future__ import annotations
@@ -90,3 +92,16 @@ def half_width_points(accuracy: float, photos: int) -> float:
     """Half the width, in points, of the Wilson interval of `accuracy` (a fraction) measured on `photos` photos."""
     low, high = wilson_interval(round(accuracy * photos), photos)
     return 100 * (high - low) / 2
+
+
+def mcnemar_p(earlier_right_later_wrong: int, earlier_wrong_later_right: int) -> float:
+    """The exact two-sided McNemar p-value of two models judged on the same photos, from the discordant pairs only:
+    under "equally good", each of the b + c photos that split them is a fair coin, so p = min(1, 2·P(X ≤ min(b, c)))
+    with X ~ Binomial(b + c, ½); 1 when no photo splits them."""
+    b, c = earlier_right_later_wrong, earlier_wrong_later_right
+    if b + c == 0:
+        return 1.0
+    # Whole numbers divided once: exact, also for thousands of photos, where a float of comb(n, k) would overflow.
+    tail = sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c)
+    return min(1.0, 2 * tail)
+

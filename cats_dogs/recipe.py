@@ -18,9 +18,10 @@ from cats_dogs import distributed
 from cats_dogs.checkpoint import Checkpoint
 from cats_dogs.class_balance import class_counts, class_weights
 from cats_dogs.model import build_model
+from cats_dogs.served_epoch import paired_epoch
 from cats_dogs.settings import TrainSettings
 
-BEST_RULES = ("window", "val-loss", "last")  # train.py --best-rule
+BEST_RULES = ("window", "val-loss", "last", "paired")  # train.py --best-rule
 EMA_WARMUP_POWER = 2 / 3  # timm's ModelEmaV3 default
 
 
@@ -169,8 +170,11 @@ def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bo
                 key: str = "val_acc") -> tuple[int, bool]:
     """(epoch, whether the EMA weights) that --best-rule keeps in best_checkpoint.pth: `window`, the highest mean
     `key` (val_acc, or val_balanced_acc on imbalanced classes) over `window` evaluations; `val-loss`, the lowest val
-    loss; `last`, the last epoch. With `ema`, the EMA weights of an epoch compete with the trained ones on the same
-    score and win only when strictly better."""
+    loss; `last`, the last epoch; `paired`, the latest epoch unless an earlier one is better beyond the uncertainty
+    (served_epoch.paired_epoch), on the trained weights alone. With `ema`, under the other rules, the EMA weights of
+    an epoch compete with the trained ones on the same score and win only when strictly better."""
+    if rule == "paired":
+        return paired_epoch(history), False
     if rule == "last":
         last = history[-1]
         return last["epoch"], ema and last.get("ema_" + key, -1.0) > last.get(key, -1.0)
@@ -201,13 +205,13 @@ def checkpoints_due(history: list[dict[str, float]], rule: str, window: int, ema
                     save_candidates: bool = False, key: str = "val_acc") -> dict[str, bool]:
     """{file under --output-dir: whether it holds the EMA weights} for the files this epoch writes besides
     latest_checkpoint.pth: best_checkpoint.pth when --best-rule picks this epoch; with --save-candidates, also
-    candidates/window.pth and candidates/val-loss.pth (those rules on the trained weights alone) and
+    candidates/window.pth, candidates/val-loss.pth and candidates/paired.pth (those rules on the trained weights) and
     candidates/ema.pth (the EMA, every epoch), so that a study measures every choice of one run."""
     epoch = history[-1]["epoch"]
     choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema, key)}
     if save_candidates:
         choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window, key=key)
-                        for candidate in ("window", "val-loss")})
+                        for candidate in ("window", "val-loss", "paired")})
         if ema:
             choices["candidates/ema.pth"] = (epoch, True)
     return {name: use_ema for name, (chosen, use_ema) in choices.items() if chosen == epoch}

@@ -26,6 +26,7 @@ from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
 from cats_dogs.random_state import same_random_state
 from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
+from cats_dogs.served_epoch import PER_PHOTO_KEYS, against_last_epoch
 from cats_dogs.settings import TrainSettings
 from cats_dogs.tracking import swanlab
 
@@ -95,7 +96,8 @@ def log_validation(metrics: dict[str, float], epoch: int, step: int, predictions
     """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
     captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
                  for i, image in gallery if i in predictions]
-    swanlab.log({**metrics, "epoch": epoch, "val_examples": captioned}, step=step)
+    numbers = {key: value for key, value in metrics.items() if key not in PER_PHOTO_KEYS}  # not val_right's strings
+    swanlab.log({**numbers, "epoch": epoch, "val_examples": captioned}, step=step)
 
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
@@ -103,7 +105,8 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
     rule, window = settings.best_rule, settings.best_window
     fields = dict(arch=settings.model, class_names=class_names, image_size=settings.image_size,
-                  epoch=history[-1]["epoch"], metrics={k: v for k, v in history[-1].items() if k != "epoch"},
+                  epoch=history[-1]["epoch"],
+                  metrics={k: v for k, v in history[-1].items() if k not in ("epoch", *PER_PHOTO_KEYS)},
                   history=history, config=config, weights=settings.weights,
                   **best_fields(history, rule, window, ema is not None, settings.score_key))
     checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
@@ -159,10 +162,11 @@ def save_run_config(config: dict[str, Any], path: Path) -> None:
 
 def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
     """results.csv: one row per epoch with every metric (the checkpoint's history), rewritten after every epoch,
-    through a temporary file: a run stopped at any moment keeps the rows of its finished epochs."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
+    through a temporary file: a run stopped at any moment keeps the rows of its finished epochs. The per-photo
+    strings (val_right) stay in the checkpoint's history: 160 characters a cell would bury the numbers."""
+    columns = list(dict.fromkeys(key for row in history for key in row if key not in PER_PHOTO_KEYS))
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval="")  # epochs without evaluation: empty cells
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", extrasaction="ignore")  # unevaluated: empty cells
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, text.getvalue(), newline="")
@@ -218,6 +222,7 @@ def print_summary(settings: TrainSettings, history: list[dict], unreadable: set[
             print(f"  {problem}")
     best = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key)
     judged = "" if settings.score_key == "val_acc" else f" {settings.score_key}"
+    print(against_last_epoch(history, best["best_epoch"], best["ema_weights"]))
     print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
           f"{best['best_val_acc']:.2f}% (mean of last {settings.best_window}{judged}: "
           f"{best['best_val_acc_windowed']:.2f}%)  |  "

@@ -8,8 +8,11 @@ and val.csv as the test set (photos found in both folders, by their bytes, are l
 each recipe once per seed, from scratch (--weights none), with --ema and --save-candidates: the EMA only watches, so
 the trained weights are those of a run without it. Then measures on the test set, with and without flip TTA, each
 run's candidates: `last` (latest_checkpoint.pth), `window` (the best windowed val accuracy), `val-loss` (the lowest
-val loss), `ema` (the EMA after the last epoch) and `best` (best_checkpoint.pth: --best-rule window with the EMA
-competing). Writes a Markdown table, mean ± sd over seeds, to OUT. Everything after `--` goes to every train.py run.
+val loss), `paired` (the latest epoch unless an earlier one is better beyond the uncertainty, McNemar on val), `ema`
+(the EMA after the last epoch) and `best` (best_checkpoint.pth: --best-rule window with the EMA competing), or only
+those named by --candidates. Writes a Markdown table, mean ± sd over seeds, to OUT, then one row per run: the epochs
+window and paired served, each against the last epoch on val (McNemar p). Everything after `--` goes to every
+train.py run.
 Imports neither SwanLab nor Gradio: it runs on a bare GPU server (train.py runs with --swanlab-mode disabled).
 """
 
@@ -38,6 +41,7 @@ from cats_dogs.intervals import half_width_points  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
 from cats_dogs.preprocessing import to_device  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
+from cats_dogs.served_epoch import against_last, verdict  # noqa: E402
 from load_datasets import DatasetLoader  # noqa: E402
 
 RECIPES = {
@@ -46,7 +50,7 @@ RECIPES = {
     "tutorial": ["--scheduler", "none", "--no-augment", "--no-zero-init-residual"],
 }
 CANDIDATES = {"last": "latest_checkpoint.pth", "window": "candidates/window.pth", "val-loss": "candidates/val-loss.pth",
-              "ema": "candidates/ema.pth", "best": "best_checkpoint.pth"}
+              "paired": "candidates/paired.pth", "ema": "candidates/ema.pth", "best": "best_checkpoint.pth"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,6 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1, help="train.py runs at once (a GPU keeps several busy)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES),
+                        help="the checkpoints measured, a column each (with and without TTA)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: flags passed to every train.py run")
     return parser
 
@@ -137,6 +143,25 @@ def test_accuracies(checkpoint: Path, loader: DataLoader, device: torch.device) 
     return 100 * correct[0] / max(total, 1), 100 * correct[1] / max(total, 1)
 
 
+def served_epochs(run_folder: Path) -> str:
+    """The epochs window and paired served in one run, each against the last epoch on val: `epoch 12 (p = 0.21,
+    not distinguishable)`, from latest_checkpoint.pth's history (val_right: each val photo right or wrong)."""
+    history = read_checkpoint_or_exit(run_folder / CANDIDATES["last"])["history"]
+    cells = []
+    for rule in ("window", "paired"):
+        epoch = read_checkpoint_or_exit(run_folder / CANDIDATES[rule])["epoch"]
+        compared = against_last(history, epoch)
+        if epoch == history[-1]["epoch"]:
+            cells.append(f"{epoch}, the last")
+        elif compared is None:
+            cells.append(f"{epoch} (no per-photo val results)")
+        else:
+            only_served, only_last, _, p = compared
+            cells.append(f"{epoch} ({only_served} vs {only_last} photos, p = {p:.2g}: "
+                         f"{verdict(only_served, only_last, p)})")
+    return " | ".join(cells)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
@@ -153,7 +178,7 @@ def main(args: argparse.Namespace) -> None:
     test_set = DatasetLoader(work / "test.csv", args.image_size)  # decoded once, for every checkpoint
     test_set.cache_images("memory", progress=False)
     loader = DataLoader(test_set, batch_size=64, collate_fn=collate_readable)
-    names = [f"{name}{tta}" for name in CANDIDATES for tta in ("", " + TTA")]
+    names = [f"{name}{tta}" for name in args.candidates for tta in ("", " + TTA")]
     lines = [f"Trained on {args.data_dir} (80/20, split seed 42), {args.model} from scratch, {args.epochs} epochs at "
              f"{args.image_size} px, seeds {', '.join(map(str, args.seeds))}; tested on {kept} photos of {args.test_dir} "
              f"({shared} shared photos left out). Test accuracy in %, mean ± sd over seeds; TTA = mean with the flipped "
@@ -161,14 +186,19 @@ def main(args: argparse.Namespace) -> None:
              f"on {kept} photos (Wilson). Training took {wall_time:.0f} s of wall time ({args.jobs} at once) on {device}.",
              "",
              f"| recipe | {' | '.join(names)} | epochs kept by window; by val-loss |", "|---" * (len(names) + 2) + "|"]
+    served = ["", "Epochs served, against the last epoch on val (photos right only at the served epoch vs only at the "
+              "last, exact McNemar p; distinguishable when p < 0.05):", "",
+              "| recipe | seed | window | paired |", "|---|---|---|---|"]
     for recipe in args.recipes:
         runs = [work / "runs" / f"{recipe.replace(' ', '-')}-seed{seed}" for seed in args.seeds]
-        results = [[test_accuracies(r / CANDIDATES[name], loader, device) for r in runs] for name in CANDIDATES]
+        served += [f"| {recipe} | {seed} | {served_epochs(r)} |" for seed, r in zip(args.seeds, runs, strict=True)]
+        results = [[test_accuracies(r / CANDIDATES[name], loader, device) for r in runs] for name in args.candidates]
         cells = [spread([accuracies[tta] for accuracies in per_run]) for per_run in results for tta in (0, 1)]
         kept_epochs = [f"{read_checkpoint_or_exit(r / CANDIDATES['window'])['epoch']}; "
                        f"{read_checkpoint_or_exit(r / CANDIDATES['val-loss'])['epoch']}" for r in runs]
         lines.append(f"| {recipe} | " + " | ".join(cells) + f" | {', '.join(kept_epochs)} |")
         print(lines[-1], flush=True)
+    lines += served
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n" + "\n".join(lines) + f"\n\nwrote {args.out}")
 

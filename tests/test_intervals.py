@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from cats_dogs.class_balance import applied_method, class_weights, data_warnings, is_imbalanced, sample_weights
-from cats_dogs.intervals import accuracy_metrics, balanced_accuracy_interval, describe_metrics, wilson_interval
+from cats_dogs.intervals import accuracy_metrics, balanced_accuracy_interval, describe_metrics, mcnemar_p, wilson_interval
 from cats_dogs.loaders import make_loaders
 
 
@@ -23,6 +23,17 @@ def test_wilson_interval_of_34_out_of_40_by_hand() -> None:
     assert (round(100 * low, 1), round(100 * high, 1)) == (70.9, 92.9)
     # The textbook p ± 1.96·√(p(1−p)/n) would say 73.9–96.1%: Wilson's leans towards 50%.
     assert high < 0.85 + 1.96 * math.sqrt(0.85 * 0.15 / 40)
+
+
+def test_mcnemar_p_by_hand() -> None:
+    # b = 10 photos right only at the earlier epoch, c = 2 only at the later: P(X ≤ 2) for X ~ Bin(12, ½) is
+    # (1 + 12 + 66) / 4096, doubled: 0.0386.
+    assert mcnemar_p(10, 2) == pytest.approx(2 * 79 / 4096) == pytest.approx(0.0386, abs=1e-4)
+    assert mcnemar_p(2, 10) == mcnemar_p(10, 2)  # two-sided
+    assert mcnemar_p(0, 7) == pytest.approx(2 / 2**7)
+    assert mcnemar_p(11, 5) == pytest.approx(2 * (1 + 16 + 120 + 560 + 1820 + 4368) / 2**16)  # 0.21
+    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0  # capped at 1; no photo splits them: no evidence
+    assert 0 < mcnemar_p(1500, 1300) < 0.001  # thousands of photos: exact, no float overflow
 
 
 def test_wilson_interval_stays_inside_0_and_100_percent() -> None:

@@ -82,10 +82,32 @@ def test_best_choice_under_each_rule_and_with_the_ema_competing() -> None:
     assert best_choice(history, "window", 2, ema=True) == (4, True)  # (80 + 85) / 2 = 82.5
     assert best_choice(history, "val-loss", 2) == (2, False)
     assert best_choice(history, "val-loss", 2, ema=True) == (2, True)  # 0.40 < 0.50
+    # Without per-photo results (val_right) the paired rule cannot doubt the latest epoch: it serves it.
     assert checkpoints_due(history, "window", 2, ema=True, save_candidates=True) == {
-        "best_checkpoint.pth": True, "candidates/ema.pth": True}
+        "best_checkpoint.pth": True, "candidates/ema.pth": True, "candidates/paired.pth": False}
     assert checkpoints_due(history[:2], "window", 2, ema=False, save_candidates=True) == {  # epoch 2 is each rule's choice so far
-        "best_checkpoint.pth": False, "candidates/window.pth": False, "candidates/val-loss.pth": False}
+        "best_checkpoint.pth": False, "candidates/window.pth": False, "candidates/val-loss.pth": False,
+        "candidates/paired.pth": False}
+
+
+def test_the_paired_rule_keeps_an_earlier_epoch_only_when_it_is_better_beyond_the_uncertainty() -> None:
+    # 40 val photos. Epoch 2 loses 10 of epoch 1's right photos and gains 2: McNemar p = 2·79/4096 = 0.039, so epoch 1
+    # stays served. Epoch 3 against epoch 1: 8 lost, 3 gained, p = 2·232/2048 = 0.23: not beyond doubt, epoch 3 is
+    # served although its val_acc (62.5%) is below epoch 1's (75%). Epoch 4 (a resumed run's first, with the same
+    # history read back from the checkpoint) ties epoch 3 on every photo: the latest is served.
+    epoch_1 = "1" * 30 + "0" * 10
+    epoch_2 = "0" * 10 + "1" * 20 + "11" + "0" * 8
+    epoch_3 = "0" * 8 + "1" * 22 + "111" + "0" * 7
+    history = [{"epoch": e, "val_acc": 100 * right.count("1") / 40, "val_right": right, "ema_val_acc": 100.0}
+               for e, right in enumerate((epoch_1, epoch_2, epoch_3, epoch_3), start=1)]
+    assert [h["val_acc"] for h in history] == [75.0, 55.0, 62.5, 62.5]
+    assert [best_choice(history[:n], "paired", 3, ema=True)[0] for n in (1, 2, 3, 4)] == [1, 1, 3, 4]
+    assert best_choice(history, "paired", 3, ema=True) == (4, False)  # the trained weights, even where the EMA scores 100%
+    assert checkpoints_due(history[:2], "paired", 3, ema=False, save_candidates=True) == {}  # epoch 1 stays served
+    assert checkpoints_due(history[:3], "paired", 3, ema=False) == {"best_checkpoint.pth": False}
+    # An epoch whose photo was unreadable ("-") is compared on the photos both epochs measured.
+    unreadable = [{**history[0], "val_right": "-" + epoch_1[1:]}, {**history[1], "val_right": "-" + epoch_2[1:]}]
+    assert best_choice(unreadable, "paired", 3)[0] == 2  # 9 lost, 2 gained: p = 0.065
 
 
 def test_each_stage_from_the_head_down_trains_at_half_the_rate_and_rejoins_with_a_warm_up() -> None:

@@ -291,6 +291,36 @@ def test_the_best_checkpoint_is_the_epoch_with_the_best_windowed_val_accuracy(tm
     runs = read_swanlab_runs(tmp_path / "swanlog")  # the first run's two epochs, then the resumed run's four
     assert [mean for run in runs for mean in run["metrics"]["val_acc_windowed"]] == pytest.approx(expected)
     assert f"done. best epoch {first_best}: val_acc {val_accs[first_best - 1]:.2f}% (mean of last {window}:" in result.stdout
+    # Whatever the rule, the summary says whether the served epoch can be told from the last on the same val photos.
+    assert (f"best_checkpoint.pth: epoch {first_best} (val_acc 100.0%); against the last epoch (6, 100.0%): 0 photos "
+            f"right only at epoch {first_best}, 0 only at epoch 6, McNemar p = 1: not distinguishable on 8 val photos"
+            ) in result.stdout
+
+
+def test_best_rule_paired_keeps_an_epoch_better_beyond_the_uncertainty_across_a_resume(tmp_path: Path) -> None:
+    # The model is right on every val photo from the first epoch on; val.csv's labels are swapped after two epochs
+    # (then the run is resumed), so every photo is right at epochs 1-2 and wrong at 3-4. Epoch 2 ties epoch 1 and is
+    # served; epochs 3 and 4 lose all 8 photos to it: McNemar p = 2/2^8 = 0.0078, epoch 2 stays served.
+    data = make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
+    right = (data / "val.csv").read_text(encoding="utf-8")
+    swapped = right.replace(",0\n", ",cat\n").replace(",1\n", ",0\n").replace(",cat\n", ",1\n")
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--lr", "3e-3", "--scheduler", "none", "--best-rule", "paired",
+             "--save-candidates"]
+    first = run_script("train.py", *flags, "--epochs", "2", cwd=tmp_path)
+    assert "best_checkpoint.pth: epoch 2 (val_acc 100.0%), the last epoch" in first.stdout
+    (data / "val.csv").write_text(swapped, encoding="utf-8")
+    result = run_script("train.py", *flags, "--epochs", "4", "--resume", cwd=tmp_path)
+    latest = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
+    assert [h["val_acc"] for h in latest["history"]] == [100, 100, 0, 0]
+    assert [h["val_right"] for h in latest["history"]] == ["1" * 8] * 2 + ["0" * 8] * 2  # in val order, kept by --resume
+    assert latest["best_epoch"] == 2 == read_checkpoint(tmp_path / "checkpoint/best_checkpoint.pth")["epoch"]
+    assert read_checkpoint(tmp_path / "checkpoint/candidates/paired.pth")["epoch"] == 2
+    assert ("best_checkpoint.pth: epoch 2 (val_acc 100.0%); against the last epoch (4, 0.0%): 8 photos right only at "
+            "epoch 2, 0 only at epoch 4, McNemar p = 0.0078: better beyond the uncertainty on 8 val photos") in result.stdout
+    # The per-photo strings stay out of results.csv, SwanLab and the checkpoint's metrics.
+    assert "val_right" not in (tmp_path / "checkpoint/results.csv").read_text(encoding="utf-8")
+    assert all("val_right" not in run["metrics"] for run in read_swanlab_runs(tmp_path / "swanlog"))
+    assert "val_right" not in latest["metrics"]
 
 
 def test_a_best_window_below_one_is_refused(tmp_path: Path) -> None:
@@ -431,7 +461,10 @@ def test_freeze_epochs_then_every_layer_with_lr_auto_and_a_run_folder_that_expla
     assert config["class_names"] == ["猫", "dog"] and config["freeze_epochs"] == 1 and config["resume"] is True
     with open(run_dir / "results.csv", encoding="utf-8", newline="") as file:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
-    assert rows == latest["history"] and [row["epoch"] for row in rows] == [1, 2]
+    # The checkpoint's history, less each val photo's right/wrong (val_right, for --best-rule paired).
+    assert all(len(h["val_right"]) == 4 for h in latest["history"])
+    assert rows == [{k: v for k, v in h.items() if k != "val_right"} for h in latest["history"]]
+    assert [row["epoch"] for row in rows] == [1, 2]
     with Image.open(run_dir / "train_batch.jpg") as grid:
         assert grid.size[0] == 4 * 128 and grid.size[1] > 128  # 4 photos enlarged to 128 px, their labels below
         tiles = [grid.crop((i * 128 + 40, 40, i * 128 + 88, 88)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
 from cats_dogs.epochs import evaluate
 from cats_dogs.photo_batches import collate_readable
+from cats_dogs.served_epoch import right_wrong
 from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
 from load_datasets import DatasetLoader
 
@@ -130,6 +131,11 @@ def test_torchrun_val_accuracy_equals_a_single_process_evaluation(ddp_run: tuple
     loader = DataLoader(val_set, batch_size=4, collate_fn=collate_readable)
     loss, accuracy, predictions = evaluate(model, loader, nn.CrossEntropyLoss(), torch.device("cpu"), set())
     assert len(predictions) == 9 and accuracy == pytest.approx(val_acc)
+    # Each val photo right or wrong, for --best-rule paired: rank 1's share gathered too, in val order, the two
+    # unreadable photos (the last rows) marked "-".
+    labels = [label for _, label in val_set.samples]
+    assert checkpoint["history"][0]["val_right"] == right_wrong(predictions, labels)
+    assert len(checkpoint["history"][0]["val_right"]) == 11 and checkpoint["history"][0]["val_right"].endswith("--")
     assert val_loss == pytest.approx(loss, rel=1e-5)
 
 

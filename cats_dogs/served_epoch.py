@@ -1,0 +1,100 @@
+"""The paired rule for the served checkpoint (--best-rule paired), and how the served epoch compares to the last one.
+
+A 160-photo val set cannot tell 68% from 70% (two separate 95% intervals are about ±7 points wide), so a rule that
+serves the highest val accuracy jumps between early and late epochs on noise. Two epochs judged on the same photos
+can be compared much more sharply: only the photos one gets right and the other wrong count (McNemar's test).
+
+Every evaluated epoch of train.py's history keeps its val correctness as a string in val order, `val_right`
+("1" right, "0" wrong, "-" unreadable; `ema_val_right` for the EMA weights), 160 characters for 160 photos: the
+rule can be replayed after --resume. results.csv, SwanLab and the checkpoint's `metrics` leave these strings out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cats_dogs.intervals import mcnemar_p
+
+PER_PHOTO_KEYS = ("val_right", "ema_val_right")  # history keys holding strings, not numbers
+PAIRED_ALPHA = 0.05  # "better beyond the uncertainty": McNemar p below this
+
+
+def right_wrong(predictions: dict[int, int], labels: Sequence[int]) -> str:
+    """{val index: predicted label} as one character per val photo, in val order: 1 right, 0 wrong, - not measured."""
+    return "".join("-" if index not in predictions else "1" if predictions[index] == label else "0"
+                   for index, label in enumerate(labels))
+
+
+def paired_photos(earlier_right: str | None, later_right: str | None) -> tuple[int, int, int] | None:
+    """(photos right only at the earlier epoch, right only at the later, photos measured at both) from two
+    `val_right` strings; None when either is missing (a run from before this version) or they are not of the same
+    val photos (val.csv changed on --resume)."""
+    if not earlier_right or not later_right or len(earlier_right) != len(later_right):
+        return None
+    pairs = [(a, b) for a, b in zip(earlier_right, later_right, strict=True) if a != "-" and b != "-"]
+    return pairs.count(("1", "0")), pairs.count(("0", "1")), len(pairs)
+
+
+def better_beyond_doubt(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
+    """Whether the epoch `earlier` got more val photos right than `later`, beyond the uncertainty: McNemar
+    p < 0.05 on the photos that split them."""
+    compared = paired_photos(earlier.get("val_right"), later.get("val_right"))
+    if compared is None:  # nothing to judge on: the later epoch is served, as by --best-rule last
+        return False
+    only_earlier, only_later, _ = compared
+    return only_earlier > only_later and mcnemar_p(only_earlier, only_later) < PAIRED_ALPHA
+
+
+def paired_epoch(history: list[dict[str, Any]]) -> int:
+    """--best-rule paired: the latest epoch, unless an earlier one is better beyond the uncertainty. Walks the
+    evaluations in order: the first is served; each later one replaces the served epoch unless the served epoch is
+    better than it beyond the uncertainty. Judged on per-photo right and wrong (plain accuracy, also on imbalanced
+    classes) of the trained weights. 0 before the first evaluation."""
+    served = None
+    for entry in (h for h in history if "val_acc" in h):
+        if served is None or not better_beyond_doubt(served, entry):
+            served = entry
+    return served["epoch"] if served else 0
+
+
+def against_last(history: list[dict[str, Any]], epoch: int, ema_weights: bool = False) -> tuple[int, int, int, float] | None:
+    """The epoch `epoch` (its EMA weights with `ema_weights`) against the last evaluated epoch's trained weights, on
+    the same val photos: (photos right only at `epoch`, right only at the last, photos compared, McNemar p); None
+    without per-photo results for both."""
+    entries = {h["epoch"]: h for h in history if "val_acc" in h}
+    if epoch not in entries:
+        return None
+    last = entries[max(entries)]
+    compared = paired_photos(entries[epoch].get(("ema_" if ema_weights else "") + "val_right"), last.get("val_right"))
+    if compared is None:
+        return None
+    only_served, only_last, photos = compared
+    return only_served, only_last, photos, mcnemar_p(only_served, only_last)
+
+
+def verdict(only_served: int, only_last: int, p: float) -> str:
+    """"not distinguishable", or "better"/"worse beyond the uncertainty" (McNemar p < 0.05)."""
+    if p >= PAIRED_ALPHA:
+        return "not distinguishable"
+    return f"{'better' if only_served > only_last else 'worse'} beyond the uncertainty"
+
+
+def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: bool) -> str:
+    """The summary's line on best_checkpoint.pth, whatever --best-rule chose: its epoch and val accuracy, and whether
+    it is distinguishable from the last epoch's trained weights (McNemar on the same val photos)."""
+    evaluated = [h for h in history if "val_acc" in h]
+    served = next((h for h in evaluated if h["epoch"] == epoch), None)
+    if served is None:
+        return "best_checkpoint.pth: no epoch evaluated"
+    last, weights = evaluated[-1], " (EMA weights)" if ema_weights else ""
+    line = f"best_checkpoint.pth: epoch {epoch}{weights} (val_acc {served[('ema_' if ema_weights else '') + 'val_acc']:.1f}%)"
+    if served is last and not ema_weights:
+        return line + ", the last epoch"
+    line += f"; against the last epoch ({last['epoch']}, {last['val_acc']:.1f}%)"
+    compared = against_last(history, epoch, ema_weights)
+    if compared is None:
+        return line + ": no per-photo val results to compare"
+    only_served, only_last, photos, p = compared
+    return (f"{line}: {only_served} photos right only at epoch {epoch}{weights}, {only_last} only at epoch "
+            f"{last['epoch']}, McNemar p = {p:.2g}: {verdict(only_served, only_last, p)} on {photos} val photos")
