@@ -37,14 +37,13 @@ from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engine_build import PausedWhileAnswering, build_at_low_priority
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
 from cats_dogs.explain import load_pet_check, make_heatmap
-from cats_dogs.hosting import is_loopback
+from cats_dogs.hosting import KEEP_FILES_S, open_page_warnings
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.process import make_console_safe
 from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
 from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors, uploaded_photos
 
-KEEP_FILES_S = 3600  # uploads, heat maps and CSVs are deleted from Gradio's cache after an hour
 EXAMPLES_PER_CLASS = 2
 DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
@@ -342,9 +341,8 @@ def main(args: argparse.Namespace) -> None:
     if args.amp and amp_dtype is None:
         amp_dtype = torch.bfloat16
     i18n = page_translations(meta, checkpoint_path, args.language, CONTROL_WORDS)
-    if not is_loopback(args.host):  # the page writes nothing, so a warning, not a refusal (review.py asks for --auth)
-        print(f"warning: --host {args.host}: anyone who can reach this machine on port {args.port} can use the page "
-              "(it has no login)", flush=True)
+    for warning in open_page_warnings(args.host, args.port, args.share):
+        print(warning, flush=True)
     demo = build_demo(model, meta, device, find_examples(args.data_dir), amp_dtype, checkpoint_path,
                       {"threshold": args.threshold, "show_heatmap": args.heatmap}, args.pet_check,
                       compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n,

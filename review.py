@@ -43,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 from cats_dogs.checkpoint import find_checkpoint, load_checkpoint_or_exit, preprocessing  # noqa: E402
 from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
-from cats_dogs.hosting import is_loopback, parse_auth  # noqa: E402
+from cats_dogs.hosting import KEEP_FILES_S, is_loopback, parse_auth  # noqa: E402
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image  # noqa: E402
 from cats_dogs.inference import prepare_for_inference  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
@@ -55,7 +55,6 @@ from load_datasets import DatasetLoader  # noqa: E402
 
 DECISIONS = ("keep", "relabel", "exclude")
 TABLE_ROWS = 50  # the ranking table shows the page of this many rows around the current photo
-KEEP_FILES_S = 3600  # the photos shown are deleted from Gradio's cache after an hour
 
 def word(key: str, language: str = "en", **values: Any) -> str:
     """One of translations.REVIEW_TEXTS in the given language, its {placeholders} filled in."""

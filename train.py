@@ -86,7 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 0 (with cosine or step)")
     recipe.add_argument("--label-smoothing", type=float, default=0.0)
     recipe.add_argument("--balance", default="auto", choices=BALANCE_CHOICES,
-                        help="imbalanced classes (the largest ≥ 2× the smallest): auto balances them, with the "
+                        help="imbalanced classes (the largest at least 2× the smallest): auto balances them, with the "
                              "class-weighted loss, and does nothing on balanced ones; loss: cross-entropy weighted "
                              "n/(k·n_c); sampler: each class drawn equally often (docs/training.md)")
     recipe.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,

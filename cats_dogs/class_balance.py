@@ -55,7 +55,7 @@ def applied_method(balance: str, counts: Sequence[int], distributed: bool, freez
     if balance == "auto":
         if not is_imbalanced(counts):
             return "off", f"balanced enough (largest class < {IMBALANCE_RATIO:g}× the smallest): --balance auto does nothing"
-        balance, why = AUTO_METHOD, f"--balance auto: largest class ≥ {IMBALANCE_RATIO:g}× the smallest"
+        balance, why = AUTO_METHOD, f"--balance auto: largest class at least {IMBALANCE_RATIO:g}× the smallest"
     else:
         why = f"--balance {balance}"
     if balance == "sampler" and (distributed or freeze_backbone):
@@ -83,7 +83,7 @@ def data_warnings(class_names: Sequence[str], train_counts: Sequence[int], val_p
         big, small = max(range(len(train_counts)), key=train_counts.__getitem__), \
             min(range(len(train_counts)), key=train_counts.__getitem__)
         lines.append(f"imbalanced: {class_names[big]} has {train_counts[big]} train photos, {class_names[small]} "
-                     f"{train_counts[small]} (≥ {IMBALANCE_RATIO:g}×). train.py balances the classes (--balance auto) "
+                     f"{train_counts[small]} (at least {IMBALANCE_RATIO:g}×). train.py balances the classes (--balance auto) "
                      "and judges epochs on balanced accuracy; more photos of the small classes help most.")
     tiny = [f"{name} ({count})" for name, count in zip(class_names, train_counts, strict=False) if count < TINY_CLASS]
     if tiny:

@@ -18,6 +18,7 @@ from gradio_client import handle_file
 
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.engine_build import PausedWhileAnswering
+from cats_dogs.hosting import open_page_warnings
 from cats_dogs.images import open_image
 from cats_dogs.model import build_model
 from conftest import (
@@ -437,3 +438,12 @@ def test_the_engine_build_is_suspended_while_the_page_answers_and_resumed_once_i
     finally:
         build.kill()
         build.wait()
+
+
+def test_a_page_others_can_reach_is_said_to_have_no_login() -> None:
+    assert open_page_warnings("127.0.0.1", 7860, False) == [] and open_page_warnings("localhost", 7860, False) == []
+    [lan] = open_page_warnings("0.0.0.0", 8000, False)
+    assert lan.startswith("warning: --host 0.0.0.0: anyone who can reach this machine on port 8000") and "no login" in lan
+    [public] = open_page_warnings("127.0.0.1", 7860, True)  # --share: a public link, from the whole internet
+    assert public.startswith("warning: --share: anyone with the public link can use the page") and "Ctrl+C" in public
+    assert len(open_page_warnings("192.168.1.5", 7860, True)) == 2

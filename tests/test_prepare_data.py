@@ -450,7 +450,7 @@ def test_the_class_table_warns_of_imbalance_a_tiny_class_and_a_small_val_split(t
             make_photo(source / name / f"{name}{i}.jpg", label % 2, seed=100 * label + i)
     result = run_script("prepare_data.py", "--from", str(source), "--out", "ds", cwd=tmp_path)
     table = result.stdout[result.stdout.index("class"):]
-    assert "warning: imbalanced: rose has 24 train photos, tulip 4 (≥ 2×)" in table
+    assert "warning: imbalanced: rose has 24 train photos, tulip 4 (at least 2×)" in table
     assert "warning: tiny classes: tulip (4) with fewer than 10 train photos" in table
     assert "warning: small val split: 7 photos" in table and "too wide to tell 5 points apart" in table
     balanced = tmp_path / "balanced"
