@@ -74,7 +74,14 @@ TEXTS: dict[str, tuple[str, str]] = {
 REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（超过 {0} 百万像素），可能是恶意的“解压炸弹”，已拒绝"),
               (r"the file is cut short.*", "文件不完整（比如下载中断了）"),
               (r"not an image file.*", "不是图片文件，或者是 Pillow 读不了的格式"),
-              (r"cannot be decoded \((.*)\)", "无法解码（{0}）")]
+              (r"cannot be decoded \((.*)\)", "无法解码（{0}）"),
+              # zips.member_problem and zips.read_problem: a zip's member that is not unpacked
+              (r"a path outside the archive's folder \(absolute or with \.\.\), not unpacked",
+               "路径在压缩包的文件夹之外（绝对路径或含 ..），未解压"),
+              (r"encrypted \(password-protected\), not unpacked", "已加密（有密码），未解压"),
+              (r"compressed with (.*), which Python cannot unpack: re-zip it with 7-Zip or as a plain zip",
+               "用 {0} 压缩，Python 无法解压：请用 7-Zip 重新压缩，或压缩成普通 zip"),
+              (r"damaged inside the archive \((.*)\)", "压缩包里的这个文件已损坏（{0}）")]
 # Tables' column names, as (English, simplified Chinese): app.py's many-photos table (and its CSV), review.py's ranking.
 COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     "results": (["file", "class", "probability", "note"], ["文件", "类别", "概率", "备注"]),
@@ -108,7 +115,11 @@ def language_of(request: gr.Request | None, forced: str = "auto") -> str:
 
 def reason_in(language: str, error: Exception) -> str:
     """images.explain_unreadable's plain words for a failed upload, in the given language."""
-    reason = explain_unreadable(error)
+    return in_language(language, explain_unreadable(error))
+
+
+def in_language(language: str, reason: str) -> str:
+    """A reason in plain English (images.explain_unreadable's, zips.member_problem's) in the given language."""
     for pattern, chinese in REASONS_ZH if language == "zh" else []:
         if found := re.fullmatch(pattern, reason, flags=re.DOTALL):
             return chinese.format(*found.groups())

@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image
 
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
-from cats_dogs.translations import reason_in, text
+from cats_dogs.translations import in_language, reason_in, text
 from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # app.py's launch(max_file_size=...), and a photo sent inline (data: URL) too
@@ -82,7 +82,7 @@ def uploaded_photos(paths: list[str], language: str = "en") -> Iterator[tuple[st
                     if info.is_dir() or "__MACOSX" in name or Path(name).name.startswith("."):
                         continue
                     if problem := member_problem(info):
-                        yield name, text("row_unusable", language, reason=problem)
+                        yield name, text("row_unusable", language, reason=in_language(language, problem))
                     elif info.file_size > MAX_ZIP_MEMBER_BYTES:
                         yield name, text("skipped", language, mb=MAX_ZIP_MEMBER_BYTES // 2**20)
                     elif unpacked + info.file_size > MAX_ZIP_TOTAL_BYTES:
@@ -101,7 +101,7 @@ def read_photo(source: str | zipfile.ZipFile, member: zipfile.ZipInfo | None = N
         try:
             source = io.BytesIO(source.read(member))
         except MEMBER_READ_ERRORS as error:  # a bad CRC, a damaged stream: this member only
-            return text("row_unusable", language, reason=read_problem(error))
+            return text("row_unusable", language, reason=in_language(language, read_problem(error)))
     try:
         return open_image(source)
     except UNREADABLE_IMAGE_ERRORS as error:

@@ -447,3 +447,21 @@ def test_a_page_others_can_reach_is_said_to_have_no_login() -> None:
     [public] = open_page_warnings("127.0.0.1", 7860, True)  # --share: a public link, from the whole internet
     assert public.startswith("warning: --share: anyone with the public link can use the page") and "Ctrl+C" in public
     assert len(open_page_warnings("192.168.1.5", 7860, True)) == 2
+
+
+def test_a_zips_refused_members_are_worded_in_chinese_on_a_chinese_page() -> None:
+    import zipfile
+
+    from cats_dogs.translations import in_language
+    from cats_dogs.zips import member_problem, read_problem
+
+    outside, encrypted, deflate64 = zipfile.ZipInfo("../evil.jpg"), zipfile.ZipInfo("locked.jpg"), zipfile.ZipInfo("big.jpg")
+    encrypted.flag_bits |= 0x1
+    deflate64.compress_type = 9
+    reasons = [member_problem(info) for info in (outside, encrypted, deflate64)]
+    reasons.append(read_problem(zipfile.BadZipFile("Bad CRC-32")))
+    chinese = [in_language("zh", reason) for reason in reasons]
+    assert chinese == ["路径在压缩包的文件夹之外（绝对路径或含 ..），未解压", "已加密（有密码），未解压",
+                       "用 deflate64 压缩，Python 无法解压：请用 7-Zip 重新压缩，或压缩成普通 zip",
+                       "压缩包里的这个文件已损坏（Bad CRC-32）"]
+    assert [in_language("en", reason) for reason in reasons] == reasons
