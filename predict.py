@@ -28,7 +28,7 @@ from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import class_probabilities, prepare_for_inference
 from cats_dogs.photo_batches import ImageList, collate_readable
 from cats_dogs.preprocessing import to_device
-from cats_dogs.process import make_console_safe
+from cats_dogs.process import make_console_safe, skip_collection_at_exit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -153,3 +153,4 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
     main(get_args_parser().parse_args())
+    skip_collection_at_exit()

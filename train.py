@@ -65,7 +65,7 @@ from load_datasets import DatasetLoader, load_train_val
 # best_rule is the parser's own default, kept here so that choosing another is one line (docs/recipes.md).
 DEFAULTS = {"model": "resnet50", "image_size": 256, "weights": "IMAGENET1K_V2", "freeze_epochs": 0,
             "lr_decay_per_stage": 1.0, "weight_decay": {"adam": 0.0, "adamw": 0.05, "sgd": 1e-4},
-            "best_rule": "window"}
+            "best_rule": "paired"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -92,14 +92,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
                         help="from scratch (--weights none): each residual block starts as the identity; steadier on few photos")
     recipe.add_argument("--best-window", type=positive_int, default=3, metavar="N",
-                        help="the best checkpoint is the epoch ending the N evaluations with the highest mean val "
-                             "accuracy (1 = the single highest, a lucky spike on a small val set)")
+                        help="--best-rule window, and --early-stopping: judged on the mean val accuracy of the last N "
+                             "evaluations (1 = the single highest, a lucky spike on a small val set)")
     recipe.add_argument("--best-rule", default=DEFAULTS["best_rule"], choices=BEST_RULES,
-                        help="best_checkpoint.pth: the epoch of the best windowed val accuracy, of the lowest val loss, "
-                             "the last, or paired: the latest unless an earlier one got more val photos right beyond "
-                             "the uncertainty (McNemar p < 0.05; the trained weights, never the EMA) (docs/recipes.md)")
-    recipe.add_argument("--ema", action="store_true", help="also average the weights (EMA, as timm), evaluate the average "
-                        "every epoch, keep it as best_checkpoint.pth when it scores better")
+                        help="best_checkpoint.pth: paired, the latest epoch unless an earlier one did better on the same "
+                             "val photos beyond the uncertainty (McNemar p < 0.05, photos weighted by class on imbalanced "
+                             "classes; the trained weights); window, the best windowed val accuracy; val-loss, the lowest "
+                             "val loss; last (docs/recipes.md)")
+    recipe.add_argument("--ema", action="store_true", help="also average the weights (EMA, as timm) and evaluate the "
+                        "average every epoch; with --best-rule window, val-loss or last, it is kept as best_checkpoint.pth "
+                        "when it scores better")
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="the EMA's decay per step (after a warm-up)")
     recipe.add_argument("--augment", default="light", choices=AUGMENT_CHOICES,
                         help="light: random crop and flip; strong: also TrivialAugmentWide and random erasing")
@@ -244,14 +246,15 @@ def val_accuracies(predictions: dict[int, int], val_set: DatasetLoader, num_clas
 
 
 def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
-               device: torch.device, unreadable: set[str], history: list[dict]) -> None:
+               device: torch.device, unreadable: set[str], history: list[dict], paired_labels: list[int] | None) -> None:
     """After the last epoch, on rank 0: the test split's report (with the best checkpoint), the summary, then the
     serving engine built once (--no-engine skips it): its minute spent here, so that the first predict.py and
     app.py start fast."""
-    best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key)["best_epoch"]
+    best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
+                             paired_labels)["best_epoch"]
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
     swanlab.finish()
-    print_summary(settings, history, unreadable)
+    print_summary(settings, history, unreadable, paired_labels)
     if settings.engine:
         build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
 
@@ -274,6 +277,8 @@ def main(args: argparse.Namespace) -> None:
     loss = train_criterion(settings.balance_applied, [label for _, label in train_set.samples], len(class_names),
                            settings.label_smoothing, device)  # --balance loss: weighted per class
     start_epoch, history = resume_point(resume_from, Path(settings.output_dir) / "latest_checkpoint.pth")
+    # --best-rule paired weighs each val photo by its class on imbalanced classes, as balanced accuracy does
+    paired_labels = [label for _, label in val_set.samples] if settings.imbalanced else None
     train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
         settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
     trained, evaluated = distributed.wrap_model(model, device, settings.freeze_backbone, settings.compile)
@@ -310,13 +315,13 @@ def main(args: argparse.Namespace) -> None:
         history.append({"epoch": epoch, **metrics})
 
         if distributed.is_main_process():  # the weights are the same in every process: one writes them
-            save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema)
+            save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels)
         if stop_early(history, settings.best_window, settings.early_stopping, settings.score_key):  # windowed mean
             break
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
     if distributed.is_main_process():  # rank 0 alone reports on the test split, with the best checkpoint it wrote
-        finish_run(model, settings, class_names, criterion, device, unreadable, history)
+        finish_run(model, settings, class_names, criterion, device, unreadable, history, paired_labels)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,21 @@ def half_width_points(accuracy: float, photos: int) -> float:
     return 100 * (high - low) / 2
 
 
+def weighted_mcnemar(split_by_class: dict[int, tuple[int, int, int]]) -> tuple[float, float]:
+    """McNemar's test for balanced accuracy: (the earlier epoch's lead in balanced accuracy, its two-sided p).
+    `split_by_class`: {class: (photos right only at the earlier epoch, right only at the later, photos of the class
+    measured at both)}. Each photo weighs 1/(k·n_c), as in balanced accuracy; under "equally good" each photo that
+    splits the epochs is a fair coin, so the lead D = Σ w_c (b_c − c_c) has variance Σ w_c² (b_c + c_c), and p is
+    its normal approximation (the exact binomial does not apply to unequal weights). p = 1 when no photo splits them."""
+    k = len(split_by_class)
+    lead = variance = 0.0
+    for only_earlier, only_later, photos in split_by_class.values():
+        weight = 1 / (k * photos) if photos else 0.0
+        lead += weight * (only_earlier - only_later)
+        variance += weight ** 2 * (only_earlier + only_later)
+    return lead, math.erfc(abs(lead) / math.sqrt(2 * variance)) if variance > 0 else 1.0
+
+
 def mcnemar_p(earlier_right_later_wrong: int, earlier_wrong_later_right: int) -> float:
     """The exact two-sided McNemar p-value of two models judged on the same photos, from the discordant pairs only:
     under "equally good", each of the b + c photos that split them is a fair coin, so p = min(1, 2·P(X ≤ min(b, c)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 
 
@@ -37,3 +38,10 @@ def make_console_safe() -> None:
         if hasattr(stream, "reconfigure"):  # not when replaced by a non-file (an IDE's console, a test's capture)
             stream.reconfigure(errors="backslashreplace")
 
+
+
+def skip_collection_at_exit() -> None:
+    """Called last by a short command (predict.py): the garbage collector's final pass over torch's objects as the
+    interpreter exits took 0.3 of its 0.45 s there on a 2-core laptop, for a command of 9 s. Frozen objects are left
+    to the operating system; files are closed and output flushed before this."""
+    gc.freeze()

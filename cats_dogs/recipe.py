@@ -7,6 +7,7 @@ Only training needs these; what training and serving must agree on (model, prepr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,26 +156,27 @@ def best_evaluation(history: list[dict[str, float]], window: int, key: str = "va
 
 def stop_early(history: list[dict[str, float]], best_window: int, early_stopping: int, key: str = "val_acc") -> bool:
     """--early-stopping N: whether N evaluations have gone by without a better `key` (val_acc, or val_balanced_acc
-    on imbalanced classes), judged as the best epoch is, on the windowed mean, not on one lucky evaluation. Says so
+    on imbalanced classes), on the windowed mean, not on one lucky evaluation, whatever --best-rule serves. Says so
     when they have."""
     best_epoch, best_windowed, evaluations_since_best = best_evaluation(history, best_window, key)
     if not (early_stopping and evaluations_since_best >= early_stopping):
         return False
     name = "val accuracy" if key == "val_acc" else key
     print(f"early stopping: no better {name} (mean of last {best_window}) for {early_stopping} "
-          f"evaluations; the best was epoch {best_epoch} ({best_windowed:.2f}%)")
+          f"evaluations; its high was at epoch {best_epoch} ({best_windowed:.2f}%)")
     return True
 
 
 def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bool = False,
-                key: str = "val_acc") -> tuple[int, bool]:
+                key: str = "val_acc", labels: Sequence[int] | None = None) -> tuple[int, bool]:
     """(epoch, whether the EMA weights) that --best-rule keeps in best_checkpoint.pth: `window`, the highest mean
     `key` (val_acc, or val_balanced_acc on imbalanced classes) over `window` evaluations; `val-loss`, the lowest val
     loss; `last`, the last epoch; `paired`, the latest epoch unless an earlier one is better beyond the uncertainty
-    (served_epoch.paired_epoch), on the trained weights alone. With `ema`, under the other rules, the EMA weights of
+    (served_epoch.paired_epoch; each photo weighted by its class with `labels`, the val classes in val order, given
+    on imbalanced classes), on the trained weights alone. With `ema`, under the other rules, the EMA weights of
     an epoch compete with the trained ones on the same score and win only when strictly better."""
     if rule == "paired":
-        return paired_epoch(history), False
+        return paired_epoch(history, labels), False
     if rule == "last":
         last = history[-1]
         return last["epoch"], ema and last.get("ema_" + key, -1.0) > last.get(key, -1.0)
@@ -192,25 +194,26 @@ def best_choice(history: list[dict[str, float]], rule: str, window: int, ema: bo
 
 
 def best_fields(history: list[dict[str, float]], rule: str, window: int, ema: bool,
-                key: str = "val_acc") -> dict[str, Any]:
+                key: str = "val_acc", labels: Sequence[int] | None = None) -> dict[str, Any]:
     """The checkpoint keys that describe the epoch --best-rule keeps: best_epoch, best_val_acc, and
     best_val_acc_windowed, the windowed `key` the rule judged on (of the EMA weights when they won: ema_weights)."""
-    epoch, use_ema = best_choice(history, rule, window, ema, key)
+    epoch, use_ema = best_choice(history, rule, window, ema, key, labels)
     prefix = "ema_" if use_ema else ""
     return {"best_epoch": epoch, "best_val_acc": val_acc_at(history, epoch, prefix + "val_acc"), "ema_weights": use_ema,
             "best_val_acc_windowed": dict(windowed_val_accs(history, window, prefix + key)).get(epoch, -1.0)}
 
 
 def checkpoints_due(history: list[dict[str, float]], rule: str, window: int, ema: bool,
-                    save_candidates: bool = False, key: str = "val_acc") -> dict[str, bool]:
+                    save_candidates: bool = False, key: str = "val_acc",
+                    labels: Sequence[int] | None = None) -> dict[str, bool]:
     """{file under --output-dir: whether it holds the EMA weights} for the files this epoch writes besides
     latest_checkpoint.pth: best_checkpoint.pth when --best-rule picks this epoch; with --save-candidates, also
     candidates/window.pth, candidates/val-loss.pth and candidates/paired.pth (those rules on the trained weights) and
     candidates/ema.pth (the EMA, every epoch), so that a study measures every choice of one run."""
     epoch = history[-1]["epoch"]
-    choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema, key)}
+    choices = {"best_checkpoint.pth": best_choice(history, rule, window, ema, key, labels)}
     if save_candidates:
-        choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window, key=key)
+        choices.update({f"candidates/{candidate}.pth": best_choice(history, candidate, window, key=key, labels=labels)
                         for candidate in ("window", "val-loss", "paired")})
         if ema:
             choices["candidates/ema.pth"] = (epoch, True)

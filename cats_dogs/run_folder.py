@@ -101,20 +101,23 @@ def log_validation(metrics: dict[str, float], epoch: int, step: int, predictions
 
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
-                     config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None) -> None:
-    """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves."""
+                     config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
+                     paired_labels: list[int] | None = None) -> None:
+    """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves.
+    paired_labels: the val classes in val order on imbalanced classes (--best-rule paired weighs photos by class)."""
     rule, window = settings.best_rule, settings.best_window
     fields = dict(arch=settings.model, class_names=class_names, image_size=settings.image_size,
                   epoch=history[-1]["epoch"],
                   metrics={k: v for k, v in history[-1].items() if k not in ("epoch", *PER_PHOTO_KEYS)},
                   history=history, config=config, weights=settings.weights,
-                  **best_fields(history, rule, window, ema is not None, settings.score_key))
+                  **best_fields(history, rule, window, ema is not None, settings.score_key, paired_labels))
     checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
                                  scheduler_state=scheduler.state_dict() if scheduler else None,
                                  ema_state=ema_state(ema) if ema else None)
     output_dir = Path(settings.output_dir)
     save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
-    due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates, settings.score_key)
+    due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates, settings.score_key,
+                          paired_labels)
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
@@ -214,15 +217,17 @@ def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max
     grid.save(path, quality=90)
 
 
-def print_summary(settings: TrainSettings, history: list[dict], unreadable: set[str]) -> None:
-    """The run's last lines: the photos skipped, the best epoch, where everything is."""
+def print_summary(settings: TrainSettings, history: list[dict], unreadable: set[str],
+                  paired_labels: list[int] | None = None) -> None:
+    """The run's last lines: the photos skipped, the best epoch against the last one, where everything is."""
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable photo(s); fix or remove them from the CSVs:")
         for problem in sorted(unreadable):
             print(f"  {problem}")
-    best = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key)
+    best = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
+                       paired_labels)
     judged = "" if settings.score_key == "val_acc" else f" {settings.score_key}"
-    print(against_last_epoch(history, best["best_epoch"], best["ema_weights"]))
+    print(against_last_epoch(history, best["best_epoch"], best["ema_weights"], paired_labels))
     print(f"done. best epoch {best['best_epoch']}{' (EMA weights)' if best['ema_weights'] else ''}: val_acc "
           f"{best['best_val_acc']:.2f}% (mean of last {settings.best_window}{judged}: "
           f"{best['best_val_acc_windowed']:.2f}%)  |  "

@@ -7,6 +7,10 @@ can be compared much more sharply: only the photos one gets right and the other 
 Every evaluated epoch of train.py's history keeps its val correctness as a string in val order, `val_right`
 ("1" right, "0" wrong, "-" unreadable; `ema_val_right` for the EMA weights), 160 characters for 160 photos: the
 rule can be replayed after --resume. results.csv, SwanLab and the checkpoint's `metrics` leave these strings out.
+
+On imbalanced classes, where epochs are judged on balanced accuracy, the comparison weighs each photo by its class
+as balanced accuracy does (`labels`, the val photos' classes in val order: intervals.weighted_mcnemar); on
+balanced classes it counts photos (intervals.mcnemar_p, exact).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cats_dogs.intervals import mcnemar_p
+from cats_dogs.intervals import mcnemar_p, weighted_mcnemar
 
 PER_PHOTO_KEYS = ("val_right", "ema_val_right")  # history keys holding strings, not numbers
 PAIRED_ALPHA = 0.05  # "better beyond the uncertainty": McNemar p below this
@@ -36,53 +40,73 @@ def paired_photos(earlier_right: str | None, later_right: str | None) -> tuple[i
     return pairs.count(("1", "0")), pairs.count(("0", "1")), len(pairs)
 
 
-def better_beyond_doubt(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
-    """Whether the epoch `earlier` got more val photos right than `later`, beyond the uncertainty: McNemar
-    p < 0.05 on the photos that split them."""
-    compared = paired_photos(earlier.get("val_right"), later.get("val_right"))
+def compare(earlier_right: str | None, later_right: str | None,
+            labels: Sequence[int] | None = None) -> tuple[int, int, int, float, bool] | None:
+    """Two epochs on the same val photos: (photos right only at the earlier, right only at the later, photos
+    measured at both, p, whether the earlier one leads); with `labels`, p and the lead are balanced accuracy's
+    (weighted_mcnemar), else plain accuracy's (exact McNemar). None without per-photo results for both."""
+    compared = paired_photos(earlier_right, later_right)
+    if compared is None:
+        return None
+    only_earlier, only_later, photos = compared
+    if labels is None or len(labels) != len(earlier_right):
+        return only_earlier, only_later, photos, mcnemar_p(only_earlier, only_later), only_earlier > only_later
+    split_by_class = {}
+    for (a, b), label in zip(zip(earlier_right, later_right, strict=True), labels, strict=True):
+        earlier_only, later_only, measured = split_by_class.get(label, (0, 0, 0))
+        if a != "-" and b != "-":
+            split_by_class[label] = (earlier_only + ((a, b) == ("1", "0")), later_only + ((a, b) == ("0", "1")),
+                                     measured + 1)
+    lead, p = weighted_mcnemar(split_by_class)
+    return only_earlier, only_later, photos, p, lead > 0
+
+
+def better_beyond_doubt(earlier: dict[str, Any], later: dict[str, Any], labels: Sequence[int] | None = None) -> bool:
+    """Whether the epoch `earlier` did better than `later` on the val photos, beyond the uncertainty: McNemar
+    p < 0.05 on the photos that split them (weighted by class with `labels`)."""
+    compared = compare(earlier.get("val_right"), later.get("val_right"), labels)
     if compared is None:  # nothing to judge on: the later epoch is served, as by --best-rule last
         return False
-    only_earlier, only_later, _ = compared
-    return only_earlier > only_later and mcnemar_p(only_earlier, only_later) < PAIRED_ALPHA
+    *_, p, earlier_leads = compared
+    return earlier_leads and p < PAIRED_ALPHA
 
 
-def paired_epoch(history: list[dict[str, Any]]) -> int:
+def paired_epoch(history: list[dict[str, Any]], labels: Sequence[int] | None = None) -> int:
     """--best-rule paired: the latest epoch, unless an earlier one is better beyond the uncertainty. Walks the
     evaluations in order: the first is served; each later one replaces the served epoch unless the served epoch is
-    better than it beyond the uncertainty. Judged on per-photo right and wrong (plain accuracy, also on imbalanced
-    classes) of the trained weights. 0 before the first evaluation."""
+    better than it beyond the uncertainty. Judged on per-photo right and wrong of the trained weights, each photo
+    weighted by its class with `labels` (imbalanced classes). 0 before the first evaluation."""
     served = None
     for entry in (h for h in history if "val_acc" in h):
-        if served is None or not better_beyond_doubt(served, entry):
+        if served is None or not better_beyond_doubt(served, entry, labels):
             served = entry
     return served["epoch"] if served else 0
 
 
-def against_last(history: list[dict[str, Any]], epoch: int, ema_weights: bool = False) -> tuple[int, int, int, float] | None:
+def against_last(history: list[dict[str, Any]], epoch: int, ema_weights: bool = False,
+                 labels: Sequence[int] | None = None) -> tuple[int, int, int, float, bool] | None:
     """The epoch `epoch` (its EMA weights with `ema_weights`) against the last evaluated epoch's trained weights, on
-    the same val photos: (photos right only at `epoch`, right only at the last, photos compared, McNemar p); None
-    without per-photo results for both."""
+    the same val photos: compare()'s (photos right only at `epoch`, right only at the last, photos compared, p,
+    whether `epoch` leads); None without per-photo results for both."""
     entries = {h["epoch"]: h for h in history if "val_acc" in h}
     if epoch not in entries:
         return None
     last = entries[max(entries)]
-    compared = paired_photos(entries[epoch].get(("ema_" if ema_weights else "") + "val_right"), last.get("val_right"))
-    if compared is None:
-        return None
-    only_served, only_last, photos = compared
-    return only_served, only_last, photos, mcnemar_p(only_served, only_last)
+    return compare(entries[epoch].get(("ema_" if ema_weights else "") + "val_right"), last.get("val_right"), labels)
 
 
-def verdict(only_served: int, only_last: int, p: float) -> str:
+def verdict(served_leads: bool, p: float) -> str:
     """"not distinguishable", or "better"/"worse beyond the uncertainty" (McNemar p < 0.05)."""
     if p >= PAIRED_ALPHA:
         return "not distinguishable"
-    return f"{'better' if only_served > only_last else 'worse'} beyond the uncertainty"
+    return f"{'better' if served_leads else 'worse'} beyond the uncertainty"
 
 
-def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: bool) -> str:
+def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: bool,
+                       labels: Sequence[int] | None = None) -> str:
     """The summary's line on best_checkpoint.pth, whatever --best-rule chose: its epoch and val accuracy, and whether
-    it is distinguishable from the last epoch's trained weights (McNemar on the same val photos)."""
+    it is distinguishable from the last epoch's trained weights (McNemar on the same val photos; by class with
+    `labels`, on imbalanced classes)."""
     evaluated = [h for h in history if "val_acc" in h]
     served = next((h for h in evaluated if h["epoch"] == epoch), None)
     if served is None:
@@ -92,9 +116,10 @@ def against_last_epoch(history: list[dict[str, Any]], epoch: int, ema_weights: b
     if served is last and not ema_weights:
         return line + ", the last epoch"
     line += f"; against the last epoch ({last['epoch']}, {last['val_acc']:.1f}%)"
-    compared = against_last(history, epoch, ema_weights)
+    compared = against_last(history, epoch, ema_weights, labels)
     if compared is None:
         return line + ": no per-photo val results to compare"
-    only_served, only_last, photos, p = compared
+    only_served, only_last, photos, p, served_leads = compared
+    test = "McNemar, each photo weighted by its class," if labels is not None else "McNemar"
     return (f"{line}: {only_served} photos right only at epoch {epoch}{weights}, {only_last} only at epoch "
-            f"{last['epoch']}, McNemar p = {p:.2g}: {verdict(only_served, only_last, p)} on {photos} val photos")
+            f"{last['epoch']}, {test} p = {p:.2g}: {verdict(served_leads, p)} on {photos} val photos")

@@ -156,9 +156,8 @@ def served_epochs(run_folder: Path) -> str:
         elif compared is None:
             cells.append(f"{epoch} (no per-photo val results)")
         else:
-            only_served, only_last, _, p = compared
-            cells.append(f"{epoch} ({only_served} vs {only_last} photos, p = {p:.2g}: "
-                         f"{verdict(only_served, only_last, p)})")
+            only_served, only_last, _, p, served_leads = compared
+            cells.append(f"{epoch} ({only_served} vs {only_last} photos, p = {p:.2g}: {verdict(served_leads, p)})")
     return " | ".join(cells)
 
 

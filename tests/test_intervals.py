@@ -9,7 +9,14 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from cats_dogs.class_balance import applied_method, class_weights, data_warnings, is_imbalanced, sample_weights
-from cats_dogs.intervals import accuracy_metrics, balanced_accuracy_interval, describe_metrics, mcnemar_p, wilson_interval
+from cats_dogs.intervals import (
+    accuracy_metrics,
+    balanced_accuracy_interval,
+    describe_metrics,
+    mcnemar_p,
+    weighted_mcnemar,
+    wilson_interval,
+)
 from cats_dogs.loaders import make_loaders
 
 
@@ -98,3 +105,13 @@ def test_the_sampler_draws_each_class_about_equally_often_and_as_many_photos_as_
     assert train_loader.sampler.num_samples == 100 and train_loader.sampler.replacement
     draws = [labels[i] for _ in range(20) for i in train_loader.sampler]  # 2,000 draws
     assert all(abs(draws.count(c) / len(draws) - 1 / 3) < 0.05 for c in range(3))
+
+
+def test_weighted_mcnemar_by_hand() -> None:
+    """Balanced accuracy's paired test: 60 cats, 6 dogs, 4 foxes; the earlier epoch got 25 cats wrong that the later
+    got right, and every dog and fox right that the later got wrong. D = (1/3)(−25/60 + 6/6 + 4/4) = 0.5278,
+    Var = (1/9)(25/60² + 6/6² + 4/4²) = 0.04707, z = D/√Var = 2.4327, p = 2(1 − Φ(z)) = 0.01499."""
+    lead, p = weighted_mcnemar({0: (0, 25, 60), 1: (6, 0, 6), 2: (4, 0, 4)})
+    assert lead == pytest.approx(19 / 36) and p == pytest.approx(0.014987, abs=1e-6)
+    assert weighted_mcnemar({0: (0, 25, 60), 1: (0, 6, 6), 2: (0, 4, 4)})[0] < 0  # the later one leads
+    assert weighted_mcnemar({0: (0, 0, 60), 1: (0, 0, 6)}) == (0.0, 1.0)  # no photo splits them

@@ -175,3 +175,22 @@ def test_imbalanced_classes_judge_the_best_epoch_and_early_stopping_on_balanced_
     assert best_choice(history, "window", 1) == (4, False)
     assert best_choice(history, "window", 1, key="val_balanced_acc") == (2, False)
     assert not stop_early(history, 1, 2) and stop_early(history, 1, 2, "val_balanced_acc")
+
+
+def test_the_paired_rule_weighs_photos_by_class_on_imbalanced_classes() -> None:
+    """60 cats, 6 dogs, 4 foxes. Epoch 1 says cat to everything; epoch 2 gets 25 cats wrong and every dog and fox
+    right. Counted photo by photo, epoch 1 is better beyond doubt (25 against 10, exact McNemar p = 0.017) and the
+    plain rule keeps it; weighted by class, as balanced accuracy is, epoch 2 leads (D = −0.53) and is served."""
+    labels = [0] * 60 + [1] * 6 + [2] * 4
+    says_cat = "1" * 60 + "0" * 10
+    balanced = "1" * 35 + "0" * 25 + "1" * 10
+    history = [{"epoch": e, "val_acc": 100 * right.count("1") / 70, "val_right": right}
+               for e, right in enumerate((says_cat, balanced), start=1)]
+    assert best_choice(history, "paired", 3)[0] == 1
+    assert best_choice(history, "paired", 3, key="val_balanced_acc", labels=labels)[0] == 2
+    # The other way round: the balanced epoch first, then the one that says cat: weighted by class, the first is
+    # better beyond doubt (p = 0.015) and stays served; counted photo by photo, the later one leads.
+    reversed_history = [{**history[1], "epoch": 1}, {**history[0], "epoch": 2}]
+    assert best_choice(reversed_history, "paired", 3, key="val_balanced_acc", labels=labels)[0] == 1
+    assert best_choice(reversed_history, "paired", 3)[0] == 2
+    assert checkpoints_due(reversed_history, "paired", 3, ema=False, labels=labels) == {}

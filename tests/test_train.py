@@ -58,7 +58,7 @@ def test_resume_continues_up_to_the_new_epoch_count(tmp_path: Path) -> None:
     make_dataset(tmp_path / "datasets")
     run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "1", cwd=tmp_path)
     first = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
-    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "2", "--resume", "--best-rule", "window", cwd=tmp_path)
     assert "resuming from" in result.stdout and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
     second = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert second["epoch"] == 2
@@ -223,10 +223,10 @@ def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
     result = run_script("train.py", *FAST_TRAIN_FLAGS, "--epochs", "12", "--lr", "0", "--early-stopping", "2",
                         cwd=tmp_path)
     checkpoint = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
-    best = checkpoint["best_epoch"]
+    best = best_evaluation(checkpoint["history"], 3)[0]  # early stopping's: the windowed mean, whatever --best-rule
     # With lr 0 the val accuracy soon stops improving: two evaluations later the run stops.
     assert checkpoint["epoch"] == best + 2 < 12
-    assert (f"early stopping: no better val accuracy (mean of last 3) for 2 evaluations; the best was epoch {best} "
+    assert (f"early stopping: no better val accuracy (mean of last 3) for 2 evaluations; its high was at epoch {best} "
             in result.stdout)
     test_line = [line for line in result.stdout.splitlines() if line.startswith("test_acc")][0]
     test_acc = float(test_line.split()[1].rstrip("%"))
@@ -270,7 +270,8 @@ def test_the_best_checkpoint_is_the_epoch_with_the_best_windowed_val_accuracy(tm
     data = make_dataset(tmp_path / "datasets", per_class_train=6, per_class_val=4)
     right = (data / "val.csv").read_text(encoding="utf-8")
     swapped = right.replace(",0\n", ",cat\n").replace(",1\n", ",0\n").replace(",cat\n", ",1\n")
-    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--lr", "3e-3", "--scheduler", "none", "--best-window", str(window)]
+    flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--lr", "3e-3", "--scheduler", "none", "--best-rule", "window",
+             "--best-window", str(window)]
     (data / "val.csv").write_text(swapped, encoding="utf-8")
     run_script("train.py", *flags, "--epochs", "2", cwd=tmp_path)
     (data / "val.csv").write_text(right, encoding="utf-8")
@@ -505,7 +506,8 @@ def imbalanced_dataset(root: Path) -> Path:
 
 def test_imbalanced_classes_are_named_balanced_and_judged_on_balanced_accuracy(tmp_path: Path) -> None:
     imbalanced_dataset(tmp_path / "datasets")
-    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "2", cwd=tmp_path)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "2", "--best-rule", "window",
+                        cwd=tmp_path)
     out = result.stdout
     assert "warning: imbalanced: cat has 8 train photos, fox 2" in out
     assert "warning: tiny classes: cat (8), dog (4), fox (2)" in out and "warning: small val split: 12 photos" in out
