@@ -233,7 +233,8 @@ def test_early_stopping_and_the_test_split_report(tmp_path: Path) -> None:
     [run] = read_swanlab_runs(tmp_path / "swanlog")
     assert run["metrics"]["test_acc"] == [pytest.approx(test_acc)]
     # The report is the best checkpoint's accuracy on test.csv, exactly as evaluate.py measures it.
-    assert f"(best checkpoint, epoch {best})" in test_line
+    served = read_checkpoint(tmp_path / "checkpoint/best_checkpoint.pth")["epoch"]  # --best-rule paired's choice
+    assert f"(best checkpoint, epoch {served})" in test_line and served == checkpoint["best_epoch"]
     run_script("evaluate.py", "--checkpoint", "checkpoint/best_checkpoint.pth", "--csv", "datasets/test.csv", cwd=tmp_path)
     report = json.loads((tmp_path / "eval/report.json").read_text(encoding="utf-8"))
     assert test_acc == pytest.approx(100 * report["accuracy"])
