@@ -197,17 +197,18 @@ def print_confusions(matrix: list[list[int]], class_names: list[str], width: int
 def main(args: argparse.Namespace) -> None:
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
-    settings = read_checkpoint_or_exit(checkpoint_path)  # its classes and preprocessing, for the dataset
-    class_names = settings["class_names"]
+    checkpoint = read_checkpoint_or_exit(checkpoint_path)  # its classes and preprocessing, for the dataset
+    class_names = checkpoint["class_names"]
     try:
-        dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(settings))
+        dataset = DatasetLoader(args.csv, num_classes=len(class_names), **preprocessing(checkpoint))
     except CsvError as error:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
     # A cached engine answers without the PyTorch model (None then); auto builds one only for a job that repays it
-    model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device, photos=len(dataset))
+    model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device, photos=len(dataset),
+                                                            checkpoint=checkpoint)
     print(f"evaluating {checkpoint_path}{' (EMA weights)' if meta['ema_weights'] else ''} on {args.csv} "
           f"({len(dataset)} photos) with {device}{', flip TTA' if args.tta else ''}, {engine_line}")
 

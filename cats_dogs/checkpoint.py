@@ -136,7 +136,11 @@ def find_checkpoint(path: str | os.PathLike | None = None, output_dir: str | os.
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
     """The model of a checkpoint, in eval mode on `device`, and the checkpoint's metadata (without weights or
     training state)."""
-    checkpoint = read_checkpoint(path)
+    return model_of(read_checkpoint(path), device)
+
+
+def model_of(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """load_checkpoint for a checkpoint already read (read_checkpoint)."""
     model = build_model(checkpoint["arch"], checkpoint["num_classes"], weights="none")
     model.load_state_dict(checkpoint["model_state"])
     model.to(device).eval()
@@ -148,11 +152,12 @@ def checkpoint_meta(checkpoint: Checkpoint) -> Checkpoint:
     return Checkpoint(**{k: v for k, v in checkpoint.items() if k not in ("model_state", *TRAINING_STATE_KEYS)})
 
 
-def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
+def load_checkpoint_or_exit(path: str | os.PathLike, device: torch.device | str = "cpu",
+                            checkpoint: Checkpoint | None = None) -> tuple[nn.Module, Checkpoint]:
     """load_checkpoint for a script's start: a file that cannot be loaded ends the script with one line that
-    names it, not a traceback."""
+    names it, not a traceback. `checkpoint`: the file's contents when already read, not read again."""
     try:
-        return load_checkpoint(path, device)
+        return load_checkpoint(path, device) if checkpoint is None else model_of(checkpoint, device)
     except (ValueError, KeyError, RuntimeError, OSError) as error:
         raise SystemExit(f"cannot load {path}: {error}") from None
 

@@ -308,16 +308,17 @@ def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, chec
 
 
 def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: torch.device,
-                         amp_dtype: torch.dtype | None = None,
-                         photos: int | None = None) -> tuple[torch.nn.Module | None, Checkpoint, Engine | None, str]:
+                         amp_dtype: torch.dtype | None = None, photos: int | None = None,
+                         checkpoint: Checkpoint | None = None) -> tuple[torch.nn.Module | None, Checkpoint, Engine | None, str]:
     """predict.py's and evaluate.py's start: (model, meta, engine, its line). A cached engine answers alone, the
     PyTorch model never built (nor torchvision imported: about 1.5 s of a 2-core laptop's start); else the model,
-    and load_engine's choice for a job of `photos`. A checkpoint that cannot be read ends the script with one line."""
-    checkpoint = read_checkpoint_or_exit(checkpoint_path)
+    and load_engine's choice for a job of `photos`. `checkpoint`: the file's contents when the caller has read
+    them already. A checkpoint that cannot be read ends the script with one line."""
+    checkpoint = checkpoint or read_checkpoint_or_exit(checkpoint_path)
     if device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path):
         run, line = load_engine(name, None, checkpoint_meta(checkpoint), checkpoint_path, device, amp_dtype)
         if run is not None:  # else it cannot load here (a package missing): PyTorch answers, as load_engine says
             return None, checkpoint_meta(checkpoint), run, line
-    model, meta = load_checkpoint_or_exit(checkpoint_path, device)
+    model, meta = load_checkpoint_or_exit(checkpoint_path, device, checkpoint)
     run, line = load_engine(name, model, meta, checkpoint_path, device, amp_dtype, photos=photos)
     return model, meta, run, line
