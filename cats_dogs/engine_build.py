@@ -72,10 +72,10 @@ def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir:
 
 
 class PausedWhileAnswering:
-    """The page and its engine's build on a 2-core laptop: at the lowest priority, the build still took a core
-    whenever the page was idle between photos, and the next photo's answer waited for it (2 to 3 times the
-    tutorial's time, docs/speed.md). So the build process is suspended from the moment an answer starts until
-    the page has answered nothing for IDLE_S, then resumed. `pausing(function)` wraps a page function."""
+    """The page and its engine's build on a 2-core laptop: at the lowest priority, the build still has both cores
+    whenever the page is idle between photos, and the next answer begins on cores and caches in use. So the build
+    process is suspended from the moment an answer starts until the page has answered nothing for IDLE_S, then
+    resumed (docs/speed.md, "First runs"). `pausing(function)` wraps a page function."""
 
     def __init__(self, idle_s: float = IDLE_S) -> None:
         self.idle_s, self.answering, self.lock = idle_s, 0, threading.Lock()

@@ -405,7 +405,7 @@ def test_the_page_as_users_get_it_answers_with_its_default_engine(separating_run
 
 
 def test_the_engine_build_is_suspended_while_the_page_answers_and_resumed_once_it_is_idle() -> None:
-    """On 2 cores the build, even at the lowest priority, slowed the next photo's answer 2 to 3 times: the page's
+    """On 2 cores the build, even at the lowest priority, has both cores whenever the page is idle: the page's
     functions suspend it from the start of an answer until the page has been idle IDLE_S."""
     build = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a build that computes
     status = psutil.Process(build.pid).status
