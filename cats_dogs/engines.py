@@ -316,9 +316,10 @@ def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: 
     them already. A checkpoint that cannot be read ends the script with one line."""
     checkpoint = checkpoint or read_checkpoint_or_exit(checkpoint_path)
     if device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path):
-        run, line = load_engine(name, None, checkpoint_meta(checkpoint), checkpoint_path, device, amp_dtype)
+        meta = checkpoint_meta(checkpoint)
+        run, line = load_engine(name, None, meta, checkpoint_path, device, amp_dtype)
         if run is not None:  # else it cannot load here (a package missing): PyTorch answers, as load_engine says
-            return None, checkpoint_meta(checkpoint), run, line
+            return None, meta, run, line
     model, meta = load_checkpoint_or_exit(checkpoint_path, device, checkpoint)
     run, line = load_engine(name, model, meta, checkpoint_path, device, amp_dtype, photos=photos)
     return model, meta, run, line

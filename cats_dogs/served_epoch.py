@@ -30,33 +30,24 @@ def right_wrong(predictions: dict[int, int], labels: Sequence[int]) -> str:
                    for index, label in enumerate(labels))
 
 
-def paired_photos(earlier_right: str | None, later_right: str | None) -> tuple[int, int, int] | None:
-    """(photos right only at the earlier epoch, right only at the later, photos measured at both) from two
-    `val_right` strings; None when either is missing (a run from before this version) or they are not of the same
-    val photos (val.csv changed on --resume)."""
-    if not earlier_right or not later_right or len(earlier_right) != len(later_right):
-        return None
-    pairs = [(a, b) for a, b in zip(earlier_right, later_right, strict=True) if a != "-" and b != "-"]
-    return pairs.count(("1", "0")), pairs.count(("0", "1")), len(pairs)
-
-
 def compare(earlier_right: str | None, later_right: str | None,
             labels: Sequence[int] | None = None) -> tuple[int, int, int, float, bool] | None:
-    """Two epochs on the same val photos: (photos right only at the earlier, right only at the later, photos
-    measured at both, p, whether the earlier one leads); with `labels`, p and the lead are balanced accuracy's
-    (weighted_mcnemar), else plain accuracy's (exact McNemar). None without per-photo results for both."""
-    compared = paired_photos(earlier_right, later_right)
-    if compared is None:
+    """Two epochs on the same val photos, from their `val_right` strings: (photos right only at the earlier, right
+    only at the later, photos measured at both, p, whether the earlier one leads); with `labels`, p and the lead are
+    balanced accuracy's (weighted_mcnemar), else plain accuracy's (exact McNemar). None when either string is
+    missing (a run from before this version) or they are not of the same val photos (val.csv changed on --resume)."""
+    if not earlier_right or not later_right or len(earlier_right) != len(later_right):
         return None
-    only_earlier, only_later, photos = compared
-    if labels is None or len(labels) != len(earlier_right):
-        return only_earlier, only_later, photos, mcnemar_p(only_earlier, only_later), only_earlier > only_later
-    split_by_class = {}
-    for (a, b), label in zip(zip(earlier_right, later_right, strict=True), labels, strict=True):
-        earlier_only, later_only, measured = split_by_class.get(label, (0, 0, 0))
+    by_class = labels is not None and len(labels) == len(earlier_right)
+    split_by_class: dict[int, tuple[int, int, int]] = {}  # class: (right only earlier, only later, measured at both)
+    for a, b, label in zip(earlier_right, later_right, labels if by_class else [0] * len(earlier_right), strict=True):
         if a != "-" and b != "-":
-            split_by_class[label] = (earlier_only + ((a, b) == ("1", "0")), later_only + ((a, b) == ("0", "1")),
+            only_earlier, only_later, measured = split_by_class.get(label, (0, 0, 0))
+            split_by_class[label] = (only_earlier + ((a, b) == ("1", "0")), only_later + ((a, b) == ("0", "1")),
                                      measured + 1)
+    only_earlier, only_later, photos = (sum(counts[i] for counts in split_by_class.values()) for i in range(3))
+    if not by_class:
+        return only_earlier, only_later, photos, mcnemar_p(only_earlier, only_later), only_earlier > only_later
     lead, p = weighted_mcnemar(split_by_class)
     return only_earlier, only_later, photos, p, lead > 0
 
