@@ -45,7 +45,7 @@ from cats_dogs.csv_rows import CsvError, parse_csv  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device  # noqa: E402
 from cats_dogs.hosting import KEEP_FILES_S, is_loopback, parse_auth  # noqa: E402
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image  # noqa: E402
-from cats_dogs.inference import prepare_for_inference  # noqa: E402
+from cats_dogs.inference import BATCH_SIZE_HELP, default_batch_size, prepare_for_inference  # noqa: E402
 from cats_dogs.photo_batches import collate_readable  # noqa: E402
 from cats_dogs.preprocessing import to_device  # noqa: E402
 from cats_dogs.process import make_console_safe  # noqa: E402
@@ -69,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="which CSVs of DATA_DIR to review")
     parser.add_argument("--decisions", default=None, help="default: DATA_DIR/review_decisions.json")
     parser.add_argument("--csv-out", default=None, help="write the ranking to this CSV and exit, without a page")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--host", default="127.0.0.1",
                         help="0.0.0.0 makes the page reachable from other machines (then --auth is required)")
@@ -340,7 +340,7 @@ def main(args: argparse.Namespace) -> None:
     model, meta = load_checkpoint_or_exit(checkpoint_path, device)
     class_names = meta["class_names"]
     print(f"ranking the photos of {', '.join(args.splits)} with {checkpoint_path} on {device}", flush=True)
-    ranked = rank_photos(model, meta, data_dir, args.splits, device, args.batch_size)
+    ranked = rank_photos(model, meta, data_dir, args.splits, device, args.batch_size or default_batch_size(device))
     if not ranked:
         raise SystemExit(f"no photos to review in {', '.join(f'{data_dir / s}.csv' for s in args.splits)}")
     if args.csv_out:

@@ -307,6 +307,12 @@ def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, chec
     return None, f"engine: torch ({'; '.join(failures)})"
 
 
+def cached_engine_answers(name: str, checkpoint: Checkpoint, checkpoint_path: str | os.PathLike,
+                          device: torch.device) -> bool:
+    """Whether load_model_or_engine will find engine `name` cached, and answer with it alone."""
+    return device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path)
+
+
 def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: torch.device,
                          amp_dtype: torch.dtype | None = None, photos: int | None = None,
                          checkpoint: Checkpoint | None = None) -> tuple[torch.nn.Module | None, Checkpoint, Engine | None, str]:
@@ -315,7 +321,7 @@ def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: 
     and load_engine's choice for a job of `photos`. `checkpoint`: the file's contents when the caller has read
     them already. A checkpoint that cannot be read ends the script with one line."""
     checkpoint = checkpoint or read_checkpoint_or_exit(checkpoint_path)
-    if device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path):
+    if cached_engine_answers(name, checkpoint, checkpoint_path, device):
         meta = checkpoint_meta(checkpoint)
         run, line = load_engine(name, None, meta, checkpoint_path, device, amp_dtype)
         if run is not None:  # else it cannot load here (a package missing): PyTorch answers, as load_engine says
