@@ -246,7 +246,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="for --engines: a trained checkpoint (default: an untrained ResNet50 at 256²; speed does "
                              "not depend on the weights, INT8's accuracy check does)")
     parser.add_argument("--first-run", metavar="PHOTO_DIR", default=None,
-                        help="only first runs, native bf16 and AVX2 side by side: train.py 1 epoch from scratch on DATA_DIR, "
+                        help="only first runs, native bf16, bf16 off and AVX2 only side by side: train.py 1 epoch from scratch "
+                             "on DATA_DIR, "
                              "then predict.py on PHOTO_DIR's first --first-run-photos photos and the page's first answers, "
                              "against the tutorial's function (bench_first_run.py)")
     parser.add_argument("--first-run-photos", type=int, default=300)

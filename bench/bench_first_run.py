@@ -1,7 +1,7 @@
 """bench.py --first-run: what a learner times, right after training, in two CPU regimes side by side.
 
-For each regime (native bf16 where the CPU has it; AVX2 only, bf16 off: oneDNN, OpenVINO's copy of it and PyTorch's
-own ATen kernels held to AVX2, as on a laptop without AVX-512), one run of
+For each regime (native bf16 where the CPU has it; the same CPU with bf16 off; AVX2 only, bf16 off: oneDNN,
+OpenVINO's copy of it and PyTorch's own ATen kernels held to AVX2, as on a laptop without AVX-512), one run of
 `train.py --weights none --epochs 1` (ResNet50 at 256², the engine built after the last epoch, as by default),
 then in interleaved rounds on the same --predict-photos photos:
 - the tutorial's app function, once per photo, in a process of the regime (its start-up not counted);
@@ -36,7 +36,7 @@ PACED_PHOTOS = 5  # after the burst, answers at a user's pace (IDLE_S + 1 s apar
 # ATen's kernels (BatchNorm, ReLU, the additions, resizing, normalizing) pick AVX-512 unless held too: holding only
 # oneDNN made the tutorial's function 5% faster than an AVX2 laptop would run it (the engine is not affected).
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-REGIMES = {"native bf16": ({}, []), "AVX2, bf16 off": (AVX2_ONLY, ["--no-amp"])}
+REGIMES = {"native bf16": ({}, []), "bf16 off": ({}, ["--no-amp"]), "AVX2, bf16 off": (AVX2_ONLY, ["--no-amp"])}
 
 
 def load_average() -> str:
