@@ -65,8 +65,8 @@ def collect_images(arguments: list[str]) -> list[Path]:
 
 
 def start_decoding(photos: ImageList, batch_size: int, num_workers: int, device: torch.device) -> Iterator[tuple]:
-    """The photos' batches (photo_batches.collate_readable's), their decoding begun at once in the worker processes:
-    they decode while the engine or the model loads (a third of a second on a 2-core laptop)."""
+    """The photos' batches (photo_batches.collate_readable's). With worker processes (the default on 2 cores or
+    more) their decoding begins at once, while the engine or the model loads (a third of a second on 2 cores)."""
     loader = DataLoader(photos, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable,
                         pin_memory=device.type == "cuda")
     return iter(loader)
