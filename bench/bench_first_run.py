@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 # After the page's first answers, how long to look for its engine line (a whole build under load takes minutes).
 READY_LOOK_S = 30
 PACED_PHOTOS = 5  # after the burst, answers at a user's pace (IDLE_S + 1 s apart)
-# ATen's kernels (BatchNorm, ReLU, the additions, resizing, normalizing) pick AVX-512 unless held too: holding only
-# oneDNN made the tutorial's function 5% faster than an AVX2 laptop would run it (the engine is not affected).
+# ATen's kernels (BatchNorm, ReLU, the additions, resizing, normalizing) pick AVX-512 unless held too, which an AVX2
+# laptop cannot (in three pairs here, holding them made no consistent difference to either side).
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 REGIMES = {"native bf16": ({}, []), "bf16 off": ({}, ["--no-amp"]), "AVX2, bf16 off": (AVX2_ONLY, ["--no-amp"])}
 
