@@ -160,5 +160,8 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except BrokenPipeError:  # the reader has gone away (`predict.py photos/ | head`): nothing more to say
+        pass
     exit_without_teardown()

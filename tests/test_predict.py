@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -12,7 +15,7 @@ import torch
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.engines import cached_engine_answers, load_engine
 from cats_dogs.inference import CPU_BATCH, ENGINE_BATCH, default_batch_size
-from conftest import make_broken_files, make_photo, run_script
+from conftest import REPO, make_broken_files, make_photo, run_script
 
 
 def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(separating_run: Path, tmp_path: Path) -> None:
@@ -48,6 +51,21 @@ def test_folder_is_predicted_written_to_csv_and_sorted_by_copy(separating_run: P
     assert f"{broken['truncated']}: the file is cut short" in result.stdout
     first = result.stdout.splitlines()[0]
     assert first.count("%") == 2 and ("cat" in first and "dog" in first)  # --top-k 2
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(trained_run: Path) -> None:
+    """`predict.py photos/ | head -1`: once head has its line it closes the pipe, and the next answer written finds
+    no reader. The command then ends at once, without a traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first answer
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "predict.py"), "datasets/val", "--num-workers", "0"],
+                                cwd=trained_run, stdout=write_end, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith("engine: "), result.stderr[-3000:]
 
 
 def test_single_file_and_missing_path(trained_run: Path) -> None:
