@@ -21,9 +21,9 @@ from tqdm import tqdm
 from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.csv_rows import CsvError
 from cats_dogs.device import pick_device
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, cached_engine_answers, load_model_or_engine
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, batch_size_for, load_model_or_engine
 from cats_dogs.images import open_image
-from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities, default_batch_size
+from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities
 from cats_dogs.intervals import balanced_accuracy_interval, wilson_interval
 from cats_dogs.photo_batches import collate_readable
 from cats_dogs.preprocessing import to_device
@@ -205,8 +205,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
-    batch_size = args.batch_size or default_batch_size(device, cached_engine_answers(args.engine, checkpoint,
-                                                                                        checkpoint_path, device))
+    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
     # A cached engine answers without the PyTorch model (None then); auto builds one only for a job that repays it
     model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device, photos=len(dataset),

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, cached_engine_answers, load_model_or_engine
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, batch_size_for, load_model_or_engine
 from cats_dogs.images import IMAGE_EXTENSIONS
-from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities, default_batch_size, prepare_for_inference
+from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities, prepare_for_inference
 from cats_dogs.photo_batches import ImageList, collate_readable
 from cats_dogs.preprocessing import to_device
 from cats_dogs.process import exit_without_teardown, make_console_safe
@@ -111,8 +111,7 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = read_checkpoint_or_exit(checkpoint_path)
     photos = ImageList([(path, -1) for path in paths], **preprocessing(checkpoint))
     workers = args.num_workers if args.num_workers is not None else min(4, max(0, (os.cpu_count() or 1) - 1))
-    batch_size = args.batch_size or default_batch_size(device, cached_engine_answers(args.engine, checkpoint,
-                                                                                        checkpoint_path, device))
+    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device)
     batches = start_decoding(photos, batch_size, workers, device)
     # auto builds an engine only for a job big enough to repay the build; a cached one answers whatever the size,
     # without the PyTorch model (None then)

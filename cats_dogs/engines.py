@@ -47,6 +47,7 @@ from cats_dogs.checkpoint import (
     read_checkpoint_or_exit,
 )
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
+from cats_dogs.inference import default_batch_size
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
@@ -311,6 +312,12 @@ def cached_engine_answers(name: str, checkpoint: Checkpoint, checkpoint_path: st
                           device: torch.device) -> bool:
     """Whether load_model_or_engine will find engine `name` cached, and answer with it alone."""
     return device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path)
+
+
+def batch_size_for(name: str, checkpoint: Checkpoint, checkpoint_path: str | os.PathLike, device: torch.device) -> int:
+    """--batch-size's default in predict.py and evaluate.py: inference.default_batch_size, an engine's when engine
+    `name` is cached and will answer."""
+    return default_batch_size(device, cached_engine_answers(name, checkpoint, checkpoint_path, device))
 
 
 def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: torch.device,

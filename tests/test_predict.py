@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from cats_dogs.checkpoint import load_checkpoint
-from cats_dogs.engines import cached_engine_answers, load_engine
-from cats_dogs.inference import CPU_BATCH, ENGINE_BATCH, default_batch_size
+from cats_dogs.engines import batch_size_for, cached_engine_answers, load_engine
+from cats_dogs.inference import CPU_BATCH, ENGINE_BATCH
 from conftest import REPO, make_broken_files, make_photo, run_script
 
 
@@ -144,10 +144,10 @@ def test_a_small_job_answers_with_torch_and_says_why_unless_the_engine_is_cached
 
     model, meta = load_checkpoint(checkpoint)
     cpu = torch.device("cpu")
-    assert default_batch_size(cpu, cached_engine_answers("auto", meta, checkpoint, cpu)) == CPU_BATCH
+    assert batch_size_for("auto", meta, checkpoint, cpu) == CPU_BATCH
     load_engine("auto", model, meta, checkpoint, cpu, data_dir=separating_run / "datasets")
     # PyTorch on a CPU takes a few photos at a time (more overflow the caches); the engine, more
-    assert default_batch_size(cpu, cached_engine_answers("auto", meta, checkpoint, cpu)) == ENGINE_BATCH > CPU_BATCH
+    assert batch_size_for("auto", meta, checkpoint, cpu) == ENGINE_BATCH > CPU_BATCH
     assert not cached_engine_answers("torch", meta, checkpoint, cpu)
     # PYTHONPROFILEIMPORTTIME lists every module imported, on stderr: the cached engine answers without the PyTorch
     # model, so torchvision (about a second of the start) is never imported.
