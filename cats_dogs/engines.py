@@ -327,7 +327,7 @@ def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: 
     PyTorch model never built (nor torchvision imported: about 1.5 s of a 2-core laptop's start); else the model,
     and load_engine's choice for a job of `photos`. `checkpoint`: the file's contents when the caller has read
     them already. A checkpoint that cannot be read ends the script with one line."""
-    checkpoint = checkpoint or read_checkpoint_or_exit(checkpoint_path)
+    checkpoint = read_checkpoint_or_exit(checkpoint_path) if checkpoint is None else checkpoint
     if cached_engine_answers(name, checkpoint, checkpoint_path, device):
         meta = checkpoint_meta(checkpoint)
         run, line = load_engine(name, None, meta, checkpoint_path, device, amp_dtype)
