@@ -14,16 +14,11 @@ byte-identical copies are kept only once. The source is never modified.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import hashlib
 import io
-import multiprocessing
-import os
 import random
 import shutil
 import tempfile
-import warnings
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,8 +28,9 @@ from tqdm import tqdm
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.class_balance import data_warnings
 from cats_dogs.classes import class_name_problem
+from cats_dogs.cleaning import SeenPhotos, check_file, clean
 from cats_dogs.downloads import SOURCES, download_photos
-from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image, zip_member_name
+from cats_dogs.images import IMAGE_EXTENSIONS, zip_member_name
 from cats_dogs.process import make_console_safe
 from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
@@ -164,61 +160,6 @@ def check_class_names(photos: dict[str | None, dict[str, list[Path]]], root: Pat
                 raise SystemExit(f"{where}: {problem}. Rename it, then import again.")
 
 
-# --------------------------------------------------------------------------- cleaning
-def check_photo(data: bytes) -> str | None:
-    """None when the photo's bytes decode fully (the way training will open them), else why not."""
-    if not data:
-        return "empty file"
-    try:
-        with warnings.catch_warnings():
-            # Many of Kaggle's photos have a damaged EXIF block. Pillow warns once per file, but the pixels decode
-            # and training reads them fine: hundreds of such warnings would only hide the summary.
-            warnings.simplefilter("ignore", UserWarning)
-            open_image(io.BytesIO(data))
-    except UNREADABLE_IMAGE_ERRORS as error:
-        return explain_unreadable(error)
-    return None
-
-
-def inspect_file(path: Path) -> tuple[str | None, str | None]:
-    """(the SHA-1 of a usable photo's bytes, why the photo cannot be used): the part of the check that runs in
-    parallel. Each photo is read and decoded once."""
-    data = path.read_bytes()
-    reason = check_photo(data)
-    return (hashlib.sha1(data).hexdigest() if reason is None else None), reason
-
-
-def check_file(path: Path, first_seen: dict[str, Path], inspected: tuple[str | None, str | None] | None = None) -> str | None:
-    """Why this photo cannot be used, or None; first_seen spots later copies of it."""
-    digest, reason = inspected or inspect_file(path)
-    if reason is None:
-        if digest in first_seen:
-            return f"byte-identical duplicate of {first_seen[digest]}"
-        first_seen[digest] = path
-    return reason
-
-
-def clean(photos: dict[str | None, dict[str, list[Path]]]) -> tuple[dict, list[tuple[Path, str]]]:
-    """Decode every photo once, one process per core; leave out the broken ones and all but the first of
-    identical copies (the first in a fixed order, whatever process finished first)."""
-    all_photos = [(split, name, p) for split, classes in photos.items() for name, paths in classes.items() for p in paths]
-    kept: dict[str | None, dict[str, list[Path]]] = {split: {name: [] for name in classes} for split, classes in photos.items()}
-    excluded: list[tuple[Path, str]] = []
-    first_seen: dict[str, Path] = {}
-    processes = min(os.cpu_count() or 1, 1 + len(all_photos) // 200)  # a pool costs more than a few photos take
-    with multiprocessing.get_context().Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
-        paths = [path for *_, path in all_photos]
-        inspected = pool.imap(inspect_file, paths, chunksize=32) if pool else map(inspect_file, paths)
-        for (split, name, path), result in tqdm(zip(all_photos, inspected, strict=True), total=len(all_photos),
-                                                desc="checking photos", unit="photo"):
-            reason = check_file(path, first_seen, result)
-            if reason:
-                excluded.append((path, reason))
-            else:
-                kept[split][name].append(path)
-    return kept, excluded
-
-
 # --------------------------------------------------------------------------- splitting
 def split_photos(photos: dict[str, list[Path]], shares: dict[str, float], seed: int) -> dict[str, dict[str, list[Path]]]:
     """Stratified: each class is shuffled with the seed and cut by the shares."""
@@ -261,7 +202,7 @@ def sample(splits: dict[str, dict[str, list[Path]]], seed: int) -> tuple[dict, l
             wanted[split, name] = min(share, len(classes[name]))
     sampled: dict[str, dict[str, list[Path]]] = {split: {} for split in splits}
     excluded: list[tuple[Path, str]] = []
-    first_seen: dict[str, Path] = {}
+    first_seen = SeenPhotos()
     with tqdm(total=sum(wanted.values()), desc="checking photos", unit="photo") as progress:
         for (split, name), count in wanted.items():
             paths = sorted(splits[split][name])
