@@ -4,6 +4,7 @@
     python prepare_data.py --download --source microsoft # the same, from Microsoft's copy only
     python prepare_data.py --from my_photos              # my_photos/<class>/*.jpg
     python prepare_data.py --from kaggle_train.zip --split 0.6 0.2 0.2
+    python prepare_data.py --crawl 向日葵 玫瑰 --names sunflower rose --per-class 200   # photos from Baidu
 
 Accepted sources: a folder of class folders (SRC/<class>/…), a folder that already has splits
 (SRC/train|val|test/<class>/…), a flat folder of Kaggle-style names (<class>.<n>.jpg), or a .zip
@@ -49,13 +50,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Import photos into the tutorial's CSV dataset layout.", formatter_class=argparse.RawTextHelpFormatter,
         epilog=f"--download without a URL tries these sources in order:\n{sources}\n"
                "The environment variables PREPARE_DATA_GOOGLE_URL and PREPARE_DATA_MICROSOFT_URL replace these URLs\n"
-               "(for a mirror, or for the tests).")
+               "(for a mirror, or for the tests). PREPARE_DATA_BAIDU_URL and PREPARE_DATA_BING_URL replace --crawl's\n"
+               "search URLs in the same way ({} {}: the keyword and the first result's number).")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--from", dest="from_path", metavar="PATH",
                         help="a folder (class folders, split folders or Kaggle names) or a .zip")
     # None: not asked for; "": the built-in sources; anything else: the user's URL
     source.add_argument("--download", nargs="?", const="", metavar="URL",
                         help="download a .zip of photos and import it (default: the sources below)")
+    source.add_argument("--crawl", nargs="+", metavar="KEYWORD",
+                        help="search the web for photos of each keyword, a class each; the downloads stay in\n"
+                             "OUT_crawl/ (with sources.csv), and the next run tops each class up")
     parser.add_argument("--source", dest="source_name", choices=list(SOURCES),
                         help="download from this source only, with no fallback (implies --download)")
     parser.add_argument("--full", action="store_true", help="with --download: keep every photo, not a 275/70 sample")
@@ -65,16 +70,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     ratios.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                         help="train/val/test shares, e.g. 0.6 0.2 0.2 (writes test.csv too)")
     parser.add_argument("--seed", type=int, default=42, help="the same seed gives the same split (default: 42)")
+    crawl = parser.add_argument_group("with --crawl")
+    crawl.add_argument("--names", nargs="+", metavar="NAME", help="class folder names, one per keyword (default: the keywords)")
+    crawl.add_argument("--per-class", type=int, default=100,
+                       help="photos per class, counted after broken ones and (near-)copies are left out (default: 100)")
+    crawl.add_argument("--crawl-engine", choices=("baidu", "bing"), default="baidu", help="image search engine (default: baidu)")
+    crawl.add_argument("--crawl-delay", type=float, default=1.0, metavar="SECONDS",
+                       help="seconds between two requests to one server (default: 1)")
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.source_name and (args.from_path is not None or args.download):
-        parser.error("--source picks one of the built-in downloads. It cannot be used with --from or with a URL.")
-    if args.from_path is None and args.download is None and not args.source_name:
-        parser.error("give --from PATH (photos you have), or --download")
+    if args.source_name and (args.from_path is not None or args.download or args.crawl):
+        parser.error("--source picks one of the built-in downloads. It cannot be used with --from, --crawl or a URL.")
+    if args.from_path is None and args.download is None and not args.source_name and not args.crawl:
+        parser.error("give --from PATH (photos you have), --download, or --crawl KEYWORD...")
+    if args.crawl and (args.per_class < 1 or len(set(args.names or args.crawl)) != len(args.crawl)):
+        parser.error("--crawl needs --per-class 1 or more, and as many different --names as keywords")
     return args
 
 
@@ -304,8 +318,14 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"the split shares must be positive and add up to 1, got {list(shares.values())}")
 
     download = "" if args.source_name else args.download  # --source: --download from its built-in URL
-    source, known = (download_photos(download, args.source_name, out / ".downloads") if download is not None
-                     else (Path(args.from_path), None))
+    if args.crawl:  # icrawler takes most of a second to import: only a crawl loads it
+        from cats_dogs.crawl import crawl_photos
+        (source, crawled), known = crawl_photos(args.crawl, args.names, args.per_class, args.crawl_engine,
+                                                args.crawl_delay, out), None
+    else:
+        crawled = None
+        source, known = (download_photos(download, args.source_name, out / ".downloads") if download is not None
+                         else (Path(args.from_path), None))
     if not source.exists():
         raise SystemExit(f"--from {source}: no such file or folder")
     if source.is_file() and not zipfile.is_zipfile(source):
@@ -313,7 +333,7 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="prepare_data_") as scratch:
         unpacked, refused = unpack(source, Path(scratch)) if source.is_file() else (source, [])
         root = dataset_root(unpacked)
-        photos = find_photos(root)
+        photos = crawled or find_photos(root)
         check_class_names(photos, root)
         if known:  # Google's folders are cats/dogs, Microsoft's Cat/Dog: both give the tutorial's cat/dog
             photos = {split: {known.class_names.get(name, name): paths for name, paths in classes.items()}
@@ -321,7 +341,7 @@ def main(args: argparse.Namespace) -> None:
         if download is not None and not args.full:
             splits, excluded = sample(make_splits(photos, shares, args.val_ratio, args.seed), args.seed)
         else:
-            photos, excluded = clean(photos)
+            photos, excluded = clean(photos, near_duplicates=crawled is not None)
             splits = make_splits(photos, shares, args.val_ratio, args.seed)
         excluded = refused + excluded
         class_names = sorted({name for classes in splits.values() for name in classes})

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_PHOTO_BYTES = 20 * 1024 * 1024  # one photo from outside (an upload, a crawled download): larger ones are refused
 
 
 class UnreadableImage(ValueError):

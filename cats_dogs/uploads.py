@@ -14,11 +14,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
+from cats_dogs.images import MAX_PHOTO_BYTES, UNREADABLE_IMAGE_ERRORS, open_image, zip_member_name
 from cats_dogs.translations import in_language, reason_in, text
 from cats_dogs.zips import MEMBER_READ_ERRORS, member_problem, read_problem
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # app.py's launch(max_file_size=...), and a photo sent inline (data: URL) too
+MAX_UPLOAD_BYTES = MAX_PHOTO_BYTES  # app.py's launch(max_file_size=...), and a photo sent inline (data: URL) too
 MAX_ZIP_MEMBER_BYTES = 50 * 1024 * 1024  # a photo inside a zip larger than this is skipped unread
 MAX_ZIP_TOTAL_BYTES = 500 * 1024 * 1024  # one request's zips unpack to at most this much; the rest is skipped unread
 
