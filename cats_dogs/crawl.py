@@ -28,7 +28,7 @@ import requests
 from icrawler import Crawler, ImageDownloader
 from icrawler.builtin.baidu import BaiduParser
 from icrawler.builtin.bing import BingParser
-from icrawler.feeder import SimpleSEFeeder
+from icrawler.feeder import Feeder
 from icrawler.utils import Session
 from tqdm import tqdm
 
@@ -50,7 +50,7 @@ DOWNLOAD_THREADS = 2  # a few at most: polite to the servers, and the engine see
 PAGE_TRIES = 3  # icrawler's tries for one result page: after these fail with none answered, the engine is unreachable
 PHOTO_TIMEOUT_S = 60  # a server that trickles a photo byte by byte is given up after this
 SOURCES_FILE = "sources.csv"
-SOURCE_COLUMNS = ("class", "file", "url", "keyword", "engine", "problem")
+SOURCE_COLUMNS = ("class", "file", "url", "result", "keyword", "engine", "problem")  # result: its place in the answers
 QUIET_LOGGERS = ("icrawler", "feeder", "parser", "downloader", "urllib3")  # icrawler names its thread pools' loggers so
 
 
@@ -67,6 +67,7 @@ class Tally:
     pages: int = 0  # result pages the engine answered
     page_errors: list[str] = field(default_factory=list)  # failed requests and HTTP errors of result pages
     links: int = 0  # photo links in those answers
+    tried: int = 0  # links not tried before
     saved: int = 0
     problems: Counter = field(default_factory=Counter)  # links that gave no photo, by reason
 
@@ -84,8 +85,11 @@ class SourcesFile:
             with open(path, encoding="utf-8-sig", newline="") as file:
                 self.rows = list(csv.DictReader(file))
 
-    def tried(self, name: str, engine: str, keyword: str) -> int:
-        return sum(1 for row in self.rows if (row.get("class"), row.get("engine"), row.get("keyword")) == (name, engine, keyword))
+    def next_result(self, name: str, engine: str, keyword: str) -> int:
+        """Where the engine's results for this class and keyword go on: after the last link tried."""
+        places = [int(row["result"]) for row in self.rows if str(row.get("result")).isdigit()
+                  and (row.get("class"), row.get("engine"), row.get("keyword")) == (name, engine, keyword)]
+        return max(places, default=-1) + 1
 
     def urls(self, name: str) -> set[str]:
         return {row.get("url") for row in self.rows if row.get("class") == name}
@@ -136,6 +140,9 @@ class KeywordCrawl:
     pacer: Pacer
     tally: Tally = field(default_factory=Tally)
     seen_urls: set[str] = field(default_factory=set)
+    page_starts: dict[str, int] = field(default_factory=dict)  # result page URL -> its first result's place
+    page_start: int = 0  # that of the page being read (icrawler reads them with one thread, one after the other)
+    last_place: int = -1  # that of the last link read
     progress: tqdm | None = None
 
     def first_try(self, url: str) -> bool:
@@ -146,20 +153,21 @@ class KeywordCrawl:
             self.seen_urls.add(url)
             return True
 
-    def record(self, url: str, file: str = "", problem: str = "") -> None:
-        self.sources.add({"class": self.name, "file": file, "url": url, "keyword": self.keyword,
+    def record(self, url: str, result: int, file: str = "", problem: str = "") -> None:
+        self.sources.add({"class": self.name, "file": file, "url": url, "result": str(result), "keyword": self.keyword,
                           "engine": self.engine, "problem": problem})
+        self.tally.tried += 1
         if problem:
             self.tally.problems[problem] += 1
 
-    def save(self, file: str, url: str, data: bytes) -> None:
+    def save(self, file: str, url: str, result: int, data: bytes) -> None:
         """The photo takes its name only once it is whole, then its link goes into sources.csv."""
         path = self.folder / file
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
         partial.write_bytes(data)
         os.replace(partial, path)
-        self.record(url, file)
+        self.record(url, result, file)
         self.tally.saved += 1
         if self.progress is None:  # only now: a crawl that finds nothing shows no empty bar
             self.progress = tqdm(desc=f"downloading {self.keyword}", unit="photo")
@@ -182,6 +190,7 @@ class PoliteSession(Session):
         if len(tally.page_errors) >= PAGE_TRIES and not tally.pages:  # the engine is out of reach: fail at once
             raise requests.ConnectionError(tally.page_errors[0])
         self.crawl.pacer.wait(url)
+        self.crawl.page_start = self.crawl.page_starts.get(url, self.crawl.page_start)
         try:
             response = super().get(url, **kwargs)
         except Exception as error:
@@ -228,19 +237,30 @@ class PhotoDownloader(ImageDownloader):
         try:
             data = self.session.get_photo(url, timeout)
         except PhotoTooLarge:
-            crawl.record(url, problem=f"larger than {MAX_PHOTO_BYTES // 2**20} MB: not downloaded")
+            crawl.record(url, task["result"], problem=f"larger than {MAX_PHOTO_BYTES // 2**20} MB: not downloaded")
             return False
         except Exception as error:  # anything a web server can do to a request
-            crawl.record(url, problem=short_reason(error))
+            crawl.record(url, task["result"], problem=short_reason(error))
             return False
         with self.lock:  # a photo the other thread was still fetching is kept too: it will not be fetched again
             self.fetched_num += 1
             if self.fetched_num >= self.max_num:
                 self.signal.set(reach_max_num=True)
         suffix = Path(urlsplit(url).path).suffix.lower()
-        crawl.save(f"{number:06d}{suffix if suffix in IMAGE_EXTENSIONS else '.jpg'}", url, data)
+        crawl.save(f"{number:06d}{suffix if suffix in IMAGE_EXTENSIONS else '.jpg'}", url, task["result"], data)
         task["success"] = True
         return True
+
+
+class ResultPages(Feeder):
+    """The engine's result pages, as icrawler's BaiduFeeder and BingFeeder ask for them, from SEARCH_URLS."""
+
+    def feed(self, keyword: str, offset: int, max_num: int) -> None:
+        crawl = self.session.crawl
+        for start in range(offset, offset + max_num, RESULTS_PER_PAGE[crawl.engine]):
+            url = SEARCH_URLS[crawl.engine].format(quote(keyword), start)
+            crawl.page_starts[url] = start
+            self.out_queue.put(url)
 
 
 class CountingParser:
@@ -251,22 +271,15 @@ class CountingParser:
         if response.status_code != 200:  # counted as a page error by the session
             return
         try:
-            for task in super().parse(response, **kwargs):
-                tally.links += 1
-                yield task
+            for place, task in enumerate(super().parse(response, **kwargs), start=self.session.crawl.page_start):
+                tally.links, self.session.crawl.last_place = tally.links + 1, place
+                yield task | {"result": place}
         except Exception as error:  # a changed page format: Baidu's parser indexes the JSON blindly
             tally.page_errors.append(f"an answer that could not be read ({short_reason(error)})")
 
 
-class BaiduResults(CountingParser, BaiduParser):
-    pass
-
-
-class BingResults(CountingParser, BingParser):
-    pass
-
-
-PARSERS = {"baidu": BaiduResults, "bing": BingResults}
+PARSERS = {"baidu": type("BaiduResults", (CountingParser, BaiduParser), {}),
+           "bing": type("BingResults", (CountingParser, BingParser), {})}
 
 
 class QuietCrawler(Crawler):
@@ -289,13 +302,13 @@ class QuietCrawler(Crawler):
 def download_round(crawl: KeywordCrawl, offset: int, wanted: int, delay: float) -> None:
     """Up to `wanted` new photos, from the engine's results from number `offset` on."""
     page = RESULTS_PER_PAGE[crawl.engine]
-    crawler = QuietCrawler(crawl, feeder_cls=SimpleSEFeeder, parser_cls=PARSERS[crawl.engine],
+    crawler = QuietCrawler(crawl, feeder_cls=ResultPages, parser_cls=PARSERS[crawl.engine],
                            downloader_cls=PhotoDownloader, downloader_threads=DOWNLOAD_THREADS,
                            storage={"backend": "FileSystem", "root_dir": str(crawl.folder)})
-    waiting = 2 + 2 * delay  # how long the downloaders wait for a link before they take the results as finished
-    crawler.crawl(feeder_kwargs={"url_template": SEARCH_URLS[crawl.engine], "keyword": quote(crawl.keyword),
-                                 "offset": offset, "max_num": min(MAX_RESULTS - offset, max(2 * wanted, page)),
-                                 "page_step": page},
+    waiting = 1 + 2 * delay  # how long the downloaders wait for a link before they take the results as finished
+    # Twice the photos wanted, as some links fail, and a page more: the first page may be read in part already.
+    results = min(MAX_RESULTS - offset, max(2 * wanted, page) + page)
+    crawler.crawl(feeder_kwargs={"keyword": crawl.keyword, "offset": offset, "max_num": results},
                   parser_kwargs={"queue_timeout": 1, "max_retry": PAGE_TRIES},
                   downloader_kwargs={"max_num": wanted, "file_idx_offset": crawl.sources.last_number(crawl.name),
                                      "queue_timeout": waiting})
@@ -353,14 +366,16 @@ def crawl_photos(keywords: list[str], names: list[str] | None, per_class: int, e
 
 def fill_class(crawl: KeywordCrawl, folder: Path, names: list[str], per_class: int, inspected: dict, delay: float) -> None:
     """Download rounds until the class has per_class photos kept, or the engine gives no new one."""
-    saved_before = None
+    links_before, skip_to = None, 0
     while (kept := choose(folder, names, per_class, inspected)[1][crawl.name]) < per_class \
-            and crawl.tally.saved != saved_before:  # the last round saved something: the engine may have more
-        offset = crawl.sources.tried(crawl.name, crawl.engine, crawl.keyword)
+            and crawl.tally.links != links_before:  # the last round read links: the engine may have more
+        offset = max(crawl.sources.next_result(crawl.name, crawl.engine, crawl.keyword), skip_to)
         if offset >= MAX_RESULTS:
             break
-        saved_before = crawl.tally.saved
+        links_before, tried_before = crawl.tally.links, crawl.tally.tried
         download_round(crawl, offset, per_class - kept, delay)
+        if crawl.tally.tried == tried_before:  # all of them tried before (by the other engine, say): read on past them
+            skip_to = crawl.last_place + 1
     if crawl.progress is not None:
         crawl.progress.close()
     if crawl.tally.unreachable():

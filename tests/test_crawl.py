@@ -87,7 +87,8 @@ def search_engine() -> Iterator[tuple[str, list[str]]]:
                 divs = "".join(f'<div class="imgpt"><a class="iusc" m="{m}"></a></div>' for m in metadata)
                 self.reply(f"<html><body>{divs}</body></html>".encode(), "text/html")
             elif url.path == "/baidu":
-                links = [f"{base}/{name}.jpg" for name in RESULTS.get(query["word"], [])[int(query["pn"]):][:30]]
+                # Five links where 30 were asked for: the next page starts after the last link read, not 30 on.
+                links = [f"{base}/{name}.jpg" for name in RESULTS.get(query["word"], [])[int(query["pn"]):][:5]]
                 answer = {"data": [{"hoverURL": link} for link in links] + [{}]} if links else {"no": "data"}
                 self.reply(json.dumps(answer).encode(), "application/json")
             elif url.path == "/photos/huge.jpg":  # no Content-Length: only counting the bytes can stop it
