@@ -8,8 +8,9 @@
 
 Accepted sources: a folder of class folders (SRC/<class>/…), a folder that already has splits
 (SRC/train|val|test/<class>/…), a flat folder of Kaggle-style names (<class>.<n>.jpg), or a .zip
-of any of these. Every photo is decoded once; unreadable ones are left out and listed, and
-byte-identical copies are kept only once. The source is never modified.
+of any of these, or photos crawled from Baidu or Bing (--crawl). Every photo is decoded once; unreadable ones are left
+out and listed, and byte-identical copies are kept only once (resized copies too, in a crawl). The source is never
+modified.
 """
 
 from __future__ import annotations
