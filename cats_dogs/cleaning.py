@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 
-# Of the 64 bits of a difference hash: resized or re-saved copies of a photo differ by 0 to 2, while no two of the
-# 800 distinct photos of /work/shared/data/cats_dogs_kaggle come closer than 7.
+# Of the 64 bits of a difference hash. studies/study_near_duplicates.py on Kaggle's cats and dogs: of 800 copies of
+# 200 photos (scaled to 1/4, 1/2 or 3/4, or re-saved at JPEG quality 50), 793 differ from their photo by 0 to 2 bits
+# and 799 by at most 5 (one 1/4-size copy by 6), while no two of 800 distinct photos come closer than 7.
 NEAR_DUPLICATE_BITS = 5
 
 
