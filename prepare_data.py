@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="the same seed gives the same split (default: 42)")
     crawl = parser.add_argument_group("with --crawl")
     crawl.add_argument("--names", nargs="+", metavar="NAME", help="class folder names, one per keyword (default: the keywords)")
-    crawl.add_argument("--per-class", type=int, default=100,
+    crawl.add_argument("--per-class", type=int, default=100, metavar="N",
                        help="photos per class, counted after broken ones and (near-)copies are left out (default: 100)")
     crawl.add_argument("--crawl-engine", choices=("baidu", "bing"), default="baidu", help="image search engine (default: baidu)")
     crawl.add_argument("--crawl-delay", type=float, default=1.0, metavar="SECONDS",
@@ -320,7 +320,10 @@ def main(args: argparse.Namespace) -> None:
 
     download = "" if args.source_name else args.download  # --source: --download from its built-in URL
     if args.crawl:  # icrawler takes most of a second to import: only a crawl loads it
-        from cats_dogs.crawl import crawl_photos
+        try:
+            from cats_dogs.crawl import crawl_photos
+        except ImportError as error:
+            raise SystemExit(f"--crawl needs the package {error.name}: pip install -r requirements.txt") from None
         (source, crawled), known = crawl_photos(args.crawl, args.names, args.per_class, args.crawl_engine,
                                                 args.crawl_delay, out), None
     else:
