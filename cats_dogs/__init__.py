@@ -11,6 +11,9 @@ The photos
     photo_batches   ImageList: photos in batches, written into one uint8 block, broken files left out
     loaders         train.py's DataLoaders, and each process's share under torchrun
     downloads       prepare_data.py --download: the sample photos, fetched safely
+    cleaning        an import's checks: each photo decoded once; broken ones, copies and (crawls) resized copies out
+    crawl           prepare_data.py --crawl: each keyword's class folder topped up until enough photos pass them
+    image_search    Baidu's and Bing's image search through icrawler: polite, quiet, every download untrusted
     zips            users' zip archives: real member names, bad members refused one by one
 
 The model and its files
