@@ -311,6 +311,7 @@ def download_round(crawl: KeywordCrawl, offset: int, wanted: int, delay: float) 
                   parser_kwargs={"queue_timeout": 1, "max_retry": PAGE_TRIES},
                   downloader_kwargs={"max_num": wanted, "file_idx_offset": crawl.sources.last_number(crawl.name),
                                      "queue_timeout": waiting})
+    crawler.signal.set(reach_max_num=True)  # icrawler returns when its downloaders do: its page reader stops too
 
 
 def short_reason(error: BaseException) -> str:
