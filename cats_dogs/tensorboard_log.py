@@ -5,7 +5,6 @@ it and SwanLab from one dict, under the same names; under torchrun only rank 0 w
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
 import warnings
@@ -36,8 +35,10 @@ def run_folder(root: str | None, experiment_name: str, resumed_config: dict | No
         if previous and distributed.is_main_process():
             print(f"note: this run logged to TensorBoard ({previous}); add --tensorboard to continue its curves there")
         return None
-    if importlib.util.find_spec("tensorboard") is None:
-        raise SystemExit(INSTALL_HINT)
+    try:
+        import tensorboard  # noqa: F401 — only whether it is there
+    except ImportError:
+        raise SystemExit(INSTALL_HINT) from None
     if previous:
         return previous
     safe_name = re.sub(r'[\\/:*?"<>|\s]+', "_", experiment_name)  # a folder name on Windows too
@@ -46,16 +47,25 @@ def run_folder(root: str | None, experiment_name: str, resumed_config: dict | No
 
 def start(folder: str | None, first_step: int, model: nn.Module, image_size: int, device: torch.device,
           balanced: bool) -> None:
-    """Open the run's writer (rank 0, with --tensorboard) and write the model graph and the charts that combine
-    tags. `first_step`: the step the run goes on from; a resumed run purges what its folder holds past it (steps a
+    """Open the run's writer (rank 0, with --tensorboard); in a new folder, write the model graph and the charts
+    that combine tags. `first_step`: the step the run goes on from; a resumed run purges what its folder holds past it (steps a
     stopped run logged after its last checkpoint), so that no step is there twice."""
     global _writer, _last_step
     if folder is None or not distributed.is_main_process():
         return
     from torch.utils.tensorboard import SummaryWriter
 
+    new_folder = not any(Path(folder).glob("events.out.tfevents.*"))
     _writer = SummaryWriter(folder, purge_step=first_step + 1 if first_step else None, flush_secs=10)
     _last_step = first_step
+    if new_folder:  # once per folder: a resumed run's would replace it with the same
+        write_graph_and_layout(model, image_size, device, balanced)
+    print(f"TensorBoard: event files in {folder}; run `tensorboard --logdir {Path(folder).parent}` in another terminal")
+
+
+def write_graph_and_layout(model: nn.Module, image_size: int, device: torch.device, balanced: bool) -> None:
+    """The model graph, and the custom-scalar charts that combine tags: val_acc between its interval's bounds,
+    train against val loss."""
     with warnings.catch_warnings(), torch.no_grad():  # the tracer's warnings are about tracing, not training
         warnings.simplefilter("ignore")
         # Traced in eval mode (add_graph's own doing): BatchNorm's statistics stay as they are.
@@ -66,7 +76,6 @@ def start(folder: str | None, first_step: int, model: nn.Module, image_size: int
                                                                          "val_balanced_acc_high"]]
     _writer.add_custom_scalars({"loss": {"train and val loss per epoch": ["Multiline", ["train_loss_epoch", "val_loss"]]},
                                 "accuracy": accuracy})
-    print(f"TensorBoard: event files in {folder}; run `tensorboard --logdir {Path(folder).parent}` in another terminal")
 
 
 def log(numbers: dict[str, float], pictures: dict[str, Image.Image], step: int | None) -> None:
