@@ -152,6 +152,7 @@ def test_torchrun_resume(ddp_run: tuple[Path, subprocess.CompletedProcess], tmp_
     first = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     result = torchrun(*DDP_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
     assert result.stdout.count("resuming from") == 1 and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
+    assert result.stdout.count("add --tensorboard to continue its curves there") == 1  # the first run logged there
     second = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert second["epoch"] == 2 and [h["epoch"] for h in second["history"]] == [1, 2]
     assert second["history"][0] == first["history"][0]
