@@ -48,8 +48,8 @@ def run_folder(root: str | None, experiment_name: str, resumed_config: dict | No
 def start(folder: str | None, first_step: int, model: nn.Module, image_size: int, device: torch.device,
           balanced: bool) -> None:
     """Open the run's writer (rank 0, with --tensorboard); in a new folder, write the model graph and the charts
-    that combine tags. `first_step`: the step the run goes on from; a resumed run purges what its folder holds past it (steps a
-    stopped run logged after its last checkpoint), so that no step is there twice."""
+    that combine tags. `first_step`: the step the run goes on from; a resumed run purges what its folder holds
+    past it (the steps a stopped run logged after its last checkpoint), so that no step is there twice."""
     global _writer, _last_step
     if folder is None or not distributed.is_main_process():
         return
@@ -68,8 +68,10 @@ def write_graph_and_layout(model: nn.Module, image_size: int, device: torch.devi
     train against val loss."""
     with warnings.catch_warnings(), torch.no_grad():  # the tracer's warnings are about tracing, not training
         warnings.simplefilter("ignore")
-        # Traced in eval mode (add_graph's own doing): BatchNorm's statistics stay as they are.
-        _writer.add_graph(model, torch.zeros(1, 3, image_size, image_size, device=device))
+        try:  # traced in eval mode (add_graph's own doing): BatchNorm's statistics stay as they are
+            _writer.add_graph(model, torch.zeros(1, 3, image_size, image_size, device=device))
+        except RuntimeError as error:  # a picture of the model is not worth stopping the training for
+            print(f"TensorBoard: no model graph, the tracer failed ({str(error).splitlines()[0]})")
     accuracy = {"val_acc and its 95% interval": ["Margin", ["val_acc", "val_acc_low", "val_acc_high"]]}
     if balanced:
         accuracy["val_balanced_acc and its 95% interval"] = ["Margin", ["val_balanced_acc", "val_balanced_acc_low",

@@ -2,7 +2,7 @@
 (cats_dogs.tensorboard_log). Training logs through `log`, which feeds both from one dict under the same names.
 
 SwanLab, or a stand-in that logs nowhere where it is not installed (a bare GPU server with --swanlab-mode disabled):
-`from cats_dogs.tracking import swanlab` for its init and the scripts that log to SwanLab alone (evaluate.py)."""
+`from cats_dogs.tracking import swanlab` for its init and finish (run_folder.start_swanlab, tracking.finish)."""
 
 from __future__ import annotations
 
