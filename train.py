@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cats_dogs import distributed
+from cats_dogs import distributed, tracking
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
 from cats_dogs.class_balance import BALANCE_CHOICES, class_counts, sample_weights
@@ -48,13 +48,13 @@ from cats_dogs.recipe import (
     windowed_val_accs,
 )
 from cats_dogs.run_folder import (
+    log_run_start,
     log_validation,
     print_setup,
     print_summary,
     save_checkpoints,
     save_train_batch,
     start_swanlab,
-    swanlab,
 )
 from cats_dogs.served_epoch import right_wrong
 from cats_dogs.settings import TrainSettings, amp_type, resolve_settings
@@ -131,6 +131,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="local: dashboard on this machine via `swanlab watch swanlog`; cloud needs a SwanLab account")
     parser.add_argument("--project", default="cats-vs-dogs", help="SwanLab project name")
     parser.add_argument("--experiment-name", default=None, help="SwanLab experiment name (default: the model name)")
+    parser.add_argument("--tensorboard", nargs="?", const="runs", default=None, metavar="DIR",
+                        help="also log to TensorBoard, in DIR/<experiment>-<time>/ (DIR: runs); --resume continues "
+                             "the run's folder. View: tensorboard --logdir runs (pip install tensorboard)")
     tuning = parser.add_argument_group("learning rate and fine-tuning (docs/training.md)")
     tuning.add_argument("--lr-find", action="store_true", help="learning-rate range test: plot in OUTPUT_DIR/lr_find.png, "
                         "suggested rate printed, then exit (with --lr auto: train with it)")
@@ -180,7 +183,7 @@ def report_test_split(model: nn.Module, settings: TrainSettings, class_names: li
     # In fp32, so that the number is exactly what evaluate.py reports for the same checkpoint.
     _, _, predictions = evaluate(model.float(), test_loader, criterion, device, unreadable)
     test_metrics = val_accuracies(predictions, test_set, len(class_names), "test", settings.imbalanced)
-    swanlab.log(test_metrics)  # test_acc and its interval's bounds
+    tracking.log(test_metrics)  # test_acc and its interval's bounds
     print(f"{describe_metrics(test_metrics, 'test')} (best checkpoint, epoch {best_epoch})")
 
 
@@ -253,7 +256,7 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
     best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
                              paired_labels)["best_epoch"]
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
-    swanlab.finish()
+    tracking.finish()
     print_summary(settings, history, unreadable, paired_labels)
     if settings.engine:
         build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
@@ -289,10 +292,11 @@ def main(args: argparse.Namespace) -> None:
                                settings.freeze_epochs, resume_from and resume_from.get("scheduler_state"))
     config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set)  # also writes args.json
     if log_lr_find(lr_found, settings.output_dir):  # --lr-find alone: it ends here
-        swanlab.finish()
+        tracking.finish()
         return
 
     global_step = (start_epoch - 1) * len(train_loader)
+    log_run_start(settings, model, device, global_step)  # --tensorboard's writer and model graph; train_batch.jpg
     for epoch in range(start_epoch, settings.epochs + 1):
         started = time.perf_counter()
         set_backbone_frozen(model, epoch <= settings.freeze_epochs)  # --freeze-epochs: head only, then every layer

@@ -36,7 +36,9 @@ Training (train.py)
     lr_finder       --lr-find and --lr auto: fastai's learning-rate range test
     distributed     torchrun: several processes, one model
     run_folder      what a run leaves behind: checkpoints, args.json, results.csv, curves, train_batch.jpg
-    tracking        SwanLab, or a stand-in where it is not installed
+    tracking        one log call feeding SwanLab (or a stand-in where it is not installed) and TensorBoard
+    tensorboard_log --tensorboard: the event files, one folder per run, purged on --resume
+    photo_grid      photos with a caption under each, in one picture (train_batch.jpg, TensorBoard's gallery)
 
 Serving (app.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA

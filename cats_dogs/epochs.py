@@ -11,11 +11,10 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cats_dogs import distributed
+from cats_dogs import distributed, tracking
 from cats_dogs.device import autocast
 from cats_dogs.photo_batches import report_unreadable
 from cats_dogs.preprocessing import to_device
-from cats_dogs.tracking import swanlab
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -52,9 +51,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         global_step += 1
         seen += labels.size(0)
         total_loss += loss.item() * labels.size(0)
-        swanlab.log({"train_loss": loss.item(), "lr": lr}, step=global_step)
+        tracking.log({"train_loss": loss.item(), "lr": lr}, step=global_step)
         progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
     total_loss, seen = distributed.all_reduce_sum([total_loss, seen])  # under torchrun: every process's photos
+    tracking.log({"train_loss_epoch": total_loss / max(seen, 1)}, step=global_step)  # results.csv's train_loss
     return total_loss / max(seen, 1), global_step, int(seen)
 
 

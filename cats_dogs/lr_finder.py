@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cats_dogs import tracking
 from cats_dogs.device import autocast
 from cats_dogs.preprocessing import to_device
 from cats_dogs.random_state import same_random_state
 from cats_dogs.settings import TrainSettings
-from cats_dogs.tracking import swanlab
 
 START_LR, END_LR, NUM_STEPS = 1e-7, 10.0, 100  # fastai's lr_find defaults
 SMOOTHING = 0.98  # fastai's Recorder: an exponential moving average of the loss (AvgSmoothLoss, beta 0.98)
@@ -164,9 +164,9 @@ def log_lr_find(found: dict | None, output_dir: str) -> bool:
     if found is None:
         return False
     for step, (lr, loss) in enumerate(zip(found["lrs"], found["losses"], strict=True), start=1):
-        swanlab.log({"lr_find/loss": loss, "lr_find/lr": lr}, step=step)
-    swanlab.log({"lr_find/suggested_lr": found["suggested"],
-                 "lr_find/plot": swanlab.Image(str(Path(output_dir) / "lr_find.png"), caption="loss against lr")})
+        tracking.log({"lr_find/loss": loss, "lr_find/lr": lr}, step=step)
+    tracking.log({"lr_find/suggested_lr": found["suggested"],
+                  "lr_find/plot": tracking.Picture(Path(output_dir) / "lr_find.png", caption="loss against lr")})
     if found["train_after"]:
         return False
     print(f"to train with it: python train.py --lr {found['suggested']:.2e} (or --lr auto, which runs the test again)")

@@ -18,17 +18,18 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from cats_dogs import distributed
+from cats_dogs import distributed, tensorboard_log, tracking
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
 from cats_dogs.class_balance import applied_method, class_counts, class_weights, data_warnings
 from cats_dogs.photo_batches import ImageList
+from cats_dogs.photo_grid import photo_grid
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
 from cats_dogs.random_state import same_random_state
 from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
 from cats_dogs.served_epoch import PER_PHOTO_KEYS, against_last_epoch
 from cats_dogs.settings import TrainSettings
-from cats_dogs.tracking import swanlab
+from cats_dogs.tracking import Picture, swanlab
 
 SWANLAB_LOG_DIR = "swanlog"
 
@@ -93,11 +94,21 @@ def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, cla
 
 def log_validation(metrics: dict[str, float], epoch: int, step: int, predictions: dict[int, int], gallery: list,
                    val_set: ImageList, class_names: list[str]) -> None:
-    """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab."""
-    captioned = [swanlab.Image(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
+    """The val numbers and a gallery of val photos captioned "predicted / true" to SwanLab (and TensorBoard)."""
+    captioned = [Picture(image, caption=f"{class_names[predictions[i]]} / {class_names[val_set.samples[i][1]]}")
                  for i, image in gallery if i in predictions]
     numbers = {key: value for key, value in metrics.items() if key not in PER_PHOTO_KEYS}  # not val_right's strings
-    swanlab.log({**numbers, "epoch": epoch, "val_examples": captioned}, step=step)
+    tracking.log({**numbers, "epoch": epoch, "val_examples": captioned}, step=step)
+
+
+def log_run_start(settings: TrainSettings, model: nn.Module, device: torch.device, first_step: int) -> None:
+    """Before the first step: with --tensorboard, its writer opened (rank 0), the model graph in it; train_batch.jpg
+    to SwanLab and TensorBoard. `first_step`: the steps done already (a resumed run's)."""
+    tensorboard_log.start(settings.tensorboard, first_step, model, settings.image_size, device, settings.imbalanced)
+    train_batch = Path(settings.output_dir) / "train_batch.jpg"
+    if distributed.is_main_process() and train_batch.is_file():
+        tracking.log({"train_batch": Picture(train_batch, caption="a training batch, as the model sees it")},
+                     step=first_step)
 
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
@@ -175,27 +186,11 @@ def save_results_csv(history: list[dict[str, float]], path: Path) -> None:
     atomic_write_text(path, text.getvalue(), newline="")
 
 
-LABEL_FONTS = ("msyh.ttc", "simhei.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "NotoSansCJK-Regular.ttc",
-               "wqy-microhei.ttc", "DejaVuSans.ttf", "Arial.ttf")  # Chinese class names first: Windows, macOS, Linux
-
-
-def label_font(size: int):
-    """A font that can write Chinese class names where the system has one, else Pillow's own."""
-    from PIL import ImageFont
-
-    for name in LABEL_FONTS:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size)
-
-
 def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max_photos: int = 32) -> None:
     """train_batch.jpg: the first batch of the training loader as the model gets it (augmented, normalised by
     preprocessing.to_device), de-normalised with the ImageNet mean and std, its class under each photo. The random
     state is put back: the first training step gets this very batch."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     with same_random_state(loader):
         images, labels, _, _ = next(iter(loader))
@@ -204,15 +199,9 @@ def save_train_batch(loader: DataLoader, class_names: list[str], path: Path, max
     inputs = to_device(images[:max_photos], torch.device("cpu"), channels_last=False)  # N×3×H×W, as the model sees
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     photos = (inputs * std + mean).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
-    tile = max(128, photos.shape[1])  # tiny test images are enlarged, pixel for pixel
-    columns, caption = min(8, len(photos)), max(14, tile // 10)
-    rows = -(-len(photos) // columns)
-    grid = Image.new("RGB", (columns * tile, rows * (tile + caption + 6)), "white")
-    draw, font = ImageDraw.Draw(grid), label_font(caption)
-    for i, (photo, label) in enumerate(zip(photos, labels.tolist(), strict=False)):
-        x, y = i % columns * tile, i // columns * (tile + caption + 6)
-        grid.paste(Image.fromarray(photo).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
-        draw.text((x + tile // 2, y + tile + 2), class_names[label], fill="black", font=font, anchor="mt")
+    captions = [class_names[label] for label in labels[:max_photos].tolist()]
+    grid = photo_grid([Image.fromarray(photo) for photo in photos], captions,
+                      tile=max(128, photos.shape[1]))  # tiny test images are enlarged, pixel for pixel
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, quality=90)
 

@@ -22,6 +22,7 @@ from cats_dogs.class_balance import applied_method, csv_class_counts, is_imbalan
 from cats_dogs.csv_rows import CsvError, read_csv_rows
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.photo_batches import CACHE_BUDGET_BYTES
+from cats_dogs.tensorboard_log import run_folder
 
 # The flags that --resume takes from the checkpoint when they are not given; None in the parser means "not given".
 RESUMED_FLAGS = {"model": "--model", "image_size": "--image-size", "weights": "--weights",
@@ -64,6 +65,7 @@ class TrainSettings:
     swanlab_mode: str
     project: str
     experiment_name: str
+    tensorboard: str | None  # the run's folder of event files (tensorboard_log.run_folder), None: not logged
     lr_find: bool
     lr_find_steps: int
     freeze_epochs: int
@@ -109,8 +111,10 @@ def resolve_settings(args: argparse.Namespace, defaults: dict[str, Any], ddp_dev
                            args.num_workers)
     train_counts = csv_class_counts(Path(args.data_dir) / "train.csv")
     balance_applied, _ = applied_method(args.balance, train_counts, distributed.is_distributed(), args.freeze_backbone)
+    experiment_name = args.experiment_name or resumed["model"]
+    tensorboard = run_folder(args.tensorboard, experiment_name, resume_from and resume_from["config"])
     settings = TrainSettings(**{**vars(args), **resumed, **speed, "weight_decay": weight_decay, "device": str(device),
-                                "experiment_name": args.experiment_name or resumed["model"],
+                                "experiment_name": experiment_name, "tensorboard": tensorboard,
                                 "balance_applied": balance_applied, "imbalanced": is_imbalanced(train_counts)})
     return settings, resume_from
 

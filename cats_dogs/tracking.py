@@ -1,10 +1,20 @@
-"""SwanLab, or a stand-in that logs nowhere where it is not installed (a bare GPU server with --swanlab-mode
-disabled). Every module logs through `from cats_dogs.tracking import swanlab`."""
+"""Where a run's numbers and pictures go: SwanLab, and TensorBoard's event files with --tensorboard
+(cats_dogs.tensorboard_log). Training logs through `log`, which feeds both from one dict under the same names.
+
+SwanLab, or a stand-in that logs nowhere where it is not installed (a bare GPU server with --swanlab-mode disabled):
+`from cats_dogs.tracking import swanlab` for its init and finish (run_folder.start_swanlab, tracking.finish)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
+
+from PIL import Image
+
+from cats_dogs import tensorboard_log
+from cats_dogs.photo_grid import photo_grid
 
 try:
     import swanlab
@@ -12,3 +22,46 @@ except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains
     swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
                               "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
                               Image=lambda *_, **__: None)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A picture to log: a PIL image or the path of one, and its caption (SwanLab shows it under the picture;
+    TensorBoard has none, so a list of pictures is drawn there as one grid with the captions written in)."""
+    image: Image.Image | str | Path
+    caption: str = ""
+
+
+def log(values: dict[str, float | Picture | list[Picture]], step: int | None = None) -> None:
+    """Numbers and pictures to SwanLab and, with --tensorboard, to TensorBoard; `step` None: SwanLab's next step,
+    TensorBoard's last one."""
+    swanlab.log({key: to_swanlab(value) for key, value in values.items()}, step=step)
+    numbers = {key: value for key, value in values.items() if isinstance(value, int | float)}
+    pictures = {key: to_tensorboard(value) for key, value in values.items() if isinstance(value, Picture | list) and value}
+    tensorboard_log.log(numbers, pictures, step)
+
+
+def to_swanlab(value: float | Picture | list[Picture]):
+    if isinstance(value, Picture):
+        return swanlab.Image(str(value.image) if isinstance(value.image, Path) else value.image, caption=value.caption)
+    if isinstance(value, list):
+        return [to_swanlab(picture) for picture in value]
+    return value
+
+
+def to_tensorboard(value: Picture | list[Picture]) -> Image.Image:
+    """One picture as it is; several as a grid, each caption under its photo."""
+    if isinstance(value, Picture):
+        if isinstance(value.image, Image.Image):
+            return value.image
+        with Image.open(value.image) as image:
+            return image.convert("RGB")
+    photos = [to_tensorboard(picture) for picture in value]
+    tile = max(128, *(max(photo.size) for photo in photos))  # tiny test photos enlarged: room for the captions
+    return photo_grid(photos, [picture.caption for picture in value], tile=tile)
+
+
+def finish() -> None:
+    """The end of the run's logging: SwanLab's run finished, TensorBoard's event file closed."""
+    swanlab.finish()
+    tensorboard_log.close()

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -84,7 +86,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
     with open(data / "val.csv", "a", encoding="utf-8") as csv:
         csv.write("val/cat/cat.0.jpg,1\nbroken/notes.jpg,1\nbroken/memo.jpg,0\n")
 
-    result = torchrun(*DDP_FLAGS, "--epochs", "1", cwd=workdir)
+    result = torchrun(*DDP_FLAGS, "--epochs", "1", "--tensorboard", cwd=workdir)
     return workdir, result
 
 
@@ -107,6 +109,11 @@ def test_torchrun_trains_once_logs_once_and_writes_once(ddp_run: tuple[Path, sub
     assert all(state["step"] == 1 for state in checkpoint["optimizer_state"]["state"].values())
     # Every readable val photo is captioned, rank 1's share included.
     assert len(run["captions"]["val_examples"]) == 9
+    # TensorBoard too: one folder, one event file (rank 0's), the same numbers.
+    [events_file] = workdir.glob("runs/*/events.out.tfevents.*")
+    events = EventAccumulator(str(events_file.parent)).Reload()
+    assert len(events.Scalars("train_loss")) == 1 and len(events.Images("val_examples")) == 1
+    assert [e.value for e in events.Scalars("val_acc")] == [np.float32(checkpoint["metrics"]["val_acc"])]
 
     # The unreadable photos only rank 1 met (train: 3, val: notes.jpg) are listed by rank 0 at the end.
     assert "skipped 5 unreadable photo(s)" in result.stdout
@@ -145,6 +152,7 @@ def test_torchrun_resume(ddp_run: tuple[Path, subprocess.CompletedProcess], tmp_
     first = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     result = torchrun(*DDP_FLAGS, "--epochs", "2", "--resume", cwd=tmp_path)
     assert result.stdout.count("resuming from") == 1 and "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
+    assert result.stdout.count("add --tensorboard to continue its curves there") == 1  # the first run logged there
     second = read_checkpoint(tmp_path / "checkpoint/latest_checkpoint.pth")
     assert second["epoch"] == 2 and [h["epoch"] for h in second["history"]] == [1, 2]
     assert second["history"][0] == first["history"][0]
