@@ -28,6 +28,7 @@ except ImportError as error:  # not installed, or Qt's system libraries missing 
 
 from cats_dogs.answers import DOUBT_THRESHOLD  # noqa: E402 -- after the check above, which names what to install
 from cats_dogs.checkpoint import find_checkpoint  # noqa: E402
+from cats_dogs.desktop_classifier import end_engine_builds  # noqa: E402
 from cats_dogs.desktop_window import Window  # noqa: E402
 from cats_dogs.desktop_worker import Worker  # noqa: E402
 from cats_dogs.device import pick_device  # noqa: E402
@@ -90,9 +91,15 @@ def end_quietly_on_signals(app: QApplication) -> QTimer:
     return timer
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> None:
     if args.screenshot and not args.photos:
         raise SystemExit("--screenshot needs photos to answer: python desktop.py --screenshot FILE PHOTO...")
+    try:
+        checkpoint_path, missing = find_checkpoint(args.checkpoint), None
+    except SystemExit as error:  # the window opens all the same, and a checkpoint can be picked in it
+        if args.screenshot:
+            raise
+        checkpoint_path, missing = None, str(error)
     app = QApplication(sys.argv[:1])
     app.setStyle("Fusion")  # the same look on Windows, macOS and Linux, and in the screenshots in docs/
     language = window_language(args.language)
@@ -102,11 +109,7 @@ def main(args: argparse.Namespace) -> int:
     thread.start()
     window = Window(worker, language, args.threshold, args.heatmap)
     window.resize(1100, 720)
-    try:
-        checkpoint_path = find_checkpoint(args.checkpoint)
-    except SystemExit as missing:
-        if args.screenshot:
-            raise
+    if checkpoint_path is None:
         print(missing, flush=True)
         window.no_checkpoint()
     else:
@@ -121,15 +124,15 @@ def main(args: argparse.Namespace) -> int:
     code = app.exec()
     timer.stop()
     worker.current_job = -1  # the job under way stops after its batch
-    worker.close()  # the engine's build, if one runs, ends with the window
+    for pid in end_engine_builds():  # however the window ended: its close button, Ctrl+C, SIGTERM, --screenshot
+        print(f"stopped the engine's build (process {pid}) with the window", flush=True)
     thread.quit()
-    thread.wait(5000)
-    return code
+    thread.wait(5000)  # a photo being answered: torch cannot be interrupted, and the process ends below anyway
+    # Ended here, the worker's thread still referenced: Qt aborts when a running QThread is destroyed. torch's,
+    # OpenVINO's and Qt's objects are left to the system, not torn down one by one.
+    exit_without_teardown(code)
 
 
 if __name__ == "__main__":
     make_console_safe()  # a Windows console in GBK or cp1252 must not crash on a file name
-    code = main(get_args_parser().parse_args())
-    if code:
-        sys.exit(code)
-    exit_without_teardown()  # torch's, OpenVINO's and Qt's objects are left to the system, not torn down one by one
+    main(get_args_parser().parse_args())

@@ -58,16 +58,24 @@ class PhotoClassifier:
         return self.pauses.pausing(answer_batch)(self.batch_predict, self.pet_share_of, images)
 
     def close(self) -> None:
-        """End the engine's build now: it is this window's child, and must not outlive it (docs/desktop.md).
-        The build is started again, where it left off, the next time this checkpoint is opened."""
+        """End the engine's build now (another checkpoint is loaded): it must not take the cores from the next one.
+        The next start of this checkpoint builds again, keeping the files this build had finished."""
         self.closed = True
         process = self.pauses.process
         if process is not None:
             with contextlib.suppress(psutil.Error):  # it has ended meanwhile
-                for child in process.children(recursive=True):
-                    child.kill()
                 process.kill()
-            print(f"stopped the engine's build (process {process.pid}) with the window", flush=True)
+
+
+def end_engine_builds() -> list[int]:
+    """desktop.py's last step, however the window ended: every process it started (the engine's builds: a checkpoint
+    may still be loading, its build already started) is ended, so that none outlives the window. Their ids."""
+    ended = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it has ended meanwhile
+            child.kill()
+            ended.append(child.pid)
+    return ended
 
 
 def photos_in(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:

@@ -123,6 +123,7 @@ class Window(QMainWindow):
     # The checkpoint.
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         self.classifier = None  # photos opened meanwhile wait for it (on_loaded)
+        self.worker.current_job = -1  # the old model's job under way stops: the new one answers them all again
         self.header.setText(self.words("loading", path=path))
         self.ask_load.emit(str(path))
 

@@ -87,7 +87,7 @@ class Worker(QObject):
         self.picture_ready.emit(job, row, heatmap, to_qimage(picture))
 
     def close(self) -> None:
-        """Called from the window's thread too, when it closes: ends the engine's build."""
+        """The checkpoint before, dropped for another: its engine's build ends (desktop.py ends every build at exit)."""
         if self.classifier is not None:
             self.classifier.close()
             self.classifier = None
