@@ -97,7 +97,7 @@ class Window(QMainWindow):
         self.verdict = QLabel(self.words("drop_here"), textFormat=Qt.TextFormat.MarkdownText, wordWrap=True,
                               objectName="verdict")
         self.bars = QVBoxLayout()
-        self.picture = QLabel(alignment=Qt.AlignmentFlag.AlignCenter, objectName="picture")
+        self.picture = QLabel(alignment=Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, objectName="picture")
         self.picture.setFixedSize(PICTURE_SIZE, PICTURE_SIZE)
         self.caption = QLabel(wordWrap=True)
         answer = QWidget()
