@@ -17,7 +17,6 @@ The API endpoint /predict takes one image and answers the label with every class
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import os
 import sys
@@ -32,23 +31,22 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cats_dogs.answers import BATCH_SIZE, DOUBT_THRESHOLD, answer_batch, prepared_engine, table_row, verdict, write_results_csv
 from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engine_build import PausedWhileAnswering, build_at_low_priority
-from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, load_engine  # noqa: E402
+from cats_dogs.engine_build import PausedWhileAnswering
+from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP  # noqa: E402
 from cats_dogs.explain import load_pet_check, make_heatmap
 from cats_dogs.hosting import KEEP_FILES_S, open_page_warnings
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
+from cats_dogs.photo_files import uploaded_photos
 from cats_dogs.process import make_console_safe
 from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
-from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors, uploaded_photos
+from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors
 
 EXAMPLES_PER_CLASS = 2
-DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
-PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 MAX_BATCH_PHOTOS = 1000
-BATCH_SIZE = 8
 LIVE_EVERY = 0.3  # seconds between two frames of the live camera sent to be classified
 LIVE_SECONDS = 300  # a live camera's stream stops after this; its button starts it again
 LIVE_CAMERAS = 2  # live cameras classified at once (a stream holds its worker for its whole time)
@@ -99,17 +97,6 @@ def find_examples(data_dir: str | os.PathLike, per_class: int = EXAMPLES_PER_CLA
     return examples
 
 
-def verdict(probabilities: dict[str, float], threshold: float, pet_share: float | None, language: str = "en") -> str:
-    """The sentence beside the probabilities: a verdict only when the model is sure enough."""
-    best = max(probabilities, key=probabilities.get)
-    key = "sure" if probabilities[best] >= threshold else "not_sure"
-    answer = text(key, language, best=best, p=probabilities[best], threshold=threshold)
-    if pet_share is not None and pet_share < PET_HINT_BELOW:
-        answer += "\n\n" + text("pet_hint", language, not_a_pet=text("not_a_pet", language), share=pet_share,
-                                names=text("and", language).join(probabilities))
-    return answer
-
-
 def make_classify_many(batch_predict: Callable, class_names: list[str], pet_check: Callable | None,
                        forced_language: str = "auto") -> Callable:
     """The "Many photos" tab: files or zips in, a table (file, class, probability, note) and its CSV out."""
@@ -123,13 +110,9 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
         rows, pending = [], []  # pending: (row, photo) waiting for a full batch
 
         def flush() -> None:
-            probabilities = batch_predict([photo for _, photo in pending])
-            pet_shares = pet_check([photo for _, photo in pending]).tolist() if pet_check else [None] * len(pending)
-            for (row, _), p, pet_share in zip(pending, probabilities.tolist(), pet_shares, strict=True):
-                best = max(range(len(p)), key=p.__getitem__)
-                notes = [] if p[best] >= threshold else [text("not_sure_note", language)]
-                notes += [text("not_a_pet", language)] if pet_share is not None and pet_share < PET_HINT_BELOW else []
-                row[1:] = [class_names[best], round(p[best], 4), text("notes_joined_by", language).join(notes)]
+            answers = answer_batch(batch_predict, pet_check, [photo for _, photo in pending])
+            for (row, _), (p, pet_share) in zip(pending, answers, strict=True):
+                row[1:] = table_row(p, class_names, threshold, pet_share, language)
             pending.clear()
 
         for count, (name, photo) in enumerate(uploaded_photos(files, language), start=1):
@@ -150,8 +133,7 @@ def make_classify_many(batch_predict: Callable, class_names: list[str], pet_chec
         cache = Path(gr.utils.get_upload_folder())
         cache.mkdir(parents=True, exist_ok=True)
         csv_path = Path(tempfile.mkdtemp(prefix="predictions-", dir=cache)) / "predictions.csv"
-        with open(csv_path, "w", newline="", encoding="utf-8-sig") as file:  # the BOM lets Excel read Chinese names
-            csv.writer(file).writerows([headers, *rows])
+        write_results_csv(csv_path, rows, language)
         return {"headers": headers, "data": rows}, str(csv_path)
 
     return classify_many
@@ -246,14 +228,8 @@ def build_demo(model: torch.nn.Module, meta: Checkpoint, device: torch.device, e
     build_pauses = PausedWhileAnswering()  # the page's functions below suspend the engine's build while they answer
 
     def prepare_engine() -> Callable | None:
-        # Built by a child process at the lowest priority: on 2 cores, building here would slow every answer.
-        if device.type == "cpu" and (failed := build_at_low_priority(engine, meta, checkpoint_path, amp_dtype is not None,
-                                                                      data_dir, build_pauses)):
-            print(failed, flush=True)
-            engine_line["now"] = failed
-            return None
-        run, engine_line["now"] = load_engine(engine, model, meta, checkpoint_path, device, amp_dtype, data_dir)
-        print(engine_line["now"], flush=True)
+        run, engine_line["now"] = prepared_engine(engine, model, meta, checkpoint_path, device, amp_dtype, data_dir,
+                                                  build_pauses)
         return run
 
     batch_predict = make_batch_predict(model, meta, device, amp_dtype, compile_model,

@@ -40,13 +40,18 @@ Training (train.py)
     tensorboard_log --tensorboard: the event files, one folder per run, purged on --resume
     photo_grid      photos with a caption under each, in one picture (train_batch.jpg, TensorBoard's gallery)
 
-Serving (app.py, predict.py, evaluate.py, export.py, review.py)
+Serving (app.py, desktop.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
     engine_build    where the engine is built: after training, in a low-priority process for the page
     explain         the page's Grad-CAM heat map, and the ImageNet check that a photo shows a cat or dog at all
-    translations    the pages' words in English and Chinese
-    uploads         what a browser uploads: a photo, or files and zips of photos, each opened or given a reason
+    answers         what an answer is, for the page and the window: verdict, table row, CSV, the engine prepared
+    translations    the pages' and the window's words in English and Chinese
+    uploads         what a browser uploads: one photo, opened or refused with the page's message
+    photo_files     files and zips of photos, each opened or given a reason (the page's many photos, the window's)
+    desktop_classifier  desktop.py's model: a checkpoint answering as the page does, its engine build ended on close
+    desktop_worker  desktop.py's worker thread: load, classify, draw the heat map, off the window's thread
+    desktop_window  desktop.py's window (PySide6): photos opened or dropped, the table, the verdict, the CSV
     review_decisions review.py's clicks, saved at once, applied to the CSVs with backups
     hosting         who can reach a page: loopback or not (--host), a login (--auth)
 

@@ -40,14 +40,15 @@ def make_console_safe() -> None:
 
 
 
-def exit_without_teardown() -> None:
+def exit_without_teardown(code: int = 0) -> None:
     """Called last by a short command (predict.py) that has closed its files: end the process now, leaving its
     memory to the operating system. Python's own exit tears down torch's and OpenVINO's objects one by one and runs
     the garbage collector over them: 0.2 s on a 2-core laptop, for a command of 9 s. Output is flushed first;
     a reader that has gone away (`predict.py photos/ | head`) is no error."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None under pythonw.exe (desktop.py started without a console on Windows)
+                stream.flush()
         except (BrokenPipeError, ValueError):  # ValueError: a stream closed by the caller
             pass
-    os._exit(0)
+    os._exit(code)

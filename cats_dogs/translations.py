@@ -1,21 +1,23 @@
-"""The web pages' words, in English and simplified Chinese, and how a request's language is chosen.
+"""The web pages' and the desktop app's words, in English and simplified Chinese, and how a request's language is chosen.
 
 app.py shows these: its fixed words through Gradio's I18n (the browser picks), and the answers it computes
 (verdicts, notes, errors) in the language of the request that asked. The words of its inputs (photo, threshold,
 check boxes, camera) are declared with the inputs themselves, in app.py's CONTROLS, and join PAGE_WORDS in
-page_translations. review.py's page does the same with REVIEW_TEXTS.
+page_translations. review.py's page does the same with REVIEW_TEXTS. desktop.py's window shows DESKTOP_WORDS and the
+same answers, in the system's language or --language's. Gradio is imported only by page_translations.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
-
-import gradio as gr
+from typing import TYPE_CHECKING, Any
 
 from cats_dogs.checkpoint import Checkpoint
 from cats_dogs.images import explain_unreadable
+
+if TYPE_CHECKING:  # only the web pages' functions take Gradio's types: the desktop app (desktop.py) never imports it
+    import gradio as gr
 
 LANGUAGES = ("en", "zh")
 
@@ -70,6 +72,30 @@ TEXTS: dict[str, tuple[str, str]] = {
     "classifying": ("classifying", "正在分类"),
     "photos_unit": ("photos", "张"),
 }
+# desktop.py's window, as (English, simplified Chinese); it also shows PAGE_WORDS' "probabilities", "heatmap" and
+# "results", and TEXTS' verdicts, notes and reasons, as the page does.
+DESKTOP_WORDS: dict[str, tuple[str, str]] = {
+    "open_photos": ("Open photos…", "打开照片…"),
+    "open_folder": ("Open a folder…", "打开文件夹…"),
+    "open_checkpoint": ("Checkpoint…", "选择模型…"),
+    "save_csv": ("Save as CSV…", "另存为 CSV…"),
+    "threshold": ("Say 'not sure' below", "低于此概率时回答“不确定”"),
+    "show_heatmap": ("Heat map", "热力图"),
+    "drop_here": ("Drop photos or folders here, or open them with the buttons above.",
+                  "把照片或文件夹拖到这里，或者用上面的按钮打开。"),
+    "photos_filter": ("Photos", "照片"),
+    "checkpoints_filter": ("Checkpoints", "模型文件"),
+    "all_files": ("All files", "所有文件"),
+    "loading": ("Loading {path} …", "正在加载 {path} …"),
+    "no_checkpoint": ("No checkpoint yet: train one (python train.py), or choose one with “Checkpoint…”.",
+                      "还没有模型：先训练一个（python train.py），或者点“选择模型…”选一个。"),
+    "cannot_load": ("Cannot load {path}: {reason}", "无法加载 {path}：{reason}"),
+    "no_photos": ("No photos in {path}.", "{path} 里没有照片。"),
+    "progress": ("{done} of {count} photos classified", "已分类 {done} / {count} 张照片"),
+    "saved_csv": ("Saved {path}", "已保存 {path}"),
+    "cannot_save": ("Cannot save {path}: {reason}", "无法保存 {path}：{reason}"),
+    "nothing_to_save": ("Nothing to save yet: open some photos first.", "还没有可保存的结果：请先打开照片。"),
+}
 # images.explain_unreadable's English reasons in Chinese; a reason not listed here stays in English.
 REASONS_ZH = [(r"too many pixels \(over (\d+) megapixels\).*", "像素太多（超过 {0} 百万像素），可能是恶意的“解压炸弹”，已拒绝"),
               (r"the file is cut short.*", "文件不完整（比如下载中断了）"),
@@ -93,6 +119,11 @@ COLUMNS: dict[str, tuple[list[str], list[str]]] = {
 def text(key: str, language: str = "en", **values: Any) -> str:
     """One of TEXTS in the given language, its {placeholders} filled in."""
     return TEXTS[key][LANGUAGES.index(language)].format(**values)
+
+
+def desktop_text(key: str, language: str = "en", **values: Any) -> str:
+    """One of desktop.py's words (DESKTOP_WORDS, else PAGE_WORDS) in the given language, {placeholders} filled in."""
+    return (DESKTOP_WORDS.get(key) or PAGE_WORDS[key])[LANGUAGES.index(language)].format(**values)
 
 
 def columns(table: str, language: str = "en") -> list[str]:
@@ -133,6 +164,8 @@ def page_translations(meta: Checkpoint, checkpoint_path: Path, language: str = "
     The frontend looks a zh-CN browser's words up under "zh-CN", then "zh", then "en": so "zh" serves every
     Chinese browser and "en" all others, and a forced --language puts its words under both.
     """
+    import gradio as gr
+
     words = {}
     for index, lang in enumerate(LANGUAGES):
         title = text("title", lang, names=" vs ".join(name.capitalize() for name in meta["class_names"]))
