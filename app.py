@@ -41,11 +41,10 @@ from cats_dogs.hosting import KEEP_FILES_S, open_page_warnings
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.process import make_console_safe
-from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
+from cats_dogs.translations import DOUBT_THRESHOLD, LANGUAGES, TEXTS, columns, language_of, page_translations, text
 from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors, uploaded_photos
 
 EXAMPLES_PER_CLASS = 2
-DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 MAX_BATCH_PHOTOS = 1000
 BATCH_SIZE = 8
