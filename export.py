@@ -179,6 +179,8 @@ def main(args: argparse.Namespace) -> None:
                          "and/or --info")
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
+    if (args.web_quantize or args.web_runtime) and not args.web:
+        raise SystemExit("--web-quantize and --web-runtime are for the page: pass --web DIR too")
     checkpoint_path = find_checkpoint(args.checkpoint)
     model, meta = load_checkpoint_or_exit(checkpoint_path, "cpu")  # exports trace on the CPU
     image_size = meta["image_size"]

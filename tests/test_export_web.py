@@ -27,7 +27,7 @@ from cats_dogs.images import open_image
 from cats_dogs.preprocessing import IMAGENET_STD
 from cats_dogs.translations import DOUBT_THRESHOLD
 from cats_dogs.web_export import write_web
-from conftest import make_photo, run_script
+from conftest import find_chromium, make_photo, run_script
 
 TIMEOUT_MS = 60_000
 DECIDED = 0.10  # photos where PyTorch's top class leads by more than this must get the same top class
@@ -162,11 +162,19 @@ def test_the_page_answers_as_pytorch_with_the_internet_blocked(browser, served: 
     print(f"largest probability difference from PyTorch on {len(photos)} photos: {worst}")
 
 
-def test_the_page_speaks_chinese_and_says_it_must_be_served(browser, served: str, pages: dict[str, Path],
-                                                             tmp_path: Path) -> None:
+def test_the_page_speaks_chinese_takes_a_dropped_photo_and_says_it_must_be_served(
+        browser, served: str, pages: dict[str, Path], photos: list[Path], tmp_path: Path) -> None:
     page, _ = open_page(browser, f"{served}/fp32/", locale="zh-CN")
     expect(page.locator("h1")).to_have_text("Cat vs Dog 分类器")
     expect(page.locator("#private")).to_contain_text("照片不会离开这台设备")
+    dropped = page.evaluate_handle("""bytes => {  // a photo dragged from the desktop onto the page
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", { type: "image/jpeg" }));
+        return transfer;
+    }""", list(photos[0].read_bytes()))
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    expect(page.locator('#answer[data-photo="dropped.jpg"]')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#probabilities li")).to_have_count(2)
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("not a photo", encoding="utf-8")
     page.locator("#photo").set_input_files(str(not_a_photo))
@@ -177,6 +185,27 @@ def test_the_page_speaks_chinese_and_says_it_must_be_served(browser, served: str
     page.goto((pages["fp32"] / "index.html").as_uri())
     expect(page.locator("#not-served")).to_contain_text("python -m http.server")
     page.close()
+
+
+def test_the_camera_is_classified_live(browser, served: str) -> None:
+    """Chromium's fake camera (a moving test pattern) stands in for a webcam: answers follow one another."""
+    camera_browser = browser.browser_type.launch(executable_path=find_chromium(), args=[
+        "--headless", "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+    try:
+        page, blocked = open_page(camera_browser, f"{served}/fp32/")
+        page.context.grant_permissions(["camera"])
+        page.locator("#camera-start").click()
+        answer = page.locator('#answer[data-photo="camera"]')
+        expect(answer).to_be_visible(timeout=TIMEOUT_MS)
+        first = int(answer.get_attribute("data-answers"))
+        page.wait_for_function(f"document.querySelector('#answer').dataset.answers > {first + 1}",
+                               timeout=TIMEOUT_MS)  # the next frames were classified, without a click
+        expect(page.locator("#probabilities li")).to_have_count(2)
+        page.locator("#camera-stop").click()
+        expect(page.locator("#camera")).to_be_hidden()
+        assert blocked == []
+    finally:
+        camera_browser.close()
 
 
 def test_the_runtime_is_checked_and_its_absence_explained(runtime_cache: Path, pages: dict[str, Path], tmp_path: Path,

@@ -129,6 +129,7 @@ function show(probabilities, name, ms) {
   const answer = $("answer");
   answer.dataset.photo = name;
   answer.dataset.ms = ms.toFixed(1);
+  answer.dataset.answers = Number(answer.dataset.answers || 0) + 1;
   answer.hidden = false;
 }
 
@@ -192,9 +193,10 @@ function stopCamera() {
 function wire() {
   const drop = $("drop");
   $("photo").addEventListener("change", (event) => classifyFile(event.target.files[0]));
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
+  // Anywhere on the page: a photo dropped beside the zone would otherwise replace the page with itself.
+  document.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  document.addEventListener("dragleave", () => drop.classList.remove("over"));
+  document.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
     classifyFile(event.dataTransfer.files[0]);
