@@ -97,12 +97,12 @@ def write_model(model: torch.nn.Module, meta: Checkpoint, path: Path, quantize: 
         (int8_weights if quantize == "int8" else fp16_weights)(fp32, path)
 
 
-def write_runtime(folder: Path, runtime: str | None) -> None:
+def write_runtime(folder: Path, files: dict[str, bytes]) -> None:
     """ort/: the pinned runtime's files and its licence (ONNX Runtime's, the same project as the Python package's)."""
     import onnxruntime
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in runtime_files(runtime).items():
+    for name, data in files.items():
         (folder / name).write_bytes(data)
     package = Path(onnxruntime.__file__).parent
     for name in ("LICENSE", "ThirdPartyNotices.txt"):
@@ -112,9 +112,10 @@ def write_runtime(folder: Path, runtime: str | None) -> None:
 
 def write_web(model: torch.nn.Module, meta: Checkpoint, out_dir: Path, quantize: str | None,
               runtime: str | None) -> Path:
-    """The page's folder; returns the model's path. The runtime comes first: without it there is no page."""
+    """The page's folder; returns the model's path. The runtime comes first: without it, no folder is made."""
+    files = runtime_files(runtime)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_runtime(out_dir / "ort", runtime)
+    write_runtime(out_dir / "ort", files)
     config = web_config(meta, quantize)
     shutil.copyfile(PAGE_DIR / "app.js", out_dir / "app.js")
     page = (PAGE_DIR / "index.html").read_text(encoding="utf-8")
