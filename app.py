@@ -31,7 +31,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cats_dogs.answers import BATCH_SIZE, DOUBT_THRESHOLD, answer_batch, prepared_engine, table_row, verdict, write_results_csv
+from cats_dogs.answers import BATCH_SIZE, answer_batch, prepared_engine, table_row, verdict, write_results_csv
 from cats_dogs.checkpoint import Checkpoint, find_checkpoint, load_checkpoint_or_exit  # noqa: E402
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engine_build import PausedWhileAnswering
@@ -42,7 +42,7 @@ from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.photo_files import uploaded_photos
 from cats_dogs.process import make_console_safe
-from cats_dogs.translations import LANGUAGES, TEXTS, columns, language_of, page_translations, text
+from cats_dogs.translations import DOUBT_THRESHOLD, LANGUAGES, TEXTS, columns, language_of, page_translations, text
 from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors
 
 EXAMPLES_PER_CLASS = 2

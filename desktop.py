@@ -26,7 +26,7 @@ except ImportError as error:  # not installed, or Qt's system libraries missing 
     raise SystemExit(f"desktop.py: {missing}; install it with: pip install -r requirements-desktop.txt "
                      "(Linux also needs Qt's system libraries: see docs/desktop.md)") from None
 
-from cats_dogs.answers import DOUBT_THRESHOLD  # noqa: E402 -- after the check above, which names what to install
+from cats_dogs.translations import DOUBT_THRESHOLD  # noqa: E402 -- after the check above, which names what to install
 from cats_dogs.checkpoint import find_checkpoint  # noqa: E402
 from cats_dogs.desktop_classifier import end_engine_builds  # noqa: E402
 from cats_dogs.desktop_window import Window  # noqa: E402

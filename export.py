@@ -7,6 +7,7 @@
     python export.py --info                                 # parameters and FLOPs only
     python export.py --ncnn phone/                          # for a phone app (ncnn); pip install -r requirements-export.txt
     python export.py --space my-space/                      # a Hugging Face Space folder (docs/share.md)
+    python export.py --web my-page/ --web-quantize int8     # a static page that classifies in the browser
 
 Both models take `images` (N×3×S×S, normalized as in training, any N) and return
 `logits` (N×classes). The check runs the export and PyTorch on the same photo and
@@ -43,6 +44,7 @@ from cats_dogs.model import count_parameters_and_flops
 from cats_dogs.phone_export import NCNN_TOLERANCE, check_ncnn_parity, export_ncnn, ncnn_engine, parity_photos
 from cats_dogs.process import make_console_safe
 from cats_dogs.space import folder_size_mb, write_space
+from cats_dogs.web_export import QUANTIZE_CHOICES, export_web
 
 TOLERANCE = 1e-4
 
@@ -62,6 +64,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", default=None,
                         help="new folder for a Hugging Face Space: app.py, the package, the checkpoint, example photos, "
                              "requirements.txt and README.md (see docs/share.md)")
+    parser.add_argument("--web", default=None,
+                        help="folder for a page that classifies photos in the browser (ONNX Runtime Web), for any "
+                             "static host: index.html, the model, its runtime (see docs/share.md)")
+    parser.add_argument("--web-quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="with --web: a smaller model, int8 (dynamic quantization) or fp16 weights (default: fp32)")
+    parser.add_argument("--web-runtime", default=None,
+                        help="with --web: onnxruntime-web's .tgz or unpacked folder, instead of downloading it once "
+                             "from the npm registry into $CATS_DOGS_CACHE (default ~/.cache/cats_dogs)")
     parser.add_argument("--data-dir", default=None,
                         help="for --int8, --ncnn's check and --space's examples: a folder with train.csv and val.csv "
                              "(default: the checkpoint's, else datasets)")
@@ -164,10 +174,13 @@ def export_space(checkpoint_path: Path, meta: dict, args: argparse.Namespace) ->
 
 
 def main(args: argparse.Namespace) -> None:
-    if not (args.onnx or args.openvino or args.info or args.ncnn or args.space):
-        raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml, --ncnn DIR, --space DIR and/or --info")
+    if not (args.onnx or args.openvino or args.info or args.ncnn or args.space or args.web):
+        raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml, --ncnn DIR, --space DIR, --web DIR "
+                         "and/or --info")
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
+    if (args.web_quantize or args.web_runtime) and not args.web:
+        raise SystemExit("--web-quantize and --web-runtime are for the page: pass --web DIR too")
     checkpoint_path = find_checkpoint(args.checkpoint)
     model, meta = load_checkpoint_or_exit(checkpoint_path, "cpu")  # exports trace on the CPU
     image_size = meta["image_size"]
@@ -179,6 +192,8 @@ def main(args: argparse.Namespace) -> None:
         export_space(checkpoint_path, meta, args)
     if args.ncnn:
         export_phone(model, meta, args)
+    if args.web:
+        export_web(model, meta, Path(args.web), args.web_quantize, args.web_runtime, find_data_dir(meta, args.data_dir))
     if not (args.onnx or args.openvino):
         return
 

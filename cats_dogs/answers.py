@@ -19,7 +19,6 @@ from cats_dogs.engine_build import PausedWhileAnswering, build_at_low_priority
 from cats_dogs.engines import load_engine
 from cats_dogs.translations import columns, text
 
-DOUBT_THRESHOLD = 0.7  # below this top probability the page says "not sure"
 PET_HINT_BELOW = 0.3  # ImageNet's summed cat+dog probability under which a photo "does not look like" either
 BATCH_SIZE = 8  # photos per forward pass in a table of many photos
 

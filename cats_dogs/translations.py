@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # only the web pages' functions take Gradio's types: the desk
     import gradio as gr
 
 LANGUAGES = ("en", "zh")
+DOUBT_THRESHOLD = 0.7  # below this top probability the pages say "not sure" (TEXTS["not_sure"])
 
 # The page's fixed words (tabs, labels, buttons), as (English, simplified Chinese), all handed to Gradio's
 # frontend (gr.I18n), which shows the browser's own. The words of the page's inputs are declared with the
@@ -38,6 +39,22 @@ PAGE_WORDS: dict[str, tuple[str, str]] = {
                  "a few times a second. Browsers allow the camera only on localhost or over https.",
                  "点击摄像头区域，允许使用摄像头，再点“录制”：旁边的回答每秒更新几次。"
                  "浏览器只在 localhost 或 https 网址上允许使用摄像头。"),
+}
+# export.py --web's page (cats_dogs/web/): its own words, beside some of PAGE_WORDS and TEXTS (web_export.page_words).
+WEB_WORDS: dict[str, tuple[str, str]] = {
+    "choose": ("Choose a photo, or drop one here", "选择一张照片，或者拖到这里"),
+    "start_camera": ("Start the camera", "打开摄像头"),
+    "stop_camera": ("Stop the camera", "关闭摄像头"),
+    "loading": ("Loading the model…", "正在加载模型……"),
+    "private": ("The model runs in this browser: photos never leave this device.",
+                "模型在这个浏览器里运行：照片不会离开这台设备。"),
+    "unusable_photo": ("This file could not be used as a photo.", "这个文件无法作为照片使用。"),
+    "no_camera": ("The camera could not be opened ({reason}). Browsers allow it only over https or on localhost.",
+                  "无法打开摄像头（{reason}）。浏览器只在 https 或 localhost 网址上允许使用摄像头。"),
+    "not_served": ("This page must be served by a web server (python -m http.server), not opened as a file.",
+                   "这个页面要通过网页服务器打开（python -m http.server），不能直接双击打开文件。"),
+    "load_failed": ("The model could not be loaded: {reason}", "无法加载模型：{reason}"),
+    "speed": ("{ms} ms in this browser", "在这个浏览器里用了 {ms} 毫秒"),
 }
 # Every answer the page computes (verdicts, notes, errors) and the line about the checkpoint, as (English, simplified
 # Chinese), worded per request. Class names are never translated.
