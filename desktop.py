@@ -26,15 +26,14 @@ except ImportError as error:  # not installed, or Qt's system libraries missing 
     raise SystemExit(f"desktop.py: {missing}; install it with: pip install -r requirements-desktop.txt "
                      "(Linux also needs Qt's system libraries: see docs/desktop.md)") from None
 
-from cats_dogs.translations import DOUBT_THRESHOLD  # noqa: E402 -- after the check above, which names what to install
-from cats_dogs.checkpoint import find_checkpoint  # noqa: E402
+from cats_dogs.checkpoint import find_checkpoint  # noqa: E402 -- after the check above, which names what to install
 from cats_dogs.desktop_classifier import end_engine_builds  # noqa: E402
 from cats_dogs.desktop_window import Window  # noqa: E402
 from cats_dogs.desktop_worker import Worker  # noqa: E402
 from cats_dogs.device import pick_device  # noqa: E402
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP  # noqa: E402
 from cats_dogs.process import exit_without_teardown, make_console_safe  # noqa: E402
-from cats_dogs.translations import LANGUAGES  # noqa: E402
+from cats_dogs.translations import DOUBT_THRESHOLD, LANGUAGES  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
