@@ -15,10 +15,13 @@ runs the module. The parent suspends the child only after reading ARMED (wait_un
 The death signal follows the thread that started the child, not the process: when that thread ends, the child is
 killed. The page starts the build from the thread that waits for it, so that thread lives as long as the child.
 
-Other systems have no death signal. macOS: the parent check alone; a page killed with SIGKILL while its build is
-suspended leaves it suspended (the page resumes it when it exits any other way). Windows: the build is never
-stopped by a signal (psutil suspends its threads); a page that is killed leaves it running to its end, at the
-lowest priority, where it writes the engine and exits.
+Other systems have no death signal. macOS: the parent check alone; a page that exits (Ctrl-C, SIGTERM) resumes its
+build on the way out (PausedWhileAnswering.release), and the build then finishes at the lowest priority, writes the
+engine and exits; a page killed with SIGKILL while its build is suspended leaves it suspended. Windows: psutil
+suspends the build's threads (there are no signals); the same holds: Ctrl-C resumes it to finish, closing the console
+window ends both, a page ended from the Task Manager while its build is suspended leaves it suspended (end the
+`python … cats_dogs.engine_build` there too). A Job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE would end it with
+the page; it is not done here, where it could not be tested.
 """
 
 from __future__ import annotations
