@@ -104,13 +104,16 @@ def cannot_write_line(error: OSError, path: str | os.PathLike, needed_bytes: int
         return None
     target = Path(path).resolve()
     folder, name = (target, "") if target.is_dir() else (target.parent, target.name.split(TEMPORARY_MARK)[0] + " ")
+    details = []
+    if needed_bytes:
+        size = f"{needed_bytes / 1e6:,.0f} MB" if needed_bytes >= 1e6 else f"{needed_bytes / 1e3:,.0f} kB"
+        details.append(f"about {size} needed")
     try:
-        free = f", {shutil.disk_usage(folder).free / 1e6:,.0f} MB free there"
+        details.append(f"{shutil.disk_usage(folder).free / 1e6:,.0f} MB free there")
     except OSError:
-        free = ""
-    size = f"{needed_bytes / 1e6:,.0f} MB" if (needed_bytes or 0) >= 1e6 else f"{(needed_bytes or 0) / 1e3:,.0f} kB"
-    needed = f"about {size} needed" if needed_bytes else "space needed"
-    return f"cannot write {name}into {folder}: {problem} ({needed}{free}). {then}".rstrip()
+        pass
+    said = f" ({', '.join(details)})" if details else ""
+    return f"cannot write {name}into {folder}: {problem}{said}. {then}".rstrip()
 
 
 @contextmanager
@@ -120,7 +123,12 @@ def exit_when_cannot_write(path: str | os.PathLike, needed_bytes: int | None = N
     try:
         yield
     except OSError as error:
-        line = cannot_write_line(error, error.filename2 or error.filename or path, needed_bytes, then)
+        failing = Path(error.filename2 or error.filename or path).resolve()
+        target = Path(path).resolve()
+        folder = target if target.is_dir() else target.parent
+        if error.errno in (errno.EACCES, errno.EPERM) and folder not in (failing, *failing.parents):
+            raise  # a file that could not be read (a photo copied from elsewhere), not the folder written to
+        line = cannot_write_line(error, failing, needed_bytes, then)
         if line is None:
             raise
         raise SystemExit(line) from None

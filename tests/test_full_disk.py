@@ -70,3 +70,23 @@ def test_photos_the_disk_refuses_stop_prepare_data_with_one_line_and_the_same_co
     assert not (tmp_path / "imported/train.csv").exists()  # no CSV listing photos that are not there
     run_script(*command, cwd=tmp_path)
     assert "big.png" in (tmp_path / "imported/train.csv").read_text(encoding="utf-8")
+
+
+def test_only_the_disk_refusing_the_folder_written_to_becomes_the_one_line(tmp_path: Path) -> None:
+    import errno
+
+    from cats_dogs.atomic import exit_when_cannot_write
+
+    target = tmp_path / "checkpoint/latest_checkpoint.pth"
+    target.parent.mkdir()
+    with pytest.raises(SystemExit) as stopped, exit_when_cannot_write(target, 2_500_000, "Then --resume."):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{target}.tmp-123-abc")  # its temporary file
+    assert str(stopped.value).startswith(f"cannot write latest_checkpoint.pth into {target.parent.resolve()}: the disk "
+                                         "is full (about 2 MB needed, ") and str(stopped.value).endswith("Then --resume.")
+    with pytest.raises(SystemExit, match="the folder is read-only"), exit_when_cannot_write(target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+    # A photo that could not be read (copied from elsewhere) is not the disk: its error passes as it is.
+    with pytest.raises(PermissionError), exit_when_cannot_write(tmp_path / "checkpoint"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "elsewhere/photo.jpg"))
+    with pytest.raises(FileNotFoundError), exit_when_cannot_write(target):
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(target))
