@@ -86,9 +86,10 @@ def resident_mb(process: subprocess.Popen) -> float:
 
 
 def ask(http: httpx.Client, url: str, endpoint: str, photo: bytes, heatmap: bool,
-        uploaded_all: threading.Barrier | None = None) -> str:
+        uploaded_all: threading.Barrier | None = None, called: list | None = None) -> str:
     """One request as a script sends it: 'ok', 'busy' (refused at once: the queue is full), or what went wrong.
-    uploaded_all: the request is sent once every thread of the burst has uploaded its photo."""
+    uploaded_all: the request is sent once every thread of the burst has uploaded its photo; called: the time it
+    was sent is appended to it."""
     uploaded = http.post(f"{url}gradio_api/upload", files={"files": ("photo.jpg", photo, "image/jpeg")})
     if uploaded_all is not None:
         uploaded_all.wait()
@@ -96,6 +97,8 @@ def ask(http: httpx.Client, url: str, endpoint: str, photo: bytes, heatmap: bool
         return f"upload HTTP {uploaded.status_code}"
     data = [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}]
     data += [0.7, heatmap, False] if endpoint == "classify" else []
+    if called is not None:
+        called.append(time.monotonic())
     joined = http.post(f"{url}gradio_api/call/{endpoint}", json={"data": data})
     if joined.status_code == 503:
         return "busy"
@@ -153,9 +156,9 @@ def run_burst(url: str, endpoint: str, photo: bytes, count: int, heatmap: bool) 
 
     def one(number: int) -> tuple[str, float]:
         with httpx.Client(timeout=600) as http:
-            began = time.monotonic()
-            outcome = ask(http, url, endpoint, photo + number.to_bytes(8, "little"), heatmap, uploaded_all)
-            return outcome, time.monotonic() - began
+            called = []  # from the request's call, its photo uploaded: how long until the answer or the refusal
+            outcome = ask(http, url, endpoint, photo + number.to_bytes(8, "little"), heatmap, uploaded_all, called)
+            return outcome, time.monotonic() - called[0] if called else 0.0
 
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         results = list(pool.map(one, range(count)))
