@@ -37,7 +37,7 @@ from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engine_build import PausedWhileAnswering
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP  # noqa: E402
 from cats_dogs.explain import load_pet_check, make_heatmap
-from cats_dogs.hosting import KEEP_FILES_S, open_page_warnings
+from cats_dogs.hosting import KEEP_FILES_S, PAGE_SESSIONS, QUEUE_MAX, busy_script, open_page_warnings
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.photo_files import uploaded_photos
@@ -79,6 +79,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "process at the lowest priority (PyTorch answers meanwhile), then cached beside the checkpoint")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="requests computed at once (default: 1 on CPU, whose cores one request already uses; 2 on GPU)")
+    parser.add_argument("--max-queue", type=int, default=QUEUE_MAX,
+                        help="requests waiting their turn; more are refused at once with 'busy, try again'")
     parser.add_argument("--language", choices=["auto", *LANGUAGES], default="auto",
                         help="the page's language: auto follows each browser (Chinese for Chinese browsers, else English)")
     return parser
@@ -324,13 +326,14 @@ def main(args: argparse.Namespace) -> None:
                       compile_model=compile_by_default(device, args.compile), language=args.language, i18n=i18n,
                       engine=args.engine, data_dir=args.data_dir)
     # One request already uses every CPU core, so more at once would only make each slower; the queue
-    # holds the rest (up to 100) and answers them in turn while the page itself stays served.
+    # holds the rest (up to --max-queue, then "busy, try again") and answers them in turn while the page stays served.
     concurrency = args.concurrency or (2 if device.type == "cuda" else 1)
-    demo.queue(default_concurrency_limit=concurrency, max_size=100)
+    demo.queue(default_concurrency_limit=concurrency, max_size=args.max_queue)
     # No allowed_paths: the example photos are served as Gradio's own copies, and nothing else of DATA_DIR
     # (CSVs, every photo, the photo cache, review decisions) may be fetched through the page.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES,
-                show_error=True, i18n=i18n)
+                show_error=True, i18n=i18n, state_session_capacity=PAGE_SESSIONS,
+                head=busy_script(args.language, *TEXTS["busy"]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cats_dogs.atomic import atomic_write_text
+from cats_dogs.atomic import atomic_write_text, exit_when_cannot_write
 from cats_dogs.class_balance import data_warnings
 from cats_dogs.classes import class_name_problem
 from cats_dogs.cleaning import SeenPhotos, check_file, clean
@@ -351,11 +351,15 @@ def main(args: argparse.Namespace) -> None:
         class_names = sorted({name for classes in splits.values() for name in classes})
         if not any(splits["train"].values()):
             raise SystemExit(f"no usable photos found in {root}")
-        out.mkdir(parents=True, exist_ok=True)
-        write_dataset(splits, class_names, out)
+        # A full disk, a quota, a read-only folder: one line, and the CSVs of an earlier import are left as they were.
+        needed = sum(path.stat().st_size for classes in splits.values() for paths in classes.values() for path in paths)
+        with exit_when_cannot_write(out, needed, "Free some space, then run the same command again."):
+            out.mkdir(parents=True, exist_ok=True)
+            write_dataset(splits, class_names, out)
     # The temporary folder is gone now: name a file from a zip by the zip's path and its place inside it.
     left_out = [(str(path).replace(scratch, str(source)), reason.replace(scratch, str(source))) for path, reason in excluded]
-    write_left_out(left_out, out)
+    with exit_when_cannot_write(out, then="Free some space, then run the same command again."):
+        write_left_out(left_out, out)
     print_summary(splits, class_names, left_out, out)
 
 

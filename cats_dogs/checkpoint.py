@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cats_dogs.atomic import atomic_path
+from cats_dogs.atomic import atomic_file, exit_when_cannot_write
 from cats_dogs.classes import class_name_problem, default_class_names
 from cats_dogs.model import build_model
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -55,6 +55,8 @@ class Checkpoint(TypedDict, total=False):
 
 
 TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "ema_state")
+FREE_SPACE_THEN = ("The checkpoint saved before is unchanged: free some space (or choose another --output-dir), then run "
+                   "the same command with --resume.")
 
 
 def make_checkpoint(model: nn.Module, *, arch: str, class_names: list[str], image_size: int,
@@ -88,8 +90,21 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_st
     """
     if not training_state:
         checkpoint = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
-    with atomic_path(path) as temporary:  # a unique temporary name: two writers of one path never collide
-        torch.save(checkpoint, temporary)
+    # A unique temporary name: two writers of one path never collide. A full disk stops the run with one line, the
+    # previous file at `path` unchanged.
+    with exit_when_cannot_write(path, tensor_bytes(checkpoint), FREE_SPACE_THEN), atomic_file(path) as file:
+        torch.save(checkpoint, file)
+
+
+def tensor_bytes(value: Any) -> int:
+    """About the size of a saved checkpoint: the bytes of the tensors in it."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:

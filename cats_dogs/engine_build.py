@@ -10,6 +10,7 @@ it saves on a few hundred photos. So:
 - predict.py and evaluate.py build it only for a job big enough to repay it (engines.load_engine's photos).
 
     python -m cats_dogs.engine_build checkpoint/best_checkpoint.pth --data-dir datasets   # what the child runs
+    (through cats_dogs.tied_child, which ties it to the page's life first)
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import functools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import torch
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.device import autocast_dtype, pick_device
 from cats_dogs.engines import engine_cached, load_engine
+from cats_dogs.tied_child import tied_command, wait_until_armed
 
 REPO = Path(__file__).resolve().parents[1]
 # The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
@@ -61,14 +61,20 @@ def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool) -> Non
 
 
 def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir: str | None) -> subprocess.Popen:
-    """The engine built in a child process at the lowest priority; it prints its engine line on stdout."""
-    command = [sys.executable, "-m", "cats_dogs.engine_build", str(Path(checkpoint_path).resolve()),
-               "--engine", engine, *(["--no-amp"] if not amp else [])]
+    """The engine built in a child process at the lowest priority; it prints its engine line on stdout.
+
+    The child is tied to this process (tied_child): returned once it is sure to end with it, so that it may then be
+    suspended. Call this from a thread that lives as long as the child (one that waits for it): on Linux the child
+    is killed when the thread that started it ends."""
+    arguments = [str(Path(checkpoint_path).resolve()), "--engine", engine, *(["--no-amp"] if not amp else [])]
     if data_dir:
-        command += ["--data-dir", str(Path(data_dir).resolve())]
+        arguments += ["--data-dir", str(Path(data_dir).resolve())]
     # Windows has no nice(): the child is started at its lowest priority class instead.
     flags = subprocess.BELOW_NORMAL_PRIORITY_CLASS if sys.platform == "win32" else 0
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, creationflags=flags)
+    process = subprocess.Popen(tied_command("cats_dogs.engine_build", *arguments), cwd=REPO, stdout=subprocess.PIPE,
+                               text=True, creationflags=flags)
+    wait_until_armed(process)
+    return process
 
 
 class PausedWhileAnswering:
@@ -158,8 +164,6 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "nice"):
         os.nice(19)  # the page's answers first: this runs only when the cores are otherwise idle
-    if sys.platform == "linux":  # ended with the page, also when the page is killed while this is suspended
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     cpu = torch.device("cpu")
     model, meta = load_checkpoint(args.checkpoint, cpu)
     amp_dtype = None if args.no_amp else autocast_dtype(cpu)

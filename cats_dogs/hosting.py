@@ -1,12 +1,40 @@
-"""Who can reach a page and what it keeps: app.py's and review.py's --host, review.py's --auth, and how long
-uploaded and shown files stay."""
+"""Who can reach a page and what it keeps: app.py's and review.py's --host, review.py's --auth, how long
+uploaded and shown files stay, and how many requests and sessions a page holds (docs/app.md, "Many visitors")."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 
 # Both pages' uploads, heat maps, CSVs and shown photos are deleted from Gradio's cache after an hour.
 KEEP_FILES_S = 3600
+# Sessions whose state Gradio keeps in memory (one per browser visit, and one per API call without a session): about
+# 41 kB each for app.py's page, measured. Gradio's default of 10,000 made a page grow by some 400 MB over its first
+# 10,000 requests before it levelled off. The page keeps nothing from one request to the next (no gr.State), so a
+# visitor whose session was dropped loses nothing.
+PAGE_SESSIONS = 500
+# Requests waiting their turn; one more is refused at once (HTTP 503) with "busy, try again" (BUSY_SCRIPT's words in
+# the browser's language), never left to time out. At ResNet50's slowest measured answer (docs/app.md, "Many
+# visitors") the last of them is answered within about a minute.
+QUEUE_MAX = 64
+
+
+def busy_script(language: str, english: str, chinese: str) -> str:
+    """A <script> for the page's <head> that shows Gradio's own busy sentence (its frontend's, in English only) in
+    Chinese to a Chinese browser (or with --language zh), as language_of chooses for the page's answers."""
+    return f"""<script>
+(() => {{
+  const forced = {json.dumps(language)}, english = {json.dumps(english)}, chinese = {json.dumps(chinese)};
+  const first = ((navigator.languages || [])[0] || navigator.language || "").toLowerCase();
+  if (forced === "en" || (forced === "auto" && !first.startsWith("zh"))) return;
+  const translate = () => {{
+    const walker = document.createTreeWalker(document.body || document.documentElement, NodeFilter.SHOW_TEXT);
+    for (let node; (node = walker.nextNode());)
+      if (node.nodeValue.includes(english)) node.nodeValue = node.nodeValue.replace(english, chinese);
+  }};
+  new MutationObserver(translate).observe(document.documentElement, {{childList: true, subtree: true, characterData: true}});
+}})();
+</script>"""
 
 
 def is_loopback(host: str) -> bool:

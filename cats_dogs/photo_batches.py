@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 from tqdm import tqdm
 
 from cats_dogs import distributed
+from cats_dogs.atomic import cannot_write_line
 from cats_dogs.augmentation import AUGMENT_CHOICES, augment_into, draw_augmentation
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.photo_cache import DiskCache, build_cache, cache_key, open_cache, writable_folder
@@ -103,7 +104,13 @@ class ImageList(Dataset):
         if disk is None and not build:
             return
         if disk is None:
-            disk = build_cache(paths, self.image_size, folder, name, progress=progress, key=key)
+            try:
+                disk = build_cache(paths, self.image_size, folder, name, progress=progress, key=key)
+            except OSError as error:  # a full disk, a quota: the cache only saves time, the run goes on without it
+                if (line := cannot_write_line(error, folder, self.cache_bytes())) is None:
+                    raise
+                print(f"photo cache: not written, {line.rstrip('.')}; the photos are read from their files instead", flush=True)
+                return
         if mode == "memory":
             self.cache, self.unreadable = disk.load_all(), disk.unreadable
         else:

@@ -22,6 +22,7 @@ caches of many datasets under the same names.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -153,7 +154,8 @@ def _decode_into(task: tuple[str, int, list[tuple[int, str]]]) -> tuple[int, lis
                 unreadable.append((index, f"{path}: {explain_unreadable(error)}"))
                 continue
             os.lseek(fd, index * len(data), os.SEEK_SET)
-            os.write(fd, data)
+            if os.write(fd, data) != len(data):  # a disk that is nearly full may take only a part
+                raise OSError(errno.ENOSPC, "no space left for a whole photo", pixels)
     finally:
         os.close(fd)
     return len(photos), unreadable

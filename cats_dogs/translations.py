@@ -84,6 +84,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "upload_first": ("Please upload a photo first.", "请先上传一张照片。"),
     "unusable": ("This file could not be used: {reason}. Upload a photo: JPEG, PNG, BMP, GIF or WebP, at most 20 MB.",
                  "这个文件无法使用：{reason}。请上传 JPEG、PNG、BMP、GIF 或 WebP 格式的照片，不超过 20 MB。"),
+    "busy": ("This application is currently busy. Please try again.", "网页正忙，请稍后再试。"),
     "choose_first": ("Please choose some photos, or a .zip of photos, first.", "请先选择照片，或装有照片的 .zip 压缩包。"),
     "only_first": ("Only the first {n} photos were classified.", "只分类了前 {n} 张照片。"),
     "classifying": ("classifying", "正在分类"),
