@@ -13,6 +13,7 @@ low-priority process, predict.py only for a job that repays the build: engine_bu
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
+INT8 that passed its check answers without the others (export.py --space ships it alone, space.ship_engine).
 
 INT8 is calibrated on up to 300 of the train photos, then used only when it agrees with fp32 PyTorch on
 at least 99% of the val photos and its val accuracy is within 0.5 points. auto: PyTorch on a GPU; on a

@@ -137,7 +137,7 @@ def model_card(meta: Checkpoint, engine_line: str, report: dict | None, gpu: boo
         accuracy, photos = report["int8_accuracy"], report["val_photos"]
     elif "engine: openvino" in engine_line:
         engine = "OpenVINO fp32 (the same answers as PyTorch within 1e-4), shipped in checkpoint/engines/" + (
-            f"; INT8 was refused: {report['reason']}" if report else "; INT8 was not tried: no train and val photos")
+            f"; INT8 was refused: {report['reason']}" if report else f" ({engine_line})")
         accuracy, photos = (report["fp32_accuracy"], report["val_photos"]) if report else (accuracy, photos)
     else:
         engine = f"PyTorch, until the page has built its engine at its first start ({engine_line})"
