@@ -149,7 +149,8 @@ def model_card(meta: Checkpoint, engine_line: str, report: dict | None, gpu: boo
     else:
         measured = f"{accuracy:.1f}% on its val photos (their number was not recorded: no interval)"
     lines = ["## Model card", "",
-             f"- Model: {meta['arch']}, {start}, {meta['epoch']} epochs; classes: {', '.join(meta['class_names'])}",
+             f"- Model: {meta['arch']}, {start}, {meta['epoch']} epoch{'' if meta['epoch'] == 1 else 's'}; classes: "
+             f"{', '.join(meta['class_names'])}",
              f"- Answers with: {engine}",
              f"- Accuracy: {measured}; photos unlike the training photos will do worse",
              "- It names one of its classes for any photo, also one that shows none of them"]

@@ -242,3 +242,18 @@ def test_ncnn_export_names_the_requirements_file_when_the_exporters_are_missing(
                         env={"PYTHONPATH": str(blocker)})
     assert result.returncode != 0 and "pip install -r requirements-export.txt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_app_takes_its_address_from_gradios_variables_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import get_args_parser
+
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    args = get_args_parser().parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)  # as before: this machine only
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # as Hugging Face Spaces start app.py
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    args = get_args_parser().parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 8123)
+    args = get_args_parser().parse_args(["--host", "127.0.0.1", "--port", "9000"])
+    assert (args.host, args.port) == ("127.0.0.1", 9000)  # a flag wins
