@@ -155,7 +155,7 @@ def model_card(meta: Checkpoint, engine_line: str, report: dict | None, gpu: boo
              f"- Accuracy: {measured}; photos unlike the training photos will do worse",
              "- It names one of its classes for any photo, also one that shows none of them"]
     if weights.lower() != "none" and sorted(name.lower() for name in meta["class_names"]) == ["cat", "dog"]:
-        lines.append("- The \"not a cat or a dog\" hint is off here: it needs ImageNet's own classifier (98 MB more "
+        lines.append("- The \"not a cat or a dog\" hint is off here: it needs ImageNet's own classifier (about 100 MB more "
                      "for a ResNet50, and a second model run for every photo), which this folder does not ship")
     return lines
 
