@@ -44,8 +44,8 @@ OPTIONAL_IMPORTS = {
     "nncf": "INT8 calibration needs the train photos, which a Space lacks: export.py --space builds INT8 and ships it",
     "onnxruntime": "an engine tried only when OpenVINO cannot load; PyTorch answers then",
 }
-# A CPU Space gets PyTorch's CPU wheels (about 2 GB installed, PyTorch's figure) instead of PyPI's CUDA build (6.5 GB
-# measured with its NVIDIA libraries): their index beside PyPI, and +cpu pins, which only that index has.
+# A CPU Space gets PyTorch's CPU wheels (about 2 GB installed, PyTorch's figure) instead of PyPI's CUDA build (this
+# list installed 6.0 GB with it, measured; docs/share.md): their index beside PyPI, and +cpu pins, which only it has.
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 CPU_BUILDS = ("torch", "torchvision")
 # Training's settings that name its folders: where it read the photos and wrote the checkpoints. A Space must neither
