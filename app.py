@@ -59,8 +59,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="default: checkpoint/best_checkpoint.pth, else checkpoint/latest_checkpoint.pth")
     parser.add_argument("--data-dir", default="datasets", help="example photos are taken from DATA_DIR/val/ when present")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes the page reachable from other machines")
-    parser.add_argument("--port", type=int, default=7860)
+    # Hugging Face Spaces start `python app.py` with these variables set (0.0.0.0, 7860): a flag still wins.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                        help="0.0.0.0 makes the page reachable from other machines; default: $GRADIO_SERVER_NAME when "
+                             "set, else 127.0.0.1 (here: %(default)s)")
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT") or "7860",
+                        help="default: $GRADIO_SERVER_PORT when set, else 7860 (here: %(default)s)")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public link through Gradio")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,

@@ -72,6 +72,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web-runtime", default=None,
                         help="with --web: onnxruntime-web's .tgz or unpacked folder, instead of downloading it once "
                              "from the npm registry into $CATS_DOGS_CACHE (default ~/.cache/cats_dogs)")
+    parser.add_argument("--space-gpu", action="store_true",
+                        help="with --space: for a Space with a GPU (PyTorch's CUDA build, no engine); "
+                             "default: a CPU Space (PyTorch's CPU build and the OpenVINO engine, built here)")
     parser.add_argument("--data-dir", default=None,
                         help="for --int8, --ncnn's check and --space's examples: a folder with train.csv and val.csv "
                              "(default: the checkpoint's, else datasets)")
@@ -168,7 +171,8 @@ def export_phone(model: torch.nn.Module, meta: dict, args: argparse.Namespace) -
 
 def export_space(checkpoint_path: Path, meta: dict, args: argparse.Namespace) -> None:
     space_dir = Path(args.space)
-    photos = write_space(checkpoint_path, space_dir, find_data_dir(meta, args.data_dir))
+    photos, engine_line = write_space(checkpoint_path, space_dir, find_data_dir(meta, args.data_dir), args.space_gpu)
+    print(f"the Space answers with {engine_line.removeprefix('engine: ')}")
     print(f"wrote the Space folder {space_dir} ({folder_size_mb(space_dir):.0f} MB, {len(photos)} example photos); "
           f"try it: cd {space_dir} && python app.py; publish it: see docs/share.md")
 
@@ -177,6 +181,8 @@ def main(args: argparse.Namespace) -> None:
     if not (args.onnx or args.openvino or args.info or args.ncnn or args.space or args.web):
         raise SystemExit("nothing to do: pass --onnx model.onnx, --openvino model.xml, --ncnn DIR, --space DIR, --web DIR "
                          "and/or --info")
+    if args.space_gpu and not args.space:
+        raise SystemExit("--space-gpu is for a Space: pass --space DIR too")
     if args.int8 and not args.openvino:
         raise SystemExit("--int8 is for OpenVINO: pass --openvino model.xml too")
     if (args.web_quantize or args.web_runtime) and not args.web:

@@ -13,6 +13,7 @@ low-priority process, predict.py only for a job that repays the build: engine_bu
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
+INT8 that passed its check answers without the others (export.py --space ships it alone, space.ship_engine).
 
 INT8 is calibrated on up to 300 of the train photos, then used only when it agrees with fp32 PyTorch on
 at least 99% of the val photos and its val accuracy is within 0.5 points. auto: PyTorch on a GPU; on a
@@ -231,6 +232,10 @@ def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: P
                     int8: bool, data_dir: str | os.PathLike | None) -> tuple[Engine, str]:
     """OpenVINO INT8 when asked for and its check passes (or passed before), else OpenVINO fp32; and the line saying which."""
 
+    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
+    result = int8_report(int8_xml) if int8 else None
+    if result is not None and result["decision"] == "int8":  # no fp32 needed: export.py --space ships INT8 alone
+        return openvino_engine(int8_xml, amp_dtype), f"engine: openvino int8 ({result['reason']})"
     fp32_xml = engine_path(checkpoint_path, "openvino.xml")
     if not fp32_xml.is_file():
         onnx_path = cached_onnx(model, meta, checkpoint_path)
@@ -238,17 +243,13 @@ def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: P
     precision = "bf16" if amp_dtype == torch.bfloat16 else "fp32"
     if not int8:
         return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision}"
-    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
-    report = int8_xml.with_suffix(".json")
-    if int8_xml.is_file() and report.is_file():
-        result = json.loads(report.read_text(encoding="utf-8"))
-    elif (found := find_data_dir(meta, data_dir)) is not None:
+    if result is None and (found := find_data_dir(meta, data_dir)) is not None:
         try:
             result = quantize_int8(model, meta, fp32_xml, found, int8_xml, amp_dtype)
         except Exception as error:  # noqa: BLE001 -- NNCF missing, a broken CSV, …: fp32 OpenVINO still works
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             result = {"decision": "fp32", "reason": f"it could not be built: {type(error).__name__}: {reason}"}
-    else:
+    elif result is None:
         result = {"decision": "fp32", "reason": "no train.csv and val.csv to calibrate and check it on "
                                                 "(in the checkpoint's data folder or ./datasets)"}
     if result["decision"] == "int8":
@@ -262,11 +263,23 @@ def engine_cached(name: str, meta: Checkpoint, checkpoint_path: str | os.PathLik
     checkpoint_path = Path(checkpoint_path)
     if name == "onnxruntime":
         return engine_path(checkpoint_path, "model.onnx").is_file()
+    report = None if name == "openvino-fp32" else int8_report(engine_path(checkpoint_path, "openvino-int8.xml"))
+    if report is not None and report["decision"] == "int8":
+        return True
     fp32_ready = engine_path(checkpoint_path, "openvino.xml").is_file()
     if name == "openvino-fp32" or (fp32_ready and find_data_dir(meta, data_dir) is None):  # INT8 not tried then
         return fp32_ready
-    int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
-    return fp32_ready and int8_xml.is_file() and int8_xml.with_suffix(".json").is_file()
+    return fp32_ready and report is not None
+
+
+def int8_report(int8_xml: Path) -> dict | None:
+    """The INT8 check's results saved beside the INT8 model (quantize_int8), None when not there. A refused model's
+    report alone still says why (export.py --space ships no refused model); a passed one needs its model."""
+    try:
+        result = json.loads(int8_xml.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if int8_xml.is_file() or result.get("decision") != "int8" else None
 
 
 def too_small_to_build(photos: int | None) -> str | None:

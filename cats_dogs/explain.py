@@ -20,14 +20,15 @@ def load_pet_check(meta: Checkpoint, device: torch.device,
                    amp_dtype: torch.dtype | None) -> Callable[[list[Image.Image]], torch.Tensor] | None:
     """The original ImageNet classifier, answering how much of each photo is 'some cat or dog breed'.
 
-    Only for cat/dog models fine-tuned from ImageNet weights: those weights are then cached on
-    this machine (or a local .pth), so nothing is downloaded for a from-scratch model.
+    Only for cat/dog models fine-tuned from ImageNet weights, and only where those weights are on this machine
+    (torchvision's cache, or the local .pth): a page's start never downloads them (98 MB for a ResNet50). So a
+    Space (export.py --space), which has neither, runs without the check (docs/share.md says what it would cost).
     """
     weights = str(meta["weights"] or "none")
     if weights.lower() == "none" or sorted(name.lower() for name in meta["class_names"]) != ["cat", "dog"]:
         return None
     try:
-        state = pretrained_state_dict(meta["arch"], weights)
+        state = pretrained_state_dict(meta["arch"], weights, download=False)
     except SystemExit as error:  # no internet and no cached file: the page works without the hint
         print(f"note: no 'not a cat or dog' warning, the ImageNet weights are not available ({error})".splitlines()[0])
         return None

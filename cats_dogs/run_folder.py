@@ -75,7 +75,9 @@ def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, cla
     `lr` and `lr_found`: lr_finder.find_lr's answers, the rate the run trains at (recorded as `lr`, for --lr auto
     too) and the range test, whose suggestion is recorded as `lr_suggested`."""
     suggested = {"lr_suggested": lr_found["suggested"]} if lr_found else {}
-    config = {**dataclasses.asdict(settings), "lr": lr, **suggested, "num_classes": len(class_names),
+    # The data folder resolved: export.py and evaluate.py, run from another folder, find the val photos by it.
+    config = {**dataclasses.asdict(settings), "data_dir": str(Path(settings.data_dir).resolve()), "lr": lr,
+              **suggested, "num_classes": len(class_names),
               "class_names": class_names, "train_size": len(train_set), "val_size": len(val_set),
               "train_class_counts": class_counts([label for _, label in train_set.samples], len(class_names)),
               "world_size": distributed.get_world_size()}

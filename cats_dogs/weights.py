@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # imported where it is used, as in model.build_model: its imp
 WEIGHTS_CHOICES = ("IMAGENET1K_V2", "IMAGENET1K_V1", "none")
 
 
-def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
+def pretrained_state_dict(arch: str, weights: str, download: bool = True) -> dict[str, torch.Tensor]:
     """ImageNet weights through torchvision's weights API, or a local .pth for offline machines.
 
     torchvision's own loader unpickles with weights_only=False (a planted file would run code): the file is
-    downloaded to torchvision's cache here, its hash checked, and read like every other weights file."""
+    downloaded to torchvision's cache here, its hash checked, and read like every other weights file.
+    download=False: only a file already on this machine (SystemExit when there is none)."""
     if weights not in ("IMAGENET1K_V1", "IMAGENET1K_V2"):
         path = Path(weights)
         if not path.is_file():
@@ -46,6 +47,8 @@ def pretrained_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor]:
     path = weights_cache_path(weight_entry)
     if path.is_file():
         check_hash_prefix(path, weight_entry.url)  # a download is checked by torch.hub as it arrives
+    elif not download:
+        raise SystemExit(f"the {arch} {weights} ImageNet weights are not on this machine ({path})")
     else:
         download_weights(weight_entry, path, f"{arch} {weights}")
     try:
