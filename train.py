@@ -204,8 +204,8 @@ def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: Datase
                     generator: torch.Generator) -> tuple[DataLoader, DataLoader, EpochSampler, list, set[str]]:
     """The train and val loaders (of features computed once with --freeze-backbone), the train sampler (its
     set_epoch before every epoch), the val photos shown in SwanLab, and the photos found unreadable so far. On the
-    way: empty files reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees, its first batch
-    de-normalised and labelled."""
+    way: empty files reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees,
+    its first batch de-normalised and labelled."""
     options = loader_options(settings.batch_size, settings.num_workers, device)
     labels = [label for _, label in train_set.samples]
     weights = sample_weights(labels, class_counts(labels, len(class_names))) \

@@ -26,7 +26,9 @@ from cats_dogs.loaders import EpochSampler
 from conftest import FAST_TRAIN_FLAGS, REPO, make_dataset, run_script
 from load_datasets import DatasetLoader
 
-FLAGS = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "3", "--swanlab-mode", "disabled"]
+# The engine is built after the last epoch in the run killed during its build, skipped elsewhere (--no-engine).
+FLAGS = [*(flag for flag in FAST_TRAIN_FLAGS if flag != "--no-engine"), "--model", "resnet18", "--epochs", "3",
+         "--swanlab-mode", "disabled"]
 CONFIGURATIONS = {  # the loader's ways: a shuffle in the training process with the photos cached in memory; the
     # --balance sampler's draws with one data worker that persists across epochs, photos decoded every time, and
     # the strong augmentation, which draws from torch's generator
@@ -44,7 +46,7 @@ def reference(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     """A folder with photos and the reference run's checkpoint (reference/), and the configuration's flags."""
     workdir = tmp_path_factory.mktemp(request.param)
     make_dataset(workdir / "datasets", per_class_train=6, per_class_val=2)
-    train(workdir, "reference", *CONFIGURATIONS[request.param])
+    train(workdir, "reference", *CONFIGURATIONS[request.param], "--no-engine")
     return workdir, CONFIGURATIONS[request.param]
 
 
@@ -128,30 +130,26 @@ def test_killed_inside_an_epoch_during_a_write_and_during_the_engine_build_resum
         reference: tuple[Path, list[str]]) -> None:
     workdir, flags = reference
     run, latest = "killed", workdir / "killed/latest_checkpoint.pth"
-    # A checkpoint after every step (--save-every 0.001 minutes); the engine built at the end (no --no-engine).
-    killed_flags = [*flags, "--save-every", "0.001"]
-    if flags:  # the sampler and worker configuration: one kill inside an epoch, with the engine skipped
-        process, log = start_killable(workdir, run, *killed_flags)
-        kill_when(process, log, checkpoint_inside_epoch(latest, epoch=2))
-        resumed = train(workdir, run, *killed_flags, "--resume")
+    # Inside epoch 2, once a checkpoint inside it exists (--save-every 0.001 minutes: after every step).
+    process, log = start_killable(workdir, run, *flags, "--save-every", "0.001", "--no-engine")
+    kill_when(process, log, checkpoint_inside_epoch(latest, epoch=2))
+    if flags:  # the sampler and worker configuration: that kill alone
+        resumed = train(workdir, run, *flags, "--no-engine", "--resume")
         assert "resuming from killed/latest_checkpoint.pth at batch" in resumed.stdout
         assert_same_run(workdir, run)
         return
 
-    engine = [flag for flag in killed_flags if flag != "--no-engine"]
-    process, log = start_killable(workdir, run, *engine)
-    kill_when(process, log, checkpoint_inside_epoch(latest, epoch=2))  # inside epoch 2
-    process, log = start_killable(workdir, run, *engine, "--resume")
+    process, log = start_killable(workdir, run, "--resume")
     writing = f"{TEMPORARY_MARK}{process.pid}-"  # atomic.atomic_path's name for this process's file being written
     kill_when(process, log, lambda _: any(writing in path.name for path in leftovers(workdir / run)))
     assert any(writing in path.name for path in leftovers(workdir / run))  # as big as a checkpoint
-    process, log = start_killable(workdir, run, *engine, "--resume")
+    process, log = start_killable(workdir, run, "--resume")
     kill_when(process, log, lambda out: "preparing the serving engine" in out)  # during the engine's build
     assert not any(writing in path.name for path in leftovers(workdir / run))  # swept at the start
     best = workdir / run / "best_checkpoint.pth"
     assert not engine_cached("auto", read_checkpoint(best), best, workdir / "datasets")
 
-    finished = train(workdir, run, *engine, "--resume")
+    finished = train(workdir, run, "--resume")
     assert "has already been trained for 3 epochs" in finished.stdout
     assert engine_cached("auto", read_checkpoint(best), best, workdir / "datasets")  # built, not left out
     assert not leftovers(workdir / run)
