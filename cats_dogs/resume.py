@@ -50,7 +50,7 @@ class MidEpochSaves:
     `minutes`, counted from the last save; train_one_epoch calls it after every step. Writing a ResNet50's takes
     seconds (docs/training.md): every 10 minutes, well under 2% of the time."""
 
-    def __init__(self, minutes: float, save: Callable[[dict], None]) -> None:
+    def __init__(self, minutes: float, save: Callable[..., None]) -> None:
         self.interval_s, self.save, self.last = minutes * 60, save, time.monotonic()
 
     def __call__(self, position: dict) -> None:
