@@ -13,13 +13,14 @@ whenever the mean validation accuracy of the last --best-window evaluations reac
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from cats_dogs import distributed, tracking
 from cats_dogs.augmentation import AUGMENT_CHOICES
@@ -29,17 +30,16 @@ from cats_dogs.engine_build import build_after_training
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
 from cats_dogs.intervals import accuracy_metrics, describe_metrics
-from cats_dogs.loaders import loader_options, make_loaders
+from cats_dogs.loaders import EpochSampler, loader_options, make_loaders
 from cats_dogs.lr_finder import find_lr, learning_rate, log_lr_find
 from cats_dogs.model import MODEL_NAMES
 from cats_dogs.photo_batches import CACHE_MODES, load_gallery, report_unreadable
 from cats_dogs.process import keep_freed_memory, make_console_safe
-from cats_dogs.random_state import seed_everything
+from cats_dogs.random_state import restore_random_states, seed_everything
 from cats_dogs.recipe import (
     BEST_RULES,
     best_fields,
     make_scheduler,
-    resume_point,
     set_backbone_frozen,
     setup_model,
     step_speed,
@@ -47,12 +47,14 @@ from cats_dogs.recipe import (
     train_criterion,
     windowed_val_accs,
 )
+from cats_dogs.resume import MidEpochSaves, finished_already, remove_leftovers, resume_point, swanlab_continuation
 from cats_dogs.run_folder import (
     log_run_start,
     log_validation,
     print_setup,
     print_summary,
     save_checkpoints,
+    save_latest,
     save_train_batch,
     start_swanlab,
 )
@@ -124,7 +126,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="checkpoint", help="where the checkpoints are written")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/latest_checkpoint.pth up to --epochs, with its model, image size "
-                             "and weights")
+                             "and weights: on a CPU, the same weights bit for bit as a run never stopped")
+    parser.add_argument("--save-every", type=positive_float, default=10.0, metavar="MINUTES",
+                        help="also write latest_checkpoint.pth inside an epoch every MINUTES (fractions allowed): "
+                             "--resume then goes on from the next batch")
     parser.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                         help="the same as --augment none: the tutorial's exact preprocessing")
     parser.add_argument("--swanlab-mode", default="local", choices=("local", "cloud", "offline", "disabled"),
@@ -164,6 +169,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
@@ -189,11 +204,11 @@ def report_test_split(model: nn.Module, settings: TrainSettings, class_names: li
 
 def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: DatasetLoader, val_set: DatasetLoader,
                     class_names: list[str], device: torch.device, amp_dtype: torch.dtype | None,
-                    generator: torch.Generator) -> tuple[DataLoader, DataLoader, DistributedSampler | None, list, set[str]]:
-    """The train and val loaders (of features computed once with --freeze-backbone), the train sampler (under
-    torchrun), the val photos shown in SwanLab, and the photos found unreadable so far. On the way: empty files
-    reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees, its first batch
-    de-normalised and labelled."""
+                    generator: torch.Generator) -> tuple[DataLoader, DataLoader, EpochSampler, list, set[str]]:
+    """The train and val loaders (of features computed once with --freeze-backbone), the train sampler (its
+    set_epoch before every epoch), the val photos shown in SwanLab, and the photos found unreadable so far. On the
+    way: empty files reported, every photo decoded once into the cache, and train_batch.jpg: what the model sees,
+    its first batch de-normalised and labelled."""
     options = loader_options(settings.batch_size, settings.num_workers, device)
     labels = [label for _, label in train_set.samples]
     weights = sample_weights(labels, class_counts(labels, len(class_names))) \
@@ -268,6 +283,10 @@ def main(args: argparse.Namespace) -> None:
     ddp_device = distributed.init_distributed(args.device, args.sync_bn, args.freeze_backbone)
     # The command line decided once: --resume's checkpoint, the device, every default. Only read from here on.
     settings, resume_from = resolve_settings(args, DEFAULTS, ddp_device)
+    if distributed.is_main_process():
+        remove_leftovers(Path(settings.output_dir))  # what a killed run was writing
+    if finished_already(resume_from, settings):  # --resume of a finished run: at most its engine is left to build
+        return
     device = torch.device(settings.device)
     amp_dtype = amp_type(device, settings.amp)  # None: fp32
     class_names, train_set, val_set = load_train_val(settings.data_dir, settings.image_size, settings.train_augment)
@@ -279,32 +298,40 @@ def main(args: argparse.Namespace) -> None:
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)  # val's: unweighted, comparable
     loss = train_criterion(settings.balance_applied, [label for _, label in train_set.samples], len(class_names),
                            settings.label_smoothing, device)  # --balance loss: weighted per class
-    start_epoch, history = resume_point(resume_from, Path(settings.output_dir) / "latest_checkpoint.pth")
     # --best-rule paired weighs each val photo by its class on imbalanced classes, as balanced accuracy does
     paired_labels = [label for _, label in val_set.samples] if settings.imbalanced else None
     train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
         settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
+    start_epoch, history, global_step, mid_epoch = resume_point(
+        resume_from, Path(settings.output_dir) / "latest_checkpoint.pth", len(train_loader))
     trained, evaluated = distributed.wrap_model(model, device, settings.freeze_backbone, settings.compile)
     speed = step_speed(settings.freeze_backbone, settings.channels_last, amp_dtype)
     set_backbone_frozen(model, start_epoch <= settings.freeze_epochs)  # the lr finder tries the first epoch's phase
     lr, lr_found = find_lr(settings, trained, train_loader, optimizer, loss, device, speed, resume_from)
     scheduler = make_scheduler(optimizer, len(train_loader), settings.scheduler, settings.epochs, settings.warmup_epochs,
                                settings.freeze_epochs, resume_from and resume_from.get("scheduler_state"))
-    config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set)  # also writes args.json
+    config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set,  # also writes args.json
+                           swanlab_continuation(resume_from, settings.swanlab_mode))
     if log_lr_find(lr_found, settings.output_dir):  # --lr-find alone: it ends here
         tracking.finish()
         return
 
-    global_step = (start_epoch - 1) * len(train_loader)
     log_run_start(settings, model, device, global_step)  # --tensorboard's writer and model graph; train_batch.jpg
+    restore_random_states(resume_from and resume_from.get("random_state"), generator)  # as they were when saved
+    # --save-every: latest_checkpoint.pth inside an epoch too, from rank 0 as at an epoch's end (not --freeze-backbone's
+    # epochs of seconds); --resume goes on from the batch after it.
+    saves = MidEpochSaves(settings.save_every, functools.partial(
+        save_latest, model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
+        scaler=scaler, generator=generator)) if distributed.is_main_process() and not settings.freeze_backbone else None
     for epoch in range(start_epoch, settings.epochs + 1):
         started = time.perf_counter()
         set_backbone_frozen(model, epoch <= settings.freeze_epochs)  # --freeze-epochs: head only, then every layer
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)  # a new shuffle every epoch
+        done = mid_epoch if epoch == start_epoch else None  # the batches trained before the resumed checkpoint
+        train_sampler.set_epoch(epoch, skip=(done or {}).get("batches", 0) * settings.batch_size)  # a new order
         train_loss, global_step, seen = train_one_epoch(trained, train_loader, optimizer, loss, device, epoch,
                                                         settings.epochs, global_step, unreadable, scaler=scaler,
-                                                        scheduler=scheduler, ema=ema, **speed)
+                                                        scheduler=scheduler, ema=ema, done=done, after_step=saves,
+                                                        **speed)
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{settings.epochs}  train_loss {train_loss:.4f}"
         if epoch % settings.eval_interval == 0 or epoch == settings.epochs:
@@ -319,7 +346,10 @@ def main(args: argparse.Namespace) -> None:
         history.append({"epoch": epoch, **metrics})
 
         if distributed.is_main_process():  # the weights are the same in every process: one writes them
-            save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels)
+            save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
+                             dict(global_step=global_step, scaler=scaler, generator=generator))
+            if saves is not None:
+                saves.saved()
         if stop_early(history, settings.best_window, settings.early_stopping, settings.score_key):  # windowed mean
             break
 

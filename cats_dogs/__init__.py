@@ -9,7 +9,7 @@ The photos
     augmentation    training's random crop and flip (light), plus TrivialAugment and erasing (strong)
     photo_cache     every photo decoded once, kept on disk beside the CSVs
     photo_batches   ImageList: photos in batches, written into one uint8 block, broken files left out
-    loaders         train.py's DataLoaders, and each process's share under torchrun
+    loaders         train.py's DataLoaders, each epoch's order from its own seed, each process's share under torchrun
     downloads       prepare_data.py --download: the sample photos, fetched safely
     cleaning        an import's checks: each photo decoded once; broken ones, copies and (crawls) resized copies out
     crawl           prepare_data.py --crawl: each keyword's class folder topped up until enough photos pass them
@@ -26,8 +26,9 @@ Training (train.py)
     settings        the command line resolved once into frozen TrainSettings: nothing writes to it afterwards
     device          cuda, mps or cpu; bf16 only where the CPU has it natively
     process         the console's encoding, glibc's memory keeping
-    random_state    seeding, and putting the generators back after a look ahead
-    recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch, --resume
+    random_state    seeding, the generators' states for a checkpoint, putting them back after a look ahead
+    recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch
+    resume          --resume, exactly: where a run goes on, --save-every's checkpoints, killed writers' leftovers
     class_balance   imbalanced classes: the warnings, --balance's class weights and sampling weights
     intervals       every accuracy's 95% interval (Wilson; balanced accuracy's by MOVER), McNemar's paired test
     served_epoch    --best-rule paired, and the summary's served-epoch-against-the-last line

@@ -12,17 +12,18 @@ import torch
 AUGMENT_SCALE, AUGMENT_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # of RandomResizedCrop: share of the area, aspect ratio
 
 
-def random_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
+def random_crop_box(height: int, width: int, rng=random) -> tuple[int, int, int, int]:
     """(top, left, height, width) of a random crop covering AUGMENT_SCALE of the area with an aspect ratio in
     AUGMENT_RATIO (log-uniform): torchvision's RandomResizedCrop.get_params, with Python's random (10× faster).
-    DataLoader seeds `random` in every worker, and train.py in the main process."""
+    `rng`: the photo's own random.Random (photo_seed), else the module `random`, whose generator DataLoader seeds in
+    every worker."""
     log_ratio = (math.log(AUGMENT_RATIO[0]), math.log(AUGMENT_RATIO[1]))
     for _ in range(10):
-        area = height * width * random.uniform(*AUGMENT_SCALE)
-        aspect = math.exp(random.uniform(*log_ratio))
+        area = height * width * rng.uniform(*AUGMENT_SCALE)
+        aspect = math.exp(rng.uniform(*log_ratio))
         crop_width, crop_height = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < crop_width <= width and 0 < crop_height <= height:
-            return random.randint(0, height - crop_height), random.randint(0, width - crop_width), crop_height, crop_width
+            return rng.randint(0, height - crop_height), rng.randint(0, width - crop_width), crop_height, crop_width
     return 0, 0, height, width  # as torchvision falls back (its centre crop is the whole square photo here)
 
 
@@ -53,17 +54,38 @@ def augment_photo(photo: torch.Tensor, strength: str = "light") -> torch.Tensor:
     return augmented
 
 
-def draw_augmentation(height: int, width: int) -> tuple[tuple[int, int, int, int], bool]:
-    """One photo's random choices, drawn in this order: its crop box and whether it is mirrored."""
-    return random_crop_box(height, width), random.random() < 0.5
+# A photo's augmentation drawn from its own seed, (run seed, epoch, index): the same photo in the same epoch is
+# augmented the same whichever process or worker prepares it and whatever that worker did before. So --resume,
+# with fresh workers, continues bit for bit (docs/training.md, "Exact resume").
+PRIME = 1_000_003
 
 
-def augment_into(photo: torch.Tensor, drawn: tuple[tuple[int, int, int, int], bool], strength: str,
+def photo_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of photo `index`'s random choices in `epoch` of a run seeded `seed` (a 63-bit number)."""
+    return ((seed * PRIME + epoch) * PRIME + index) % 2**63
+
+
+def draw_augmentation(height: int, width: int,
+                      seed: int | None = None) -> tuple[tuple[int, int, int, int], bool, int | None]:
+    """One photo's random choices, drawn in this order: its crop box, whether it is mirrored, and the seed of the
+    strong augmentation's choices. `seed` (photo_seed): drawn from it alone; None: from Python's generator."""
+    rng = random if seed is None else random.Random(seed)  # the module's functions: its generator
+    return random_crop_box(height, width, rng), rng.random() < 0.5, seed
+
+
+def augment_into(photo: torch.Tensor, drawn: tuple[tuple[int, int, int, int], bool, int | None], strength: str,
                  out: torch.Tensor) -> None:
     """augment_photo with its random choices drawn beforehand (draw_augmentation), written into `out`."""
-    crop_resize_into(photo, *drawn, out)
+    box, flip, seed = drawn
+    crop_resize_into(photo, box, flip, out)
     if strength == "strong":
-        out.copy_(strong_augment()(out.permute(2, 0, 1)).permute(1, 2, 0))
+        if seed is None:
+            out.copy_(strong_augment()(out.permute(2, 0, 1)).permute(1, 2, 0))
+            return
+        # TrivialAugmentWide and RandomErasing draw from torch's global generator: this photo's seed, for a moment.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            out.copy_(strong_augment()(out.permute(2, 0, 1)).permute(1, 2, 0))
 
 
 def crop_resize_into(photo: torch.Tensor, box: tuple[int, int, int, int], flip: bool, out: torch.Tensor) -> None:

@@ -52,9 +52,16 @@ class Checkpoint(TypedDict, total=False):
     optimizer_state: dict[str, Any]  # latest_checkpoint.pth only: for --resume
     scheduler_state: dict[str, Any] | None
     ema_state: dict[str, Any] | None  # with --ema: the average's weights and update count (recipe.ema_state)
+    # latest_checkpoint.pth only, for an exact --resume (docs/training.md, "What a checkpoint holds"):
+    global_step: int  # optimizer steps taken so far: the x of per-step curves, where a resumed log goes on
+    mid_epoch: dict[str, Any] | None  # written inside epoch `epoch` + 1: resume.EpochPosition's fields; None after an epoch
+    random_state: dict[str, Any] | None  # random_state.random_states
+    scaler_state: dict[str, Any] | None  # fp16's gradient scaler
+    swanlab_run_id: str | None  # the SwanLab experiment, continued on --resume where SwanLab can (cloud)
 
 
-TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "ema_state")
+TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "ema_state", "global_step", "mid_epoch", "random_state",
+                       "scaler_state", "swanlab_run_id")
 FREE_SPACE_THEN = ("The checkpoint saved before is unchanged: free some space (or choose another --output-dir), then run "
                    "the same command with --resume.")
 

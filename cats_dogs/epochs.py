@@ -4,6 +4,7 @@ writes them. train.py calls them every epoch; bench/bench_training.py times the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,14 +23,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                     scaler: torch.amp.GradScaler | None = None,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-                    ema: AveragedModel | None = None) -> tuple[float, int, int]:
-    """One pass over the training photos; returns the mean loss, the updated step count and the photos seen."""
+                    ema: AveragedModel | None = None, done: dict | None = None,
+                    after_step: Callable[[dict], None] | None = None) -> tuple[float, int, int]:
+    """One pass over the training photos; returns the mean loss, the updated step count and the photos seen.
+
+    `done`: the part of this epoch trained before a checkpoint inside it ({batches, total_loss, seen}: the loader
+    starts after those batches, loaders.EpochSampler); `after_step`: called after every batch with the same
+    fields, and epoch and global_step, so far (resume.MidEpochSaves writes the checkpoint inside the epoch)."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)
     model.train()
-    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    done = done or {}
+    batches, total_loss, seen = done.get("batches", 0), done.get("total_loss", 0.0), done.get("seen", 0)
+    start, seen_before = time.perf_counter(), seen
     progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True,
                     disable=not distributed.is_main_process())
     for images, labels, _, problems in progress:
+        batches += 1
         report_unreadable(problems, unreadable)
         # BatchNorm cannot train on a single photo. Under torchrun a process that skipped a step alone would
         # leave the others waiting for its gradients forever: when one process must skip, they all do.
@@ -52,7 +61,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         seen += labels.size(0)
         total_loss += loss.item() * labels.size(0)
         tracking.log({"train_loss": loss.item(), "lr": lr}, step=global_step)
-        progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        progress.set_postfix(loss=f"{loss.item():.4f}",
+                             img_s=f"{(seen - seen_before) / (time.perf_counter() - start):.1f}")
+        if after_step is not None:
+            after_step({"epoch": epoch, "batches": batches, "total_loss": total_loss, "seen": seen,
+                        "global_step": global_step})
     total_loss, seen = distributed.all_reduce_sum([total_loss, seen])  # under torchrun: every process's photos
     tracking.log({"train_loss_epoch": total_loss / max(seen, 1)}, step=global_step)  # results.csv's train_loss
     return total_loss / max(seen, 1), global_step, int(seen)

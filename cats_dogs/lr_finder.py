@@ -44,6 +44,14 @@ def learning_rate(text: str) -> float | str:
     return value
 
 
+def another_pass(loader: DataLoader, number: int) -> DataLoader:
+    """The loader for its `number`-th pass: round it as often as needed, each time in another order (loaders.EpochSampler
+    draws an epoch's order from its number: the passes get their own, below 1, which no training epoch has)."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(-number)
+    return loader
+
+
 def lr_range_test(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                   device: torch.device, amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                   num_steps: int = NUM_STEPS, start_lr: float = START_LR,
@@ -57,7 +65,7 @@ def lr_range_test(model: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     lrs, losses, average, best = [], [], 0.0, math.inf
     model.train()
     with same_random_state(loader):
-        batches = (batch for _ in range(num_steps) for batch in loader)  # round the loader as often as needed
+        batches = (batch for number in range(num_steps) for batch in another_pass(loader, number))
         for images, labels, _, _ in batches:
             if len(labels) < 2:  # BatchNorm cannot train on a single photo
                 continue

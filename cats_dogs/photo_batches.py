@@ -139,17 +139,22 @@ class ImageList(Dataset):
             augment_into(photo, drawn, self.augment, out)
         return None
 
-    def __getitems__(self, indices: list[int]) -> PhotoBatch:
+    def __getitems__(self, indices: list[int] | list[tuple[int, int]]) -> PhotoBatch:
         """A whole batch, each photo written straight into one uint8 N×size×size×3 block (in shared memory
         in a worker process, which then hands it over without a copy).
 
-        The random crops and flips are drawn here, in order, so a seed gives the same batches however the work
+        `indices`: dataset indices, or (index, seed) pairs as loaders.EpochSampler gives them for training, each
+        photo's random choices then drawn from its own seed (augmentation.photo_seed) alone. With plain indices
+        the random crops and flips are drawn here, in order, so a seed gives the same batches however the work
         is shared. In the training process (0 workers) it is shared by two threads, each with one torch thread:
         torch's kernels and JPEG decoding let go of Python's lock, and one photo is too small a job for torch
         to share between cores. Measured here: 2× the rate of one thread on 2 cores.
         """
         size = self.image_size
-        drawn = [draw_augmentation(size, size) if self.augment != "none" else None for _ in indices]
+        seeds = [None] * len(indices)
+        if indices and isinstance(indices[0], tuple):
+            indices, seeds = [index for index, _ in indices], [seed for _, seed in indices]
+        drawn = [draw_augmentation(size, size, seed) if self.augment != "none" else None for seed in seeds]
         images = new_batch(len(indices), size)
         problems: list[str | None] = [None] * len(indices)
         inference = torch.is_inference_mode_enabled()  # a thread's own setting: the helper threads take the caller's
@@ -167,7 +172,8 @@ class ImageList(Dataset):
             finally:
                 torch.set_num_threads(threads)
 
-        # Strong augmentation draws from torch's generator as it goes: one thread keeps its order.
+        # Strong augmentation draws from torch's generator as it goes: one thread keeps its order (and, with seeds,
+        # each photo takes that one generator for a moment).
         if torch.get_num_threads() > 1 and len(indices) >= 4 and self.augment != "strong":
             halves = [range(0, len(indices) // 2), range(len(indices) // 2, len(indices))]
             if isinstance(self.cache, DiskCache):

@@ -1,4 +1,4 @@
-"""How train.py trains: where --resume goes on, the model and optimizer, learning-rate schedule, the rule that picks
+"""How train.py trains: the model and optimizer, learning-rate schedule, the rule that picks
 the best epoch.
 
 Only training needs these; what training and serving must agree on (model, preprocessing) is in preprocessing.py and model.py.
@@ -53,7 +53,10 @@ def setup_model(settings: TrainSettings, num_classes: int, device: torch.device,
     optimizer = make_optimizer(settings.optimizer, settings.lr, settings.weight_decay, groups, device,
                                resume_from and resume_from["optimizer_state"])
     ema = make_ema(model, settings.ema_decay, resume_from and resume_from.get("ema_state")) if settings.ema else None
-    return model, optimizer, ema, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if scaler.is_enabled() and resume_from and resume_from.get("scaler_state"):
+        scaler.load_state_dict(resume_from["scaler_state"])  # its scale, as it had grown or shrunk
+    return model, optimizer, ema, scaler
 
 
 def make_optimizer(name: str, lr: float | str, weight_decay: float, parameters, device: torch.device,

@@ -25,7 +25,7 @@ from cats_dogs.class_balance import applied_method, class_counts, class_weights,
 from cats_dogs.photo_batches import ImageList
 from cats_dogs.photo_grid import photo_grid
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
-from cats_dogs.random_state import same_random_state
+from cats_dogs.random_state import random_states, same_random_state
 from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
 from cats_dogs.served_epoch import PER_PHOTO_KEYS, against_last_epoch
 from cats_dogs.settings import TrainSettings
@@ -70,7 +70,7 @@ def print_balance(settings: TrainSettings, class_names: list[str], train_set: Im
 
 
 def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, class_names: list[str],
-                  train_set: ImageList, val_set: ImageList) -> dict:
+                  train_set: ImageList, val_set: ImageList, continuation: dict | None = None) -> dict:
     """A local SwanLab run with the whole configuration; returns that configuration (the checkpoint keeps it too).
     `lr` and `lr_found`: lr_finder.find_lr's answers, the rate the run trains at (recorded as `lr`, for --lr auto
     too) and the range test, whose suggestion is recorded as `lr_suggested`."""
@@ -86,7 +86,8 @@ def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, cla
     swanlab.init(project=settings.project, name=settings.experiment_name,
                  mode=swanlab_mode if distributed.is_main_process() else "disabled",
                  log_dir=SWANLAB_LOG_DIR, config=config,
-                 description=f"Fine-tune {settings.model} on {settings.data_dir} ({', '.join(class_names)}).")
+                 description=f"Fine-tune {settings.model} on {settings.data_dir} ({', '.join(class_names)}).",
+                 **(continuation or {}))  # resume.swanlab_continuation: the resumed run's experiment
     if swanlab_mode == "local":
         print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
     if distributed.is_main_process():
@@ -115,27 +116,58 @@ def log_run_start(settings: TrainSettings, model: nn.Module, device: torch.devic
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
                      config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
-                     paired_labels: list[int] | None = None) -> None:
+                     paired_labels: list[int] | None = None, resume_state: dict | None = None) -> None:
     """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves.
-    paired_labels: the val classes in val order on imbalanced classes (--best-rule paired weighs photos by class)."""
+    paired_labels: the val classes in val order on imbalanced classes (--best-rule paired weighs photos by class).
+    resume_state: save_latest's. latest_checkpoint.pth is written last: a run killed before it redoes the epoch
+    and writes the same files again, so that no epoch is missing or twice in results.csv."""
     rule, window = settings.best_rule, settings.best_window
-    fields = dict(arch=settings.model, class_names=class_names, image_size=settings.image_size,
-                  epoch=history[-1]["epoch"],
-                  metrics={k: v for k, v in history[-1].items() if k not in ("epoch", *PER_PHOTO_KEYS)},
-                  history=history, config=config, weights=settings.weights,
-                  **best_fields(history, rule, window, ema is not None, settings.score_key, paired_labels))
-    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
-                                 scheduler_state=scheduler.state_dict() if scheduler else None,
-                                 ema_state=ema_state(ema) if ema else None)
+    fields = checkpoint_fields(settings, config, class_names, history, ema, paired_labels)
     output_dir = Path(settings.output_dir)
-    save_checkpoint(checkpoint, output_dir / "latest_checkpoint.pth")
     due = checkpoints_due(history, rule, window, ema is not None, settings.save_candidates, settings.score_key,
                           paired_labels)
+    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}) if due else None
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
     save_training_curves(history, output_dir / "training_curves.png")
     save_results_csv(history, output_dir / "results.csv")
+    save_latest(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
+                **(resume_state or {}))
+
+
+def checkpoint_fields(settings: TrainSettings, config: dict, class_names: list[str], history: list[dict],
+                      ema: AveragedModel | None, paired_labels: list[int] | None) -> dict[str, Any]:
+    """make_checkpoint's fields for the last epoch of `history` (none yet: epoch 0, no best epoch)."""
+    last = history[-1] if history else {"epoch": 0}
+    best = best_fields(history, settings.best_rule, settings.best_window, ema is not None, settings.score_key,
+                       paired_labels) if history else {}
+    return dict(arch=settings.model, class_names=class_names, image_size=settings.image_size, epoch=last["epoch"],
+                metrics={k: v for k, v in last.items() if k not in ("epoch", *PER_PHOTO_KEYS)},
+                history=history, config=config, weights=settings.weights, **best)
+
+
+def save_latest(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
+                config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
+                paired_labels: list[int] | None = None, global_step: int = 0, mid_epoch: dict | None = None,
+                scaler: torch.amp.GradScaler | None = None, generator: torch.Generator | None = None) -> None:
+    """latest_checkpoint.pth, everything --resume needs to go on exactly: the weights, the optimizer, scheduler,
+    EMA and gradient scaler, the history, `global_step`, the generators' states, and `mid_epoch` (train_one_epoch's
+    position, when written inside an epoch: resume.MidEpochSaves)."""
+    fields = checkpoint_fields(settings, config, class_names, history, ema, paired_labels)
+    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
+                                 scheduler_state=scheduler.state_dict() if scheduler else None,
+                                 ema_state=ema_state(ema) if ema else None, global_step=global_step,
+                                 mid_epoch=mid_epoch, random_state=random_states(generator),
+                                 scaler_state=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+                                 swanlab_run_id=swanlab_run_id(settings.swanlab_mode))
+    save_checkpoint(checkpoint, Path(settings.output_dir) / "latest_checkpoint.pth")
+
+
+def swanlab_run_id(mode: str) -> str | None:
+    """The id of the SwanLab experiment being logged to in the cloud, which a resumed run continues; else None."""
+    get_run = getattr(swanlab, "get_run", None)  # not on tracking's stand-in
+    return getattr(get_run(), "id", None) if mode == "cloud" and get_run is not None else None
 
 
 def save_training_curves(history: list[dict[str, float]], path: Path) -> None:

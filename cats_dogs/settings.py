@@ -62,6 +62,7 @@ class TrainSettings:
     seed: int
     output_dir: str
     resume: bool
+    save_every: float  # minutes between the checkpoints inside an epoch
     swanlab_mode: str
     project: str
     experiment_name: str
@@ -99,7 +100,7 @@ def resolve_settings(args: argparse.Namespace, defaults: dict[str, Any], ddp_dev
     the values of the flags left None (weight_decay: one per optimizer); `ddp_device`: torchrun's device for this
     process. Flags that cannot work together are refused here, before any work."""
     latest_path = Path(args.output_dir) / "latest_checkpoint.pth"
-    resume_from = read_resumed_checkpoint(latest_path, args.epochs, args.freeze_backbone) if args.resume else None
+    resume_from = read_resumed_checkpoint(latest_path, args.freeze_backbone) if args.resume else None
     resumed = resumed_flags(args, defaults, resume_from, latest_path)
     check_flags(args.ema, args.freeze_backbone, args.lr, args.lr_find, resumed["freeze_epochs"],
                 resumed["lr_decay_per_stage"])
@@ -119,19 +120,16 @@ def resolve_settings(args: argparse.Namespace, defaults: dict[str, Any], ddp_dev
     return settings, resume_from
 
 
-def read_resumed_checkpoint(latest_path: Path, epochs: int, freeze_backbone: bool) -> Checkpoint:
-    """--resume: the checkpoint to continue, refused when it is missing, already trained for --epochs, or trained
-    with or without --freeze-backbone where this command says otherwise."""
+def read_resumed_checkpoint(latest_path: Path, freeze_backbone: bool) -> Checkpoint:
+    """--resume: the checkpoint to continue, refused when it is missing, or trained with or without --freeze-backbone
+    where this command says otherwise. One trained for --epochs already is train.py's to finish
+    (resume.finished_already)."""
     if not latest_path.is_file():
         raise SystemExit(f"--resume: no checkpoint at {latest_path}; run without --resume to start training.")
     try:
         checkpoint = read_checkpoint(latest_path)
     except ValueError as error:
         raise SystemExit(f"--resume: {error}") from None
-    if checkpoint["epoch"] >= epochs:
-        print(f"{latest_path} has already been trained for {checkpoint['epoch']} epochs; "
-              f"pass a larger --epochs to train further.")
-        raise SystemExit(0)
     was_frozen = bool(checkpoint["config"].get("freeze_backbone", False))
     if was_frozen != freeze_backbone:
         raise SystemExit(f"--resume: {latest_path} was trained {'with' if was_frozen else 'without'} --freeze-backbone, "

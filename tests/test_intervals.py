@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import WeightedRandomSampler
 
 from cats_dogs.class_balance import applied_method, class_weights, data_warnings, is_imbalanced, sample_weights
 from cats_dogs.intervals import (
@@ -101,9 +100,11 @@ def test_the_sampler_draws_each_class_about_equally_often_and_as_many_photos_as_
     options = {"batch_size": 10, "num_workers": 0, "collate_fn": None}
     train_loader, _, train_sampler = make_loaders(labels, [0], options, 42, torch.Generator().manual_seed(42),
                                                   sample_weights(labels, [60, 30, 10]))
-    assert isinstance(train_loader.sampler, WeightedRandomSampler) and train_sampler is None
-    assert train_loader.sampler.num_samples == 100 and train_loader.sampler.replacement
-    draws = [labels[i] for _ in range(20) for i in train_loader.sampler]  # 2,000 draws
+    assert train_loader.sampler is train_sampler and len(train_sampler) == 100
+    draws = []
+    for epoch in range(1, 21):  # 2,000 draws, with replacement: another draw every epoch
+        train_sampler.set_epoch(epoch)
+        draws += [labels[i] for i, _ in train_sampler]
     assert all(abs(draws.count(c) / len(draws) - 1 / 3) < 0.05 for c in range(3))
 
 

@@ -108,7 +108,7 @@ def test_bad_csv_stops_before_anything_is_written(tmp_path: Path) -> None:
 def test_help_lists_every_flag(tmp_path: Path) -> None:
     out = run_script("train.py", "--help", cwd=tmp_path).stdout
     for flag in ("--data-dir", "--epochs", "--batch-size", "--lr", "--image-size", "--model", "--weights", "--device",
-                 "--num-workers", "--eval-interval", "--seed", "--output-dir", "--resume", "--no-augment",
+                 "--num-workers", "--eval-interval", "--seed", "--output-dir", "--resume", "--save-every", "--no-augment",
                  "--swanlab-mode", "--project", "--experiment-name", "--best-window", "--early-stopping"):
         assert flag in out
 

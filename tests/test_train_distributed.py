@@ -14,10 +14,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from cats_dogs.checkpoint import load_checkpoint, read_checkpoint
 from cats_dogs.epochs import evaluate
+from cats_dogs.loaders import EpochSampler
 from cats_dogs.photo_batches import collate_readable
 from cats_dogs.served_epoch import right_wrong
 from conftest import FAST_TRAIN_FLAGS, REPO, make_broken_files, make_dataset, read_swanlab_runs, run_script
@@ -54,9 +55,9 @@ def rank_batches(epoch: int, size: int, batch_size: int = 4, seed: int = 42) -> 
     """The train rows each of the 2 processes gets in each step of `epoch`: the same sampler as train.py's."""
     batches = []
     for rank in range(2):
-        sampler = DistributedSampler(range(size), num_replicas=2, rank=rank, shuffle=True, seed=seed)
+        sampler = EpochSampler(size, seed, rank=rank, world_size=2)
         sampler.set_epoch(epoch)
-        order = list(sampler)
+        order = [index for index, _ in sampler]
         batches.append([order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)])
     return batches
 
