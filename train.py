@@ -47,7 +47,7 @@ from cats_dogs.recipe import (
     train_criterion,
     windowed_val_accs,
 )
-from cats_dogs.resume import MidEpochSaves, finished_already, remove_leftovers, resume_point, swanlab_continuation
+from cats_dogs.resume import mid_epoch_saves, resume_point, start_output, swanlab_continuation
 from cats_dogs.run_folder import (
     log_run_start,
     log_validation,
@@ -185,6 +185,15 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def val_and_train_losses(settings: TrainSettings, train_set: DatasetLoader, num_classes: int,
+                         device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """Val's criterion (unweighted: comparable across runs) and the training loss (--balance loss: weighted per class)."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    loss = train_criterion(settings.balance_applied, [label for _, label in train_set.samples], num_classes,
+                           settings.label_smoothing, device)
+    return criterion, loss
+
+
 def report_test_split(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
                       device: torch.device, unreadable: set[str], best_epoch: int) -> None:
     """With a test.csv: the best checkpoint's accuracy on photos that chose nothing (val chose the epoch)."""
@@ -237,6 +246,7 @@ def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, cr
     balanced accuracy on imbalanced classes, each val photo right or wrong: val_right), their line for the log, the
     predictions (under torchrun, every process's, gathered)."""
     sharded, key, window = distributed.is_distributed(), settings.score_key, settings.best_window
+    distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold (rank 0's)
     val_loss, _, predictions = evaluate(model, loader, criterion, device, unreadable, sharded=sharded, **speed)
     labels = [label for _, label in val_set.samples]
     metrics = {"val_loss": val_loss, **val_accuracies(predictions, val_set, num_classes, "val", settings.imbalanced),
@@ -279,27 +289,19 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
 
 def main(args: argparse.Namespace) -> None:
     keep_freed_memory()  # Linux: 1.2× faster steps on a CPU
-    # None under plain `python train.py`: no process group. Flags that do not fit several processes are refused here.
-    ddp_device = distributed.init_distributed(args.device, args.sync_bn, args.freeze_backbone)
-    # The command line decided once: --resume's checkpoint, the device, every default. Only read from here on.
-    settings, resume_from = resolve_settings(args, DEFAULTS, ddp_device)
-    if distributed.is_main_process():
-        remove_leftovers(Path(settings.output_dir))  # what a killed run was writing
-    if finished_already(resume_from, settings):  # --resume of a finished run: at most its engine is left to build
+    ddp_device = distributed.init_distributed(args.device, args.sync_bn, args.freeze_backbone)  # None without torchrun
+    settings, resume_from = resolve_settings(args, DEFAULTS, ddp_device)  # the command line decided once; read only
+    if start_output(resume_from, settings):  # --resume of a finished run: at most its engine is left to build
         return
     device = torch.device(settings.device)
     amp_dtype = amp_type(device, settings.amp)  # None: fp32
     class_names, train_set, val_set = load_train_val(settings.data_dir, settings.image_size, settings.train_augment)
-    # DDP gives every process rank 0's initial weights; the offset gives each its own augmentation.
-    generator = seed_everything(settings.seed + distributed.get_rank())
+    generator = seed_everything(settings.seed + distributed.get_rank())  # each process its own augmentation
     print_setup(settings, amp_dtype, class_names, train_set, val_set)
 
     model, optimizer, ema, scaler = setup_model(settings, len(class_names), device, amp_dtype, resume_from)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)  # val's: unweighted, comparable
-    loss = train_criterion(settings.balance_applied, [label for _, label in train_set.samples], len(class_names),
-                           settings.label_smoothing, device)  # --balance loss: weighted per class
-    # --best-rule paired weighs each val photo by its class on imbalanced classes, as balanced accuracy does
-    paired_labels = [label for _, label in val_set.samples] if settings.imbalanced else None
+    criterion, loss = val_and_train_losses(settings, train_set, len(class_names), device)
+    paired_labels = [label for _, label in val_set.samples] if settings.imbalanced else None  # paired: by class
     train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
         settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
     start_epoch, history, global_step, mid_epoch = resume_point(
@@ -313,16 +315,13 @@ def main(args: argparse.Namespace) -> None:
     config = start_swanlab(settings, lr, lr_found, class_names, train_set, val_set,  # also writes args.json
                            swanlab_continuation(resume_from, settings.swanlab_mode))
     if log_lr_find(lr_found, settings.output_dir):  # --lr-find alone: it ends here
-        tracking.finish()
-        return
+        return tracking.finish()
 
     log_run_start(settings, model, device, global_step)  # --tensorboard's writer and model graph; train_batch.jpg
     restore_random_states(resume_from and resume_from.get("random_state"), generator)  # as they were when saved
-    # --save-every: latest_checkpoint.pth inside an epoch too, from rank 0 as at an epoch's end (not --freeze-backbone's
-    # epochs of seconds); --resume goes on from the batch after it.
-    saves = MidEpochSaves(settings.save_every, functools.partial(
+    saves = mid_epoch_saves(settings, functools.partial(  # --save-every: --resume goes on from the batch after it
         save_latest, model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
-        scaler=scaler, generator=generator)) if distributed.is_main_process() and not settings.freeze_backbone else None
+        scaler=scaler, generator=generator))
     for epoch in range(start_epoch, settings.epochs + 1):
         started = time.perf_counter()
         set_backbone_frozen(model, epoch <= settings.freeze_epochs)  # --freeze-epochs: head only, then every layer
@@ -335,7 +334,6 @@ def main(args: argparse.Namespace) -> None:
         metrics = {"train_loss": train_loss, "train_images_per_s": seen / (time.perf_counter() - started)}
         summary = f"epoch {epoch}/{settings.epochs}  train_loss {train_loss:.4f}"
         if epoch % settings.eval_interval == 0 or epoch == settings.epochs:
-            distributed.broadcast_buffers(model)  # under torchrun: evaluate with what the checkpoint will hold
             val_metrics, val_summary, predictions = validate(evaluated, ema, val_loader, criterion, device, unreadable,
                                                              settings, history, epoch, speed, val_set, len(class_names))
             metrics.update(val_metrics)
@@ -347,9 +345,7 @@ def main(args: argparse.Namespace) -> None:
 
         if distributed.is_main_process():  # the weights are the same in every process: one writes them
             save_checkpoints(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
-                             dict(global_step=global_step, scaler=scaler, generator=generator))
-            if saves is not None:
-                saves.saved()
+                             dict(global_step=global_step, scaler=scaler, generator=generator), saves)
         if stop_early(history, settings.best_window, settings.early_stopping, settings.score_key):  # windowed mean
             break
 

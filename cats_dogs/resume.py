@@ -64,6 +64,22 @@ class MidEpochSaves:
         self.last = time.monotonic()
 
 
+def mid_epoch_saves(settings: TrainSettings, save: Callable[..., None]) -> MidEpochSaves | None:
+    """--save-every's saver: latest_checkpoint.pth inside an epoch too, from rank 0 as at an epoch's end. None under
+    --freeze-backbone, whose epochs take seconds, and in the other processes of torchrun."""
+    if not distributed.is_main_process() or settings.freeze_backbone:
+        return None
+    return MidEpochSaves(settings.save_every, save)
+
+
+def start_output(resume_from: Checkpoint | None, settings: TrainSettings) -> bool:
+    """Every start: what a killed run was writing swept away (rank 0). True for --resume of a finished run
+    (finished_already), which has nothing left to train."""
+    if distributed.is_main_process():
+        remove_leftovers(Path(settings.output_dir))
+    return finished_already(resume_from, settings)
+
+
 def remove_leftovers(folder: Path) -> int:
     """Remove the temporary files (atomic.atomic_path's `<name>.tmp-<pid>-…`) under `folder` whose writer is dead:
     a run killed while writing a checkpoint or building the engine leaves one, as big as the file. Called at every

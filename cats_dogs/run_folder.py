@@ -116,10 +116,12 @@ def log_run_start(settings: TrainSettings, model: nn.Module, device: torch.devic
 
 def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
                      config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
-                     paired_labels: list[int] | None = None, resume_state: dict | None = None) -> None:
+                     paired_labels: list[int] | None = None, resume_state: dict | None = None,
+                     mid_epoch_saves=None) -> None:
     """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves.
     paired_labels: the val classes in val order on imbalanced classes (--best-rule paired weighs photos by class).
-    resume_state: save_latest's. latest_checkpoint.pth is written last: a run killed before it redoes the epoch
+    resume_state: save_latest's; mid_epoch_saves (resume.MidEpochSaves) learns that one was just written.
+    latest_checkpoint.pth is written last: a run killed before it redoes the epoch
     and writes the same files again, so that no epoch is missing or twice in results.csv."""
     rule, window = settings.best_rule, settings.best_window
     fields = checkpoint_fields(settings, config, class_names, history, ema, paired_labels)
@@ -134,6 +136,8 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     save_results_csv(history, output_dir / "results.csv")
     save_latest(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
                 **(resume_state or {}))
+    if mid_epoch_saves is not None:
+        mid_epoch_saves.saved()
 
 
 def checkpoint_fields(settings: TrainSettings, config: dict, class_names: list[str], history: list[dict],
