@@ -38,8 +38,8 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_with_one_line_and_resume_wo
 
     shutil.copytree(trained_run / "datasets", tmp_path / "datasets")  # a new place: its photo cache is built anew
     shutil.copytree(trained_run / "checkpoint", tmp_path / "checkpoint", ignore=shutil.ignore_patterns("engines"))
-    latest = tmp_path / "checkpoint/latest_checkpoint.pth"
-    before = latest.read_bytes()
+    latest, best = tmp_path / "checkpoint/latest_checkpoint.pth", tmp_path / "checkpoint/best_checkpoint.pth"
+    before, best_before = latest.read_bytes(), best.read_bytes()
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     # 40 kB: room for args.json and train_batch.jpg, not for the photo cache (48 kB) nor for a checkpoint.
     limited = run_with_file_limit(40_000, "train.py", "--resume", "--epochs", "3", "--swanlab-mode", "disabled",
@@ -48,9 +48,11 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_with_one_line_and_resume_wo
     assert limited.returncode == 1 and "Traceback" not in output, output
     assert "photo cache: not written, cannot write into" in limited.stdout and "read from their files" in limited.stdout
     [line] = [line for line in limited.stderr.splitlines() if line.startswith("cannot write")]
-    assert line.startswith(f"cannot write latest_checkpoint.pth into {latest.parent.resolve()}: the file is larger than")
+    # best_checkpoint.pth is written before latest_checkpoint.pth (the last, so that a stop redoes the epoch)
+    assert line.startswith(f"cannot write best_checkpoint.pth into {latest.parent.resolve()}: the file is larger than"), line
     assert "MB needed" in line and "run the same command with --resume" in line
-    assert latest.read_bytes() == before and read_checkpoint(latest)["epoch"] == 2  # the previous one, whole
+    assert latest.read_bytes() == before and read_checkpoint(latest)["epoch"] == 2  # the previous ones, whole
+    assert best.read_bytes() == best_before
     assert not [path.name for path in latest.parent.iterdir() if ".tmp-" in path.name]
 
     run_script("train.py", "--resume", "--epochs", "3", "--swanlab-mode", "disabled", cwd=tmp_path, env=env, timeout=600)
