@@ -220,10 +220,12 @@ def test_the_runtime_is_checked_and_its_absence_explained(runtime_cache: Path, p
     tampered.write_bytes(bytes(data))
     with pytest.raises(SystemExit, match="sha512 differs from the pinned one"):
         runtime_files(str(tampered))
-    # No registry (a proxy that refuses) and an empty cache: one line says how to provide the files.
+    # No registry (an address where nothing listens; a proxy variable would not do: urllib reads those once per
+    # process, and an earlier test may have opened a URL already) and an empty cache: one line says how to provide them.
+    from cats_dogs import web_runtime
+
     monkeypatch.setenv("CATS_DOGS_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setattr(web_runtime, "ORT_WEB_URL", "https://127.0.0.1:9/onnxruntime-web.tgz")
     with pytest.raises(SystemExit, match=r"could not download the page's runtime .*--web-runtime") as refused:
         runtime_files(None)
     assert "\n" not in str(refused.value)
