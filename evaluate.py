@@ -21,6 +21,7 @@ from tqdm import tqdm
 from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.csv_rows import CsvError
 from cats_dogs.device import pick_device
+from cats_dogs.engine_build import wait_for_background_build
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, batch_size_for, load_model_or_engine
 from cats_dogs.images import open_image
 from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities
@@ -205,6 +206,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"Cannot evaluate on this CSV: {error}") from None
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
+    wait_for_background_build(args.engine, checkpoint_path, device, len(dataset))  # train.py's, when nearly done
     batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
     # A cached engine answers without the PyTorch model (None then); auto builds one only for a job that repays it

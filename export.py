@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +30,13 @@ import torch
 from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint_or_exit
 from cats_dogs.engines import (
     Engine,
-    convert_onnx,
     export_onnx,
     find_data_dir,
     onnxruntime_engine,
     openvino_engine,
     quantize_int8,
     save_openvino,
+    to_openvino,
 )
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.model import count_parameters_and_flops
@@ -128,23 +127,20 @@ def verify(model: torch.nn.Module, run: Engine, name: str, files: list[Path], ba
 
 
 def export_openvino(model: torch.nn.Module, meta: dict, xml_path: Path, int8: bool, data_dir: str | None) -> None:
-    """fp32 straight from the ONNX export; INT8 quantized from that, then checked, and removed when the check fails."""
+    """fp32 converted from the PyTorch model; INT8 quantized from that, then checked, and removed when the check fails."""
 
     if xml_path.suffix != ".xml":
         raise SystemExit(f"--openvino {xml_path}: give a file name ending in .xml (the weights go to a .bin beside it)")
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        onnx_path = Path(scratch) / "model.onnx"
-        export_onnx(model, meta["image_size"], onnx_path)
-        fp32_path = Path(scratch) / "model.xml" if int8 else xml_path
-        save_openvino(convert_onnx(onnx_path), fp32_path)
-        if not int8:
-            return
-        found = find_data_dir(meta, data_dir)
-        if found is None:
-            raise SystemExit("--int8 needs photos to calibrate and check on: pass --data-dir with train.csv and val.csv")
-        result = quantize_int8(model, meta, fp32_path, found, xml_path, None)
-    print(f"INT8 check on {result['val_photos']} val photos: top class as fp32 PyTorch on {result['agreement']:.1%}, "
+    fp32_model = to_openvino(model, meta["image_size"])
+    if not int8:
+        save_openvino(fp32_model, xml_path)
+        return
+    found = find_data_dir(meta, data_dir)
+    if found is None:
+        raise SystemExit("--int8 needs photos to calibrate and check on: pass --data-dir with train.csv and val.csv")
+    result = quantize_int8(model, meta, fp32_model, found, xml_path, None)
+    print(f"INT8 check on {result['val_photos']} val photos: right or wrong as fp32 PyTorch on {result['agreement']:.1%}, "
           f"val accuracy {result['int8_accuracy']:.1f}% (fp32 {result['fp32_accuracy']:.1f}%); results in "
           f"{xml_path.with_suffix('.json')}")
     if result["decision"] != "int8":

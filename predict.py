@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.device import autocast_dtype, pick_device
+from cats_dogs.engine_build import wait_for_background_build
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, batch_size_for, load_model_or_engine
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities, prepare_for_inference
@@ -108,6 +109,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     checkpoint_path = find_checkpoint(args.checkpoint)
     device = pick_device(args.device)
+    wait_for_background_build(args.engine, checkpoint_path, device, len(paths))  # train.py's, when nearly done
     checkpoint = read_checkpoint_or_exit(checkpoint_path)
     photos = ImageList([(path, -1) for path in paths], **preprocessing(checkpoint))
     workers = args.num_workers if args.num_workers is not None else min(4, max(0, (os.cpu_count() or 1) - 1))

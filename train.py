@@ -26,7 +26,7 @@ from cats_dogs import distributed, tracking
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
 from cats_dogs.class_balance import BALANCE_CHOICES, class_counts, sample_weights
-from cats_dogs.engine_build import build_after_training
+from cats_dogs.engine_build import ENGINE_SHARE, build_after_training
 from cats_dogs.epochs import evaluate, train_one_epoch
 from cats_dogs.frozen_backbone import feature_loaders
 from cats_dogs.intervals import accuracy_metrics, describe_metrics
@@ -166,6 +166,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-engine", dest="engine", action="store_false",
                        help="do not build the serving engine (OpenVINO INT8, on a CPU) after the last epoch; predict.py "
                             "and app.py then build it when it pays (docs/speed.md)")
+    speed.add_argument("--build-engine", default="auto", choices=["auto", "now", "background"],
+                       help=f"auto: here after the last epoch where that costs at most {ENGINE_SHARE * 100:.0f}%% of "
+                            "the run, else in a low-priority background process that predict.py and app.py wait for "
+                            "when it is nearly done")
     return parser
 
 
@@ -276,15 +280,16 @@ def val_accuracies(predictions: dict[int, int], val_set: DatasetLoader, num_clas
 def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
                device: torch.device, unreadable: set[str], history: list[dict], paired_labels: list[int] | None) -> None:
     """After the last epoch, on rank 0: the test split's report (with the best checkpoint), the summary, then the
-    serving engine built once (--no-engine skips it): its minute spent here, so that the first predict.py and
-    app.py start fast."""
+    serving engine built once (--no-engine skips it), here or in the background (--build-engine), so that the first
+    predict.py and app.py start fast."""
     best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
                              paired_labels)["best_epoch"]
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
     tracking.finish()
     print_summary(settings, history, unreadable, paired_labels)
     if settings.engine:
-        build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp)
+        build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp,
+                             settings.build_engine)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -69,7 +69,10 @@ def page_engines(model: torch.nn.Module, meta: dict, checkpoint: Path, amp_dtype
             engines[line.removeprefix("engine: ")] = run  # "openvino bf16" where the CPU has it natively
     int8_xml = engine_path(checkpoint, "openvino-int8.xml")
     try:
-        result = quantize_int8(model, meta, engine_path(checkpoint, "openvino.xml"), data_dir, int8_xml, amp_dtype)
+        import openvino
+
+        fp32_model = openvino.Core().read_model(str(engine_path(checkpoint, "openvino.xml")))
+        result = quantize_int8(model, meta, fp32_model, data_dir, int8_xml, amp_dtype)
         engines["openvino int8"] = openvino_engine(int8_xml, amp_dtype)
         verdict = f"INT8 check: {result['decision']} ({result['reason']})"
     except Exception as error:  # noqa: BLE001 -- OpenVINO or NNCF missing: the others are still measured

@@ -19,6 +19,7 @@ import argparse
 import atexit
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -30,34 +31,125 @@ from pathlib import Path
 import psutil
 import torch
 
+from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engines import engine_cached, load_engine
+from cats_dogs.engines import SAVED_SECONDS_PER_PHOTO, engine_cached, load_engine
 from cats_dogs.tied_child import tied_command, wait_until_armed
 
 REPO = Path(__file__).resolve().parents[1]
+ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs at most this share of its run
+# The build's parts on 2 cores (docs/speed.md, "The engine's build"): OpenVINO's and NNCF's imports, the conversion and
+# NNCF's graph work take about BUILD_FIXED_S; calibration and the check cost about BUILD_PHOTO_PASSES forward passes.
+BUILD_FIXED_S = 6.0
+BUILD_PHOTO_PASSES = 120
+BUILD_PID, BUILD_LOG = "build.pid", "build.log"  # in <checkpoint dir>/engines/ while a background build runs
 # The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
 # the next photo of a burst (a few photos sent one after another) comes sooner.
 IDLE_S = 3.0
 
 
-def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool) -> None:
-    """train.py's last step: the engine that --engine auto would use here, built and checked, with a progress
-    line and its result. Nothing is built where auto uses PyTorch (a GPU, a Mac). A failure is one line: the
-    training's result is already saved."""
+def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool, when: str = "auto") -> None:
+    """train.py's last step: the engine that --engine auto would use here, for best_checkpoint.pth. Built here when
+    that costs at most ENGINE_SHARE of the run so far (when="auto"; "now": always), else handed to a background
+    process at the lowest priority (start_background_build), which predict.py and app.py wait for when it is nearly
+    done. Nothing is built where auto uses PyTorch (a GPU, a Mac). A failure is one line: the checkpoints are saved."""
     if not checkpoint_path.is_file() or pick_device("auto").type != "cpu":
         return
-    print(f"preparing the serving engine for {checkpoint_path} (OpenVINO INT8, about a minute for a ResNet50 on "
-          "2 cores; --no-engine skips it) ...", flush=True)
+    cpu = torch.device("cpu")
+    model, meta = load_checkpoint(checkpoint_path, cpu)
+    run_s = time.time() - psutil.Process().create_time()  # the whole command so far, start-up included
+    estimate = estimated_build_seconds(model, meta)
+    if when == "background" or (when == "auto" and estimate > ENGINE_SHARE * run_s):
+        pid = start_background_build(checkpoint_path, data_dir, amp, estimate)
+        print(f"engine: building OpenVINO INT8 in the background at the lowest priority (pid {pid}): about "
+              f"{estimate:.0f} s, more than {ENGINE_SHARE:.0%} of this {run_s:.0f} s run; predict.py and app.py use "
+              f"it once it is ready, and wait for it when it is nearly done (--build-engine now builds it here, "
+              f"--no-engine skips it; log: {checkpoint_path.parent / 'engines' / BUILD_LOG})", flush=True)
+        return
+    print(f"preparing the serving engine for {checkpoint_path} (OpenVINO INT8, about {estimate:.0f} s, "
+          f"{estimate / run_s:.0%} of this run; --no-engine skips it) ...", flush=True)
     started = time.perf_counter()
     try:
-        cpu = torch.device("cpu")
-        model, meta = load_checkpoint(checkpoint_path, cpu)
         line = load_engine("auto", model, meta, checkpoint_path, cpu, autocast_dtype(cpu) if amp else None, data_dir)[1]
     except Exception as error:  # noqa: BLE001 -- the checkpoints are saved; predict.py and app.py work without it
         reason = (str(error).strip().splitlines() or [""])[0][:160]
         line = f"engine: not prepared ({type(error).__name__}: {reason}); predict.py and app.py answer with torch"
     print(f"{line}  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def estimated_build_seconds(model: torch.nn.Module, meta: dict) -> float:
+    """What building INT8 will take on this machine: BUILD_FIXED_S, plus BUILD_PHOTO_PASSES forward passes of one
+    photo (calibration and the check), timed here on a batch of 4 (under 0.5 s for a ResNet50 at 256² on 2 cores)."""
+    size = meta["image_size"]
+    with torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, size, size))  # a first pass allocates: not timed
+        started = time.perf_counter()
+        model(torch.zeros(4, 3, size, size))
+    return BUILD_FIXED_S + (time.perf_counter() - started) / 4 * BUILD_PHOTO_PASSES
+
+
+def start_background_build(checkpoint_path: Path, data_dir: str | None, amp: bool, estimate: float) -> int:
+    """The engine built by a process of its own at the lowest priority, which outlives train.py, writes its output to
+    engines/build.log and, while it runs, its pid to engines/build.pid (background_build finds it there)."""
+    folder = checkpoint_path.parent / "engines"
+    folder.mkdir(parents=True, exist_ok=True)
+    arguments = [sys.executable, "-m", "cats_dogs.engine_build", str(checkpoint_path.resolve()), "--pid-file",
+                 str((folder / BUILD_PID).resolve()), *(["--no-amp"] if not amp else [])]
+    if data_dir:
+        arguments += ["--data-dir", str(Path(data_dir).resolve())]
+    # Its own session (its own process group on Windows): a Ctrl-C in train.py's terminal after it ends is not for it.
+    detached = ({"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+                 | subprocess.BELOW_NORMAL_PRIORITY_CLASS} if sys.platform == "win32" else {"start_new_session": True})
+    with open(folder / BUILD_LOG, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(arguments, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   **detached)
+    atomic_write_text(folder / BUILD_PID, json.dumps({"pid": process.pid, "checkpoint": str(checkpoint_path.resolve()),
+                                                      "started": time.time(), "estimate_s": round(estimate, 1)}))
+    return process.pid
+
+
+def background_build(checkpoint_path: str | os.PathLike) -> tuple[psutil.Process, float] | None:
+    """The background build running for this checkpoint (start_background_build), and about how many seconds it has
+    left; None when there is none (finished, killed, or for another checkpoint)."""
+    try:
+        found = json.loads((Path(checkpoint_path).parent / "engines" / BUILD_PID).read_text(encoding="utf-8"))
+        process = psutil.Process(found["pid"])
+        if "cats_dogs.engine_build" not in process.cmdline() or found["checkpoint"] != str(Path(checkpoint_path).resolve()):
+            return None
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return process, max(0.0, found["started"] + found["estimate_s"] - time.time())
+
+
+def wait_for_background_build(engine: str, checkpoint_path: str | os.PathLike, device: torch.device,
+                              photos: int | None) -> None:
+    """predict.py's and evaluate.py's start with --engine auto on a CPU: a background build of this checkpoint's
+    engine waited for when it has less left than the engine would save on `photos` photos (all of it for an
+    unknown count), else left to go on at its low priority."""
+    running = background_build(checkpoint_path) if engine == "auto" and device.type == "cpu" else None
+    if running is None:
+        return
+    process, left_s = running
+    if photos is not None and left_s > photos * SAVED_SECONDS_PER_PHOTO:
+        print(f"note: the serving engine is still being built in the background (pid {process.pid}, about "
+              f"{left_s:.0f} s left): this job answers without it", file=sys.stderr)
+        return
+    print(f"waiting for the serving engine being built in the background (pid {process.pid}, about {left_s:.0f} s "
+          "left) ...", file=sys.stderr, flush=True)
+    with contextlib.suppress(psutil.Error):
+        process.wait(timeout=max(60.0, 4 * left_s))  # a stuck build is not waited for forever
+
+
+def stop_background_build(output_dir: Path) -> None:
+    """train.py's start: a background build of the folder's previous checkpoint is stopped before the checkpoints
+    change (its files are named after the checkpoint it read, so nothing it wrote is mistaken for the new one's)."""
+    running = background_build(output_dir / "best_checkpoint.pth")
+    if running is not None:
+        running[0].terminate()
+        with contextlib.suppress(psutil.Error):
+            running[0].wait(timeout=10)
+        print(f"stopped the serving engine's background build of the previous run (pid {running[0].pid})")
 
 
 def start_build_process(checkpoint_path: Path, engine: str, amp: bool, data_dir: str | None) -> subprocess.Popen:
@@ -142,6 +234,12 @@ def build_at_low_priority(engine: str, meta: dict, checkpoint_path: Path, amp: b
     suspended while the page answers (pauses), waited for. The line saying why it failed, or None."""
     if engine_cached(engine, meta, checkpoint_path, data_dir):
         return None
+    running = background_build(checkpoint_path)  # train.py's: waited for, never paused (not this page's child)
+    if running is not None:
+        with contextlib.suppress(psutil.Error):
+            running[0].wait()
+        if engine_cached(engine, meta, checkpoint_path, data_dir):
+            return None
     process = start_build_process(checkpoint_path, engine, amp, data_dir)
     if pauses is not None:
         pauses.watch(process.pid)
@@ -161,13 +259,18 @@ def main() -> None:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--pid-file", default=None, help="removed when the build ends (train.py's background build)")
     args = parser.parse_args()
     if hasattr(os, "nice"):
         os.nice(19)  # the page's answers first: this runs only when the cores are otherwise idle
     cpu = torch.device("cpu")
     model, meta = load_checkpoint(args.checkpoint, cpu)
     amp_dtype = None if args.no_amp else autocast_dtype(cpu)
-    print(load_engine(args.engine, model, meta, args.checkpoint, cpu, amp_dtype, args.data_dir)[1], flush=True)
+    try:
+        print(load_engine(args.engine, model, meta, args.checkpoint, cpu, amp_dtype, args.data_dir)[1], flush=True)
+    finally:
+        if args.pid_file:
+            Path(args.pid_file).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

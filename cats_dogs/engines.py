@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,11 @@ from cats_dogs.inference import default_batch_size
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
                "openvino tries INT8 too, openvino-fp32 does not. An engine that cannot load falls back to torch")
-CALIBRATION_PHOTOS = 300  # NNCF's default subset size
+# NNCF's calibration, measured against its defaults (300 photos one at a time, fast bias correction) in
+# studies/study_int8_check.py: the same verdicts in a fraction of the time (docs/speed.md, "The engine's build").
+CALIBRATION_PHOTOS = 64
+CALIBRATION_BATCH = 8
+BIAS_CORRECTION = False
 MAX_DISAGREEMENT = 0.05  # share of val photos where INT8's top class may differ from fp32's (right or wrong)
 # What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
 # (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores of an AMD EPYC (docs/speed.md, "First runs"): the
@@ -181,18 +186,16 @@ def logits_of(run: Engine, photos: torch.Tensor, batch_size: int = 16) -> torch.
     return torch.cat([run(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)]).float()
 
 
-def judge_int8(fp32_classes: torch.Tensor, int8_classes: torch.Tensor, labels: list[int]) -> dict:
-    """INT8 against fp32 on the same val photos, judged as --best-rule paired judges two epochs: refused when fp32
-    is better beyond the val set's uncertainty (McNemar p < 0.05 on the photos only one of them gets right), or
-    when the two disagree on more than MAX_DISAGREEMENT of the photos, right or wrong (another model, then). On 70
-    photos one photo is 1.4 points: a fixed 0.5-point margin refused INT8 for a single flip."""
+def judge_int8(fp32_right: str, int8_right: str) -> dict:
+    """INT8 against fp32 on the same val photos, from each one's right and wrong per photo ("1"/"0" in val order),
+    judged as --best-rule paired judges two epochs: refused when fp32 is better beyond the val set's uncertainty
+    (McNemar p < 0.05 on the photos only one of them gets right), or when they split on more than MAX_DISAGREEMENT
+    of the photos (another model, then, whatever its accuracy). On 70 photos one photo is 1.4 points: the fixed
+    rule before (99% agreement, 0.5 points) refused INT8 for a single photo."""
     from cats_dogs.served_epoch import PAIRED_ALPHA, compare
 
-    truth = torch.tensor(labels)
-    fp32_right, int8_right = ("".join("1" if right else "0" for right in (classes == truth).tolist())
-                              for classes in (fp32_classes, int8_classes))
     only_fp32, only_int8, photos, p, fp32_leads = compare(fp32_right, int8_right)
-    agreement = (fp32_classes == int8_classes).float().mean().item()
+    agreement = 1 - (only_fp32 + only_int8) / photos
     fp32_accuracy, int8_accuracy = (100 * right.count("1") / photos for right in (fp32_right, int8_right))
     problems = []
     if 1 - agreement > MAX_DISAGREEMENT:
@@ -208,37 +211,59 @@ def judge_int8(fp32_classes: torch.Tensor, int8_classes: torch.Tensor, labels: l
             "decision": "fp32" if problems else "int8", "reason": reason}
 
 
-def check_int8(model: torch.nn.Module, int8: Engine, photos: torch.Tensor, labels: list[int]) -> dict:
-    """judge_int8 of the INT8 engine against the fp32 PyTorch model on the val photos."""
-    with torch.inference_mode():
-        fp32_classes = logits_of(model.eval(), photos).argmax(1)
-    return judge_int8(fp32_classes, logits_of(int8, photos).argmax(1), labels)
+def right_string(classes: torch.Tensor, labels: list[int]) -> str:
+    return "".join("1" if right else "0" for right in (classes == torch.tensor(labels)).tolist())
 
 
-def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_xml: Path, data_dir: Path, xml_path: Path,
+def check_int8(model: torch.nn.Module, int8: Engine, photos: torch.Tensor, labels: list[int],
+               fp32_right: str | None = None) -> dict:
+    """judge_int8 of an INT8 engine on the val photos, against the fp32 PyTorch model's answers: `fp32_right` when
+    train.py measured them on these photos already (served_val_right), else computed here."""
+    if fp32_right is None or len(fp32_right) != len(labels):
+        with torch.inference_mode():
+            fp32_right = right_string(logits_of(model.eval(), photos).argmax(1), labels)
+    return judge_int8(fp32_right, right_string(logits_of(int8, photos).argmax(1), labels))
+
+
+def served_val_right(meta: Checkpoint, data_dir: Path) -> str | None:
+    """The served weights' right and wrong on each val photo of `data_dir`, as train.py's last evaluation of them
+    measured it (the checkpoint's history), or None: another folder, an unreadable photo, or an older checkpoint.
+    It saves the check a pass of the fp32 model over the val photos (9 s of a ResNet50 on 70 photos, AVX2)."""
+    trained_on = meta.get("config", {}).get("data_dir")
+    if not trained_on or Path(trained_on).resolve() != data_dir.resolve():
+        return None
+    key = "ema_val_right" if meta.get("ema_weights") else "val_right"
+    right = next((entry.get(key) for entry in meta.get("history") or [] if entry.get("epoch") == meta.get("epoch")), None)
+    return right if right and "-" not in right else None
+
+
+def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_model, data_dir: Path, xml_path: Path,
                   amp_dtype: torch.dtype | None) -> dict:
-    """NNCF post-training quantization calibrated on the train photos, then checked on the val photos.
-
-    The INT8 model and the check's results (a .json beside it) are kept even when INT8 is refused,
-    so that the check is not redone at every start.
-    """
+    """NNCF post-training quantization of an OpenVINO model, calibrated on CALIBRATION_PHOTOS train photos, then
+    checked on the val photos, which it was not tuned on. The INT8 model and the check's results (a .json beside it,
+    with the seconds each part took) are kept even when INT8 is refused, so that the check is not redone at every
+    start."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" is no news on a CPU
     import nncf
-    import openvino
 
     nncf.set_log_level(logging.ERROR)
+    seconds, started = {}, time.perf_counter()
     calibration, _ = read_photos(data_dir / "train.csv", meta, CALIBRATION_PHOTOS)
     print(f"quantizing to INT8 with NNCF: calibrating on {len(calibration)} photos of "
           f"{data_dir / 'train.csv'}, checking on {data_dir / 'val.csv'}", file=sys.stderr, flush=True)
-    samples = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
+    batches = [calibration[i:i + CALIBRATION_BATCH].numpy() for i in range(0, len(calibration), CALIBRATION_BATCH)]
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
-        quantized = nncf.quantize(openvino.Core().read_model(str(fp32_xml)), nncf.Dataset(samples),
-                                  subset_size=len(samples))
+        quantized = nncf.quantize(fp32_model, nncf.Dataset(batches), subset_size=len(batches),
+                                  advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                      disable_bias_correction=not BIAS_CORRECTION))
     save_openvino(quantized, xml_path)
-    result = check_int8(model, openvino_engine(xml_path, amp_dtype), *read_photos(data_dir / "val.csv", meta, 10**9))
-    result.update(calibration_photos=len(calibration), data_dir=str(data_dir))
-    report = xml_path.with_suffix(".json")
-    atomic_write_text(report, json.dumps(result, indent=2))
+    seconds["calibration"], started = time.perf_counter() - started, time.perf_counter()
+    photos, labels = read_photos(data_dir / "val.csv", meta, 10**9)
+    result = check_int8(model, openvino_engine(xml_path, amp_dtype), photos, labels, served_val_right(meta, data_dir))
+    seconds["check"] = time.perf_counter() - started
+    result.update(calibration_photos=len(calibration), data_dir=str(data_dir),
+                  seconds={part: round(value, 1) for part, value in seconds.items()})
+    atomic_write_text(xml_path.with_suffix(".json"), json.dumps(result, indent=2))
     return result
 
 
@@ -253,21 +278,23 @@ def find_data_dir(meta: Checkpoint, data_dir: str | os.PathLike | None) -> Path 
 def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path, amp_dtype: torch.dtype | None,
                     int8: bool, data_dir: str | os.PathLike | None) -> tuple[Engine, str]:
     """OpenVINO INT8 when asked for and its check passes (or passed before), else OpenVINO fp32; and the line saying which."""
-
     int8_xml = engine_path(checkpoint_path, "openvino-int8.xml")
     result = int8_report(int8_xml) if int8 else None
     if result is not None and result["decision"] == "int8":  # no fp32 needed: export.py --space ships INT8 alone
         return openvino_engine(int8_xml, amp_dtype), f"engine: openvino int8 ({result['reason']})"
-    fp32_xml = engine_path(checkpoint_path, "openvino.xml")
+    fp32_xml, fp32_model = engine_path(checkpoint_path, "openvino.xml"), None
     if not fp32_xml.is_file():
-        onnx_path = cached_onnx(model, meta, checkpoint_path)
-        save_openvino(convert_onnx(onnx_path), fp32_xml)
+        fp32_model = to_openvino(model, meta["image_size"])
+        save_openvino(fp32_model, fp32_xml)
     precision = "bf16" if amp_dtype == torch.bfloat16 else "fp32"
     if not int8:
         return openvino_engine(fp32_xml, amp_dtype), f"engine: openvino {precision}"
     if result is None and (found := find_data_dir(meta, data_dir)) is not None:
         try:
-            result = quantize_int8(model, meta, fp32_xml, found, int8_xml, amp_dtype)
+            import openvino
+
+            fp32_model = fp32_model or openvino.Core().read_model(str(fp32_xml))
+            result = quantize_int8(model, meta, fp32_model, found, int8_xml, amp_dtype)
         except Exception as error:  # noqa: BLE001 -- NNCF missing, a broken CSV, …: fp32 OpenVINO still works
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             result = {"decision": "fp32", "reason": f"it could not be built: {type(error).__name__}: {reason}"}

@@ -18,7 +18,7 @@ import psutil
 from cats_dogs import distributed
 from cats_dogs.atomic import TEMPORARY_MARK, writer_pid
 from cats_dogs.checkpoint import Checkpoint, read_checkpoint
-from cats_dogs.engine_build import build_after_training
+from cats_dogs.engine_build import build_after_training, stop_background_build
 from cats_dogs.engines import engine_cached
 from cats_dogs.settings import TrainSettings
 
@@ -76,6 +76,7 @@ def start_output(resume_from: Checkpoint | None, settings: TrainSettings) -> boo
     """Every start: what a killed run was writing swept away (rank 0). True for --resume of a finished run
     (finished_already), which has nothing left to train."""
     if distributed.is_main_process():
+        stop_background_build(Path(settings.output_dir))  # the checkpoints it reads are about to change
         remove_leftovers(Path(settings.output_dir))
     return finished_already(resume_from, settings)
 
@@ -104,7 +105,7 @@ def finished_already(resume_from: Checkpoint | None, settings: TrainSettings) ->
     best_path = output_dir / "best_checkpoint.pth"
     if settings.engine and best_path.is_file() and distributed.is_main_process():
         if not engine_cached("auto", read_checkpoint(best_path), best_path, settings.data_dir):
-            build_after_training(best_path, settings.data_dir, settings.amp)
+            build_after_training(best_path, settings.data_dir, settings.amp, settings.build_engine)
     return True
 
 

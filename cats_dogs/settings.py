@@ -78,6 +78,7 @@ class TrainSettings:
     compile: bool
     sync_bn: bool
     engine: bool  # build the serving engine after the last epoch (engine_build.build_after_training)
+    build_engine: str  # auto, now or background: where train.py builds it (engine_build.build_after_training)
     # Decided from train.csv, after the flags: what --balance applies (off, loss, sampler), and whether the classes
     # are imbalanced (class_balance.is_imbalanced), in which case epochs are judged on balanced accuracy.
     balance_applied: str = "off"

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python studies/study_int8_check.py`: the package is one folder up
 
 from cats_dogs.checkpoint import load_checkpoint  # noqa: E402
-from cats_dogs.engines import judge_int8, logits_of, read_photos, to_openvino  # noqa: E402
+from cats_dogs.engines import judge_int8, logits_of, read_photos, right_string, to_openvino  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -98,14 +98,14 @@ def main(args: argparse.Namespace) -> None:
         cells = []
         for variant in args.variants:
             classes, seconds = quantized_classes(ov_model, calibration, val, variant)
-            result = judge_int8(fp32_classes, classes, labels)
+            result = judge_int8(right_string(fp32_classes, labels), right_string(classes, labels))
             for rule, decision in (("before", old_rule(result)), ("now", result["decision"])):
                 passes[variant, rule] += decision == "int8"
             cells.append(f"{result['only_fp32_right']}/{result['only_int8_right']} flips, {old_rule(result)} → "
                          f"{result['decision']}, {seconds:.0f} s")
         lines.append(f"| {seed} | {path.stem.rsplit('-', 1)[-1]} | {result['fp32_accuracy']:.1f}% | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    lines += ["", "INT8 passed (of {}): ".format(len(checkpoints)) + "; ".join(
+    lines += ["", f"INT8 passed (of {len(checkpoints)}): " + "; ".join(
         f"{variant}: before {passes[variant, 'before']}, now {passes[variant, 'now']}" for variant in args.variants)]
     print(lines[-1])
     (root / "int8_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

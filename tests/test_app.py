@@ -398,7 +398,8 @@ def test_the_page_as_users_get_it_answers_with_its_default_engine(separating_run
         assert "engine: openvino" not in wait_for_app_log(tmp_path, client, "Running on")
         log = wait_for_app_log(tmp_path, client, "engine: openvino")
         answers = [client.predict(handle_file(str(photo)), api_name="/predict") for photo, _ in photos]
-    assert "engine: openvino int8 (agreement 100% on 8 val photos)" in log and "Traceback" not in log
+    assert "engine: openvino int8 (agreement 100% on 8 val photos, accuracy 100.0% vs fp32 100.0%)" in log
+    assert "Traceback" not in log
     assert first["label"] == photos[0][1]
     for (photo, truth), answer in zip(photos, answers, strict=True):
         assert answer["label"] == truth and confidences(answer)[truth] > 0.9, photo.name

@@ -145,6 +145,24 @@ def test_the_page_speaks_the_browsers_language(browser, page_url, locale: str, t
     page.context.close()
 
 
+@pytest.mark.parametrize(("locale", "shown"), [("zh-CN", "网页正忙，请稍后再试。"),
+                                               ("en-US", "This application is currently busy. Please try again.")])
+def test_the_busy_refusal_reads_in_the_browsers_language(browser, page_url, locale: str, shown: str) -> None:
+    """A full queue (--max-queue) is refused at once; Gradio's frontend shows its English sentence as a toast, which
+    the page's script (hosting.busy_script) puts into Chinese for a Chinese browser. The toast is made here as
+    Gradio makes it, text arriving in a new element: filling a real queue from a browser would take minutes."""
+    page = page_in(browser, page_url[0], locale)
+    expect(page.get_by_role("tab").first).to_be_visible()  # the page has loaded, its script running
+    page.evaluate("""() => {
+        const toast = document.createElement("div");
+        toast.id = "busy-toast";
+        document.body.appendChild(toast);
+        toast.appendChild(document.createTextNode("Error: This application is currently busy. Please try again."));
+    }""")
+    expect(page.locator("#busy-toast")).to_have_text(f"Error: {shown}")
+    page.context.close()
+
+
 def test_errors_and_the_table_arrive_in_chinese_for_a_chinese_browser(browser, page_url, tmp_path: Path) -> None:
     broken = make_broken_files(tmp_path / "broken")
     page = page_in(browser, page_url[0], "zh-CN")

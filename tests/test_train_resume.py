@@ -26,9 +26,10 @@ from cats_dogs.loaders import EpochSampler
 from conftest import FAST_TRAIN_FLAGS, REPO, make_dataset, run_script
 from load_datasets import DatasetLoader
 
-# The engine is built after the last epoch in the run killed during its build, skipped elsewhere (--no-engine).
+# The engine is built after the last epoch, in train.py (--build-engine now), in the run killed during its build;
+# skipped elsewhere (--no-engine).
 FLAGS = [*(flag for flag in FAST_TRAIN_FLAGS if flag != "--no-engine"), "--model", "resnet18", "--epochs", "3",
-         "--swanlab-mode", "disabled"]
+         "--swanlab-mode", "disabled", "--build-engine", "now"]
 CONFIGURATIONS = {  # the loader's ways: a shuffle in the training process with the photos cached in memory; the
     # --balance sampler's draws with one data worker that persists across epochs, photos decoded every time, and
     # the strong augmentation, which draws from torch's generator
