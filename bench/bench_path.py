@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar: not a line worth reporting
 TARGET_S = 120  # photos to a public page in two minutes (issue #35)
 BUILD_WAIT_S = 300  # a background engine build left by train.py is waited for at the end, at most this long
 
@@ -59,7 +61,7 @@ def timed(command: list[str], cwd: Path) -> tuple[float, str]:
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed after {seconds:.0f} s:\n{(done.stdout + done.stderr)[-3000:]}")
-    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    lines = [line.strip() for line in re.split(r"[\r\n]+", done.stdout) if line.strip() and not PROGRESS.search(line)]
     if command[0] == "train.py":  # what it built for serving, and in how many seconds
         lines = [line for line in lines if line.startswith("engine")] or lines
     return seconds, lines[-1] if lines else ""

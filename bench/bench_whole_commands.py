@@ -128,7 +128,7 @@ def whole_command_report(data_dir: Path, photo_dir: Path, photos: int, train_epo
                 for epochs in train_epochs:
                     row = side_by_side(work / "run", data_dir, work / "photos", regime, epochs)
                     rows.append({**row, "round": round_number})
-                    print(f"{regime}, {epochs} epochs, round {round_number}: tutorial {row['tutorial']:.1f} s, train.py "
+                    print(f"{regime}, {epochs} epoch(s), round {round_number}: tutorial {row['tutorial']:.1f} s, train.py "
                           f"{row['train']:.1f} s; predict.py {row['predict']:.1f} s, tutorial's function "
                           f"{row['function']:.1f} s (load {row['load']}); {row['engine']}", flush=True)
                 if freeze_epochs:
@@ -153,7 +153,7 @@ def print_whole_command_tables(rows: list[dict], frozen: list[dict], photos: int
           "| tutorial's function | vs function | load |\n" + "|---" * 11 + "|")
     for row in rows:
         engine = row["engine"] + (" (building in the background when predict.py started)" if row["building"] else "")
-        engine += f"; {row['predict_engine']}" if row["predict_engine"] else ""
+        engine += f"; predict.py: {row['predict_engine']}" if row["predict_engine"] else ""
         engine += f"; {row['waited']}" if row["waited"] else ""
         print(f"| {row['regime']} | {row['epochs']} | {row['round']} | {row['tutorial']:.1f} s | {row['train']:.1f} s | "
               f"**{row['tutorial'] / row['train']:.2f}×** | {engine.replace('|', '/')} | {row['predict']:.1f} s | "
@@ -161,7 +161,7 @@ def print_whole_command_tables(rows: list[dict], frozen: list[dict], photos: int
     print()
     for regime, epochs in dict.fromkeys((row["regime"], row["epochs"]) for row in rows):
         group = [row for row in rows if (row["regime"], row["epochs"]) == (regime, epochs)]
-        print(f"- {regime}, {epochs} epochs, median over {len(group)} rounds: train.py "
+        print(f"- {regime}, {epochs} epoch(s), median over {len(group)} rounds: train.py "
               f"**{statistics.median(r['tutorial'] / r['train'] for r in group):.2f}×** the tutorial's command, "
               f"predict.py **{statistics.median(r['function'] / r['predict'] for r in group):.2f}×** its function")
     if not frozen:
