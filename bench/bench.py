@@ -9,6 +9,13 @@ rebuilt for every photo) and (b) this project's training step at its defaults fo
 the same number of steps after a warm-up (bench_training.py). Then --freeze-backbone's whole
 20-epoch run, and single-photo inference: the tutorial's per-call path vs the web page's.
 Prints a Markdown report.
+
+    python bench/bench.py --data-dir ../shared/data/cats_dogs_tutorial --first-run ../shared/data/cats_dogs_kaggle
+
+--first-run: whole commands side by side, start-up included (bench_whole_commands.py): the tutorial's train.py
+(bench/tutorial_train.py) against train.py for each --train-epochs, the first predict.py right after it against
+the tutorial's function, and --freeze-backbone against the tutorial's epochs, in --rounds interleaved rounds per
+CPU regime this CPU has; with --page-photos N also bench_first_run.py's page measurement.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 
 import bench_engines  # noqa: E402
-from bench_first_run import first_run_report  # noqa: E402
+from bench_first_run import REGIMES, first_run_report  # noqa: E402
 from bench_training import TutorialDataset, training_throughput  # noqa: E402
+from bench_whole_commands import whole_command_report  # noqa: E402
 from cats_dogs.checkpoint import make_checkpoint, read_checkpoint  # noqa: E402
 from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
 from cats_dogs.device import autocast_dtype, has_native_bf16_cpu, pick_device  # noqa: E402
@@ -166,7 +174,10 @@ def main(args: argparse.Namespace) -> None:
           f"native bf16: {has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
 
     if args.first_run:
-        first_run_report(data_dir, Path(args.first_run), args.first_run_photos, args.page_photos, args.rounds)
+        whole_command_report(data_dir, Path(args.first_run), args.first_run_photos, args.train_epochs, args.rounds,
+                             args.regimes, args.freeze_epochs)
+        if args.page_photos:
+            first_run_report(data_dir, Path(args.first_run), args.first_run_photos, args.page_photos, args.rounds)
         return
 
     if args.engines:
@@ -246,13 +257,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="for --engines: a trained checkpoint (default: an untrained ResNet50 at 256²; speed does "
                              "not depend on the weights, INT8's accuracy check does)")
     parser.add_argument("--first-run", metavar="PHOTO_DIR", default=None,
-                        help="only first runs, native bf16, bf16 off and AVX2 only side by side: train.py 1 epoch from scratch "
-                             "on DATA_DIR, "
-                             "then predict.py on PHOTO_DIR's first --first-run-photos photos and the page's first answers, "
-                             "against the tutorial's function (bench_first_run.py)")
+                        help="only first runs, as whole commands, per CPU regime: the tutorial's train.py against "
+                             "train.py on DATA_DIR for each --train-epochs, then predict.py on PHOTO_DIR's first "
+                             "--first-run-photos photos against the tutorial's function, and --freeze-epochs of "
+                             "--freeze-backbone against the tutorial's epochs (bench_whole_commands.py)")
     parser.add_argument("--first-run-photos", type=int, default=300)
-    parser.add_argument("--page-photos", type=int, default=10, help="the page's first answers timed by --first-run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --first-run")
+    parser.add_argument("--train-epochs", type=int, nargs="+", default=[1, 3], help="--first-run: epochs per training")
+    parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None,
+                        help="--first-run: CPU regimes to measure (default: every one this CPU has)")
+    parser.add_argument("--page-photos", type=int, default=0,
+                        help="--first-run: also train.py 1 epoch per regime, then the page's first N answers and "
+                             "predict.py with and without the engine cache (bench_first_run.py; 0 = skip)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --first-run")
     parser.add_argument("--loader-photos", type=int, default=4000, help="photos delivered per --loader measurement")
     return parser
 

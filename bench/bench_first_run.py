@@ -1,4 +1,4 @@
-"""bench.py --first-run: what a learner times, right after training, in two CPU regimes side by side.
+"""bench.py --first-run --page-photos N: what a learner times, right after training, in two CPU regimes side by side.
 
 For each regime (native bf16 where the CPU has it; the same CPU with bf16 off; AVX2 only, bf16 off: oneDNN,
 OpenVINO's copy of it and PyTorch's own ATen kernels held to AVX2, as on a laptop without AVX-512), one run of
