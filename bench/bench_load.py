@@ -180,7 +180,8 @@ def main(args: argparse.Namespace) -> None:
                   f"requests from {args.clients} clients, heat map {'on' if args.heatmap else 'off'}; "
                   f"page {resident_mb(page):.0f} MB, {load_average()}", flush=True)
             result = run_load(args, url, page, photos)
-            if args.burst:
+            print(json.dumps(result), flush=True)  # kept if the page dies before the burst
+            if args.burst and page.poll() is None:
                 result["burst"] = run_burst(url, args.endpoint, photos[0], args.burst, args.heatmap)
             engine = [line for line in (Path(folder) / "app.log").read_text(encoding="utf-8").splitlines()
                       if line.startswith("engine:")]

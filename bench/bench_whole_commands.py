@@ -5,7 +5,8 @@ In --rounds interleaved rounds, for each CPU regime this CPU has and each --trai
 - `python train.py --epochs E --weights none --swanlab-mode disabled`: this project's, its engine lines kept;
 - right after it, as a user would, `python predict.py PHOTOS --checkpoint best_checkpoint.pth`, even while a
   background engine build that train.py left (engines/build.pid beside the checkpoint) still runs; then
-  that build is waited for (at most BUILD_WAIT_S), so that it slows no later measurement;
+  that build is waited for (at most BUILD_WAIT_S), so that it slows no later measurement, and predict.py is
+  timed once more (as for a learner who read train.py's last lines first);
 - the tutorial's app function on the same photos (its start-up not counted), in a process of the regime.
 Then `train.py --freeze-backbone --epochs --freeze-epochs` against that many times the tutorial's 1-epoch command
 of the same round. Each figure is printed with the 1-minute load average before→after: the machine may be shared.
@@ -86,11 +87,14 @@ def side_by_side(work: Path, data_dir: Path, folder: Path, regime: str, epochs: 
     predicted, predict_out = run([sys.executable, "predict.py", str(folder), "--checkpoint", str(checkpoint), *flags],
                                  env)
     waited = wait_for_build(work / "trained")
+    # A learner who reads train.py's last lines first: predict.py once that build has ended (the engine cached).
+    predict_command = [sys.executable, "predict.py", str(folder), "--checkpoint", str(checkpoint), *flags]
+    later = run(predict_command, env)[0] if building else None
     function = tutorial_seconds(checkpoint, folder, env)
     predict_engine = next((line for line in predict_out.splitlines() if line.startswith("engine")), "")
     shutil.rmtree(work)  # a ResNet50's checkpoints and engines: hundreds of MB per run
     return {"regime": regime, "epochs": epochs, "tutorial": tutorial, "train": trained, "engine": engine_lines(out),
-            "building": building, "waited": waited, "predict": predicted, "predict_engine": predict_engine,
+            "building": building, "waited": waited, "predict": predicted, "later": later, "predict_engine": predict_engine,
             "function": function, "load": f"{load}→{load_average()}"}
 
 
@@ -150,20 +154,25 @@ def print_whole_command_tables(rows: list[dict], frozen: list[dict], photos: int
           f"after it, `predict.py` on {photos} photos against the tutorial's app function on the same photos (its "
           "start-up not counted); load: 1-minute load average before→after:\n")
     print("| regime | epochs | round | tutorial | train.py | vs tutorial | engine (train.py; predict.py) | predict.py "
-          "| tutorial's function | vs function | load |\n" + "|---" * 11 + "|")
+          "| tutorial's function | vs function | predict.py once the build ended | vs function | load |\n"
+          + "|---" * 13 + "|")
     for row in rows:
         engine = row["engine"] + (" (building in the background when predict.py started)" if row["building"] else "")
         engine += f"; predict.py: {row['predict_engine']}" if row["predict_engine"] else ""
         engine += f"; {row['waited']}" if row["waited"] else ""
+        later = (f"{row['later']:.1f} s | **{row['function'] / row['later']:.2f}×**" if row["later"]
+                 else "(built in train.py) | ")
         print(f"| {row['regime']} | {row['epochs']} | {row['round']} | {row['tutorial']:.1f} s | {row['train']:.1f} s | "
               f"**{row['tutorial'] / row['train']:.2f}×** | {engine.replace('|', '/')} | {row['predict']:.1f} s | "
-              f"{row['function']:.1f} s | **{row['function'] / row['predict']:.2f}×** | {row['load']} |")
+              f"{row['function']:.1f} s | **{row['function'] / row['predict']:.2f}×** | {later} | {row['load']} |")
     print()
     for regime, epochs in dict.fromkeys((row["regime"], row["epochs"]) for row in rows):
         group = [row for row in rows if (row["regime"], row["epochs"]) == (regime, epochs)]
         print(f"- {regime}, {epochs} epoch(s), median over {len(group)} rounds: train.py "
               f"**{statistics.median(r['tutorial'] / r['train'] for r in group):.2f}×** the tutorial's command, "
-              f"predict.py **{statistics.median(r['function'] / r['predict'] for r in group):.2f}×** its function")
+              f"predict.py **{statistics.median(r['function'] / r['predict'] for r in group):.2f}×** its function"
+              + (f", once the build ended **{statistics.median(r['function'] / r['later'] for r in group):.2f}×**"
+                 if all(r["later"] for r in group) else ""))
     if not frozen:
         return
     print(f"\n`train.py --freeze-backbone --epochs {freeze_epochs}` (whole command) against {freeze_epochs} × the "

@@ -1,16 +1,18 @@
 """The serving engine built where its cost does not hold anyone up (docs/speed.md, "First runs").
 
-Building OpenVINO INT8 for a ResNet50 takes about a minute on 2 cores (engines.BUILD_SECONDS), more than
-it saves on a few hundred photos. So:
-- train.py builds it once after its last epoch, for best_checkpoint.pth (build_after_training), and the
-  first predict.py and app.py find it cached;
+Building OpenVINO INT8 for a ResNet50 at 256² takes BUILD_FIXED_S plus about BUILD_PHOTO_PASSES forward passes of a
+photo on this machine: seconds, but more than the engine saves on a few hundred photos. So:
+- train.py builds it once after its last epoch, for best_checkpoint.pth (build_after_training), where that costs at
+  most ENGINE_SHARE of its run; else it hands it to a background process at the lowest priority
+  (start_background_build), which outlives train.py; predict.py and evaluate.py wait for that process when it is
+  nearly done (wait_for_background_build), app.py waits for it, and the next train.py in the folder stops it;
 - app.py, for a checkpoint without it, builds it in a child process at the lowest priority
   (start_build_process), suspended while the page answers and until it has been idle IDLE_S
   (PausedWhileAnswering), so that the photos a user sends meanwhile are answered at full speed;
 - predict.py and evaluate.py build it only for a job big enough to repay it (engines.load_engine's photos).
 
     python -m cats_dogs.engine_build checkpoint/best_checkpoint.pth --data-dir datasets   # what the child runs
-    (through cats_dogs.tied_child, which ties it to the page's life first)
+    (the page's through cats_dogs.tied_child, which ties it to the page's life first)
 """
 
 from __future__ import annotations

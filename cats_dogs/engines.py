@@ -8,17 +8,19 @@ Every engine takes the batch that the project's one preprocessing made (N×3×S�
 training: checkpoint_transform, preprocessing.normalize) and returns N×classes logits. None stands for PyTorch:
 the caller keeps its own fast copy (inference.prepare_for_inference), and Grad-CAM always uses PyTorch.
 
-Exports are cached beside the checkpoint, keyed by its contents (train.py builds them after training, app.py in a
-low-priority process, predict.py only for a job that repays the build: engine_build.py), so that starts are fast:
-    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime, and OpenVINO's source)
-    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin
+Exports are cached beside the checkpoint, keyed by its contents (train.py builds them after training, here or in a
+low-priority background process, app.py in a low-priority process, predict.py only for a job that repays the build:
+engine_build.py), so that starts are fast:
+    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-model.onnx          (onnxruntime)
+    <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino.xml/.bin   (converted from PyTorch in memory)
     <checkpoint dir>/engines/<stem>-<sha256, 12 hex>-openvino-int8.xml/.bin/.json  (.json: the INT8 check)
 INT8 that passed its check answers without the others (export.py --space ships it alone, space.ship_engine).
 
-INT8 is calibrated on up to 300 of the train photos, then used only when it agrees with fp32 PyTorch on
-at least 99% of the val photos and its val accuracy is within 0.5 points. auto: PyTorch on a GPU; on a
-CPU OpenVINO INT8 when it passed that check, else OpenVINO fp32, else onnxruntime, else PyTorch (the
-measurements behind this order are in docs/speed.md). An engine that cannot load falls back to
+INT8 is calibrated on CALIBRATION_PHOTOS train photos, then checked on the val photos, which it was not tuned on,
+against fp32 PyTorch's answers there (train.py's last evaluation of them when it has one): refused only when fp32
+is better beyond the val set's uncertainty, or the two split on more than 5% of the photos (judge_int8). auto:
+PyTorch on a GPU; on a CPU OpenVINO INT8 when it passed that check, else OpenVINO fp32, else onnxruntime, else
+PyTorch (the measurements behind this order are in docs/speed.md). An engine that cannot load falls back to
 PyTorch with one printed line.
 """
 

@@ -57,6 +57,6 @@ def test_openvino_export_fp32_parity_and_int8_refused_on_a_broken_calibration(tm
     broken = make_broken_calibration(tmp_path / "broken", data)
     refused = run_script("export.py", "--checkpoint", str(checkpoint), "--openvino", "out/int8.xml", "--int8",
                          "--data-dir", str(broken), cwd=tmp_path, check=False)
-    assert refused.returncode != 0 and "the INT8 model is not good enough: agreement 50.0% < 99%" in refused.stderr
+    assert refused.returncode != 0 and "the INT8 model is not good enough: agreement 50.0% < 95%" in refused.stderr
     assert not (tmp_path / "out/int8.xml").exists() and not (tmp_path / "out/int8.bin").exists()
     assert json.loads((tmp_path / "out/int8.json").read_text(encoding="utf-8"))["decision"] == "fp32"
