@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs at most this share of its run
 # The build's parts on 2 cores (docs/speed.md, "The engine's build"): OpenVINO's and NNCF's imports, the conversion and
 # NNCF's graph work take about BUILD_FIXED_S; calibration and the check cost about BUILD_PHOTO_PASSES forward passes.
-BUILD_FIXED_S = 6.0
-BUILD_PHOTO_PASSES = 120
+BUILD_FIXED_S = 8.0
+BUILD_PHOTO_PASSES = 150
 BUILD_PID, BUILD_LOG = "build.pid", "build.log"  # in <checkpoint dir>/engines/ while a background build runs
 # The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
 # the next photo of a burst (a few photos sent one after another) comes sooner.
