@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cats_dogs.checkpoint import find_checkpoint, preprocessing, read_checkpoint_or_exit
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engine_build import wait_for_background_build
+from cats_dogs.engine_build import resume_background_builds, wait_for_background_build
 from cats_dogs.engines import ENGINE_CHOICES, ENGINE_HELP, Engine, batch_size_for, load_model_or_engine
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import BATCH_SIZE_HELP, class_probabilities, prepare_for_inference
@@ -165,4 +165,5 @@ if __name__ == "__main__":
         main(get_args_parser().parse_args())
     except BrokenPipeError:  # the reader has gone away (`predict.py photos/ | head`): nothing more to say
         pass
+    resume_background_builds()  # one that waited for this command (exit_without_teardown runs no atexit)
     exit_without_teardown()

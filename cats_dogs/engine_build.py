@@ -45,7 +45,8 @@ ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs a
 # NNCF's graph work take about BUILD_FIXED_S; calibration and the check cost about BUILD_PHOTO_PASSES forward passes.
 BUILD_FIXED_S = 8.0
 BUILD_PHOTO_PASSES = 150
-BUILD_PID, BUILD_LOG = "build.pid", "build.log"  # in <checkpoint dir>/engines/ while a background build runs
+# In <checkpoint dir>/engines/ while a background build runs: its pid, its output, and who suspended it.
+BUILD_PID, BUILD_LOG, BUILD_PAUSED_BY = "build.pid", "build.log", "build.paused-by"
 # The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
 # the next photo of a burst (a few photos sent one after another) comes sooner.
 IDLE_S = 3.0
@@ -113,34 +114,71 @@ def start_background_build(checkpoint_path: Path, data_dir: str | None, amp: boo
 
 def background_build(checkpoint_path: str | os.PathLike) -> tuple[psutil.Process, float] | None:
     """The background build running for this checkpoint (start_background_build), and about how many seconds it has
-    left; None when there is none (finished, killed, or for another checkpoint)."""
+    left; None when there is none (finished, killed, or for another checkpoint). One left suspended by a command
+    that was killed outright (pause_until_exit) is resumed here."""
+    engines = Path(checkpoint_path).parent / "engines"
     try:
-        found = json.loads((Path(checkpoint_path).parent / "engines" / BUILD_PID).read_text(encoding="utf-8"))
+        found = json.loads((engines / BUILD_PID).read_text(encoding="utf-8"))
         process = psutil.Process(found["pid"])
         if "cats_dogs.engine_build" not in process.cmdline() or found["checkpoint"] != str(Path(checkpoint_path).resolve()):
             return None
+        if process.status() == psutil.STATUS_STOPPED and not pauser_alive(engines / BUILD_PAUSED_BY):
+            process.resume()
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
     return process, max(0.0, found["started"] + found["estimate_s"] - time.time())
+
+
+def pauser_alive(marker: Path) -> bool:
+    try:
+        pid = int(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid() and psutil.pid_exists(pid)
 
 
 def wait_for_background_build(engine: str, checkpoint_path: str | os.PathLike, device: torch.device,
                               photos: int | None) -> None:
     """predict.py's and evaluate.py's start with --engine auto on a CPU: a background build of this checkpoint's
     engine waited for when it has less left than the engine would save on `photos` photos (all of it for an
-    unknown count), else left to go on at its low priority."""
+    unknown count), else suspended until this command ends (pause_until_exit)."""
     running = background_build(checkpoint_path) if engine == "auto" and device.type == "cpu" else None
     if running is None:
         return
     process, left_s = running
     if photos is not None and left_s > photos * SAVED_SECONDS_PER_PHOTO:
         print(f"note: the serving engine is still being built in the background (pid {process.pid}, about "
-              f"{left_s:.0f} s left): this job answers without it", file=sys.stderr)
+              f"{left_s:.0f} s left): this job answers without it, the build paused meanwhile", file=sys.stderr)
+        pause_until_exit(process, Path(checkpoint_path).parent / "engines" / BUILD_PAUSED_BY)
         return
     print(f"waiting for the serving engine being built in the background (pid {process.pid}, about {left_s:.0f} s "
           "left) ...", file=sys.stderr, flush=True)
     with contextlib.suppress(psutil.Error):
         process.wait(timeout=max(60.0, 4 * left_s))  # a stuck build is not waited for forever
+
+
+PAUSED: list[tuple[psutil.Process, Path]] = []  # background builds this command suspended, to resume at its end
+
+
+def pause_until_exit(process: psutil.Process, marker: Path) -> None:
+    """Suspend a background build until this command ends (resume_background_builds, also run at exit). Beside it,
+    even at the lowest priority, its threads and the command's slow each other down on 2 cores: predict.py on 300
+    photos took 69 s next to a ResNet50's build, 20 s alone. The marker names this process: a later command resumes
+    a build whose pauser is gone (killed outright)."""
+    with contextlib.suppress(OSError):
+        atomic_write_text(marker, str(os.getpid()))
+    with contextlib.suppress(psutil.Error):
+        process.suspend()
+        PAUSED.append((process, marker))
+        atexit.register(resume_background_builds)
+
+
+def resume_background_builds() -> None:
+    while PAUSED:
+        process, marker = PAUSED.pop()
+        with contextlib.suppress(psutil.Error):
+            process.resume()
+        marker.unlink(missing_ok=True)
 
 
 def stop_background_build(output_dir: Path) -> None:
@@ -149,6 +187,8 @@ def stop_background_build(output_dir: Path) -> None:
     running = background_build(output_dir / "best_checkpoint.pth")
     if running is not None:
         running[0].terminate()
+        with contextlib.suppress(psutil.Error):
+            running[0].resume()  # a suspended process acts on SIGTERM only once continued
         with contextlib.suppress(psutil.Error):
             running[0].wait(timeout=10)
         print(f"stopped the serving engine's background build of the previous run (pid {running[0].pid})")

@@ -64,9 +64,9 @@ BIAS_CORRECTION = False
 MAX_DISAGREEMENT = 0.05  # share of val photos where INT8's top class may differ from fp32's (right or wrong)
 # What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
 # (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores of an AMD EPYC (docs/speed.md, "First runs"): the
-# build (ONNX export, conversion, calibration on 275 photos, the check on 70) took about 45 s on the idle machine
-# and 60 s with AVX2 only; INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
-BUILD_SECONDS = 60
+# build (conversion, calibration on 64 photos, the check on 70) took 18–23 s with AVX2 only (60 s before issue
+# 35); INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
+BUILD_SECONDS = 20
 SAVED_SECONDS_PER_PHOTO = 0.025
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
