@@ -481,7 +481,7 @@ def test_the_serving_engine_is_built_after_the_last_epoch_here_or_in_the_backgro
     """OpenVINO INT8 built and checked once after training, so that the first predict.py and app.py find it cached:
     in train.py (--build-engine now), or, where that would cost more than 5% of the run (auto, as for this tiny
     model's seconds-long run), in a low-priority process of its own that outlives train.py and that the next run in
-    the folder stops first. --no-engine builds none."""
+    the folder stops first, and that predict.py suspends while it answers without it. --no-engine builds none."""
     make_dataset(tmp_path / "datasets")
     flags = [*FAST_TRAIN_FLAGS, "--model", "resnet18", "--epochs", "1", "--swanlab-mode", "disabled"]
     flags.remove("--no-engine")
@@ -496,11 +496,23 @@ def test_the_serving_engine_is_built_after_the_last_epoch_here_or_in_the_backgro
     assert predicted.stderr.strip() == lines[-1].rsplit("  (", 1)[0]  # the same engine, found in the cache
     assert "quantizing" not in predicted.stderr
 
+    builds = {}
     for run in ("background", "stopped"):  # auto: this run is far shorter than 20 builds
         line = run_script("train.py", *flags, "--output-dir", run, cwd=tmp_path).stdout.splitlines()[-1]
         assert line.startswith("engine: building OpenVINO INT8 in the background at the lowest priority (pid "), line
         assert f"log: {Path(run) / 'engines/build.log'}" in line
-    build = psutil.Process(int(re.search(r"\(pid (\d+)\)", line)[1]))
+        builds[run] = psutil.Process(int(re.search(r"\(pid (\d+)\)", line)[1]))
+        if run == "background":  # held (as a predict.py killed outright while it had it suspended would leave it),
+            # resumed by predict.py, suspended again while predict.py answers without it (its estimate, at least
+            # BUILD_FIXED_S, is not over yet), and resumed as predict.py ends
+            builds[run].suspend()
+            predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), "--checkpoint",
+                                   str(tmp_path / run / "best_checkpoint.pth"), cwd=tmp_path)
+            assert f"(pid {builds[run].pid}, about " in predicted.stderr
+            assert "this job answers without it, the build paused meanwhile" in predicted.stderr, predicted.stderr
+            assert builds[run].status() != psutil.STATUS_STOPPED
+            assert not (tmp_path / run / "engines/build.paused-by").exists()
+    build = builds["stopped"]
     assert "cats_dogs.engine_build" in " ".join(build.cmdline()) and build.nice() == 19
     again = run_script("train.py", *flags, "--output-dir", "stopped", "--no-engine", cwd=tmp_path)  # the same folder
     assert f"stopped the serving engine's background build of the previous run (pid {build.pid})" in again.stdout
@@ -509,9 +521,7 @@ def test_the_serving_engine_is_built_after_the_last_epoch_here_or_in_the_backgro
     assert background_build(tmp_path / "stopped/best_checkpoint.pth") is None
 
     background = tmp_path / "background/best_checkpoint.pth"
-    running = background_build(background)
-    if running is not None:  # else it has finished already
-        running[0].wait(timeout=300)
+    builds["background"].wait(timeout=300)
     assert engine_cached("auto", load_checkpoint(background)[1], background, tmp_path / "datasets")
     assert not (tmp_path / "background/engines/build.pid").exists()  # removed by the build as it ended
     predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), "--checkpoint", str(background),
