@@ -21,10 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, for bench_whole_commands
+from bench_whole_commands import wait_for_build  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar: not a line worth reporting
 TARGET_S = 120  # photos to a public page in two minutes (issue #35)
-BUILD_WAIT_S = 300  # a background engine build left by train.py is waited for at the end, at most this long
 
 
 def load_average() -> str:
@@ -65,19 +67,6 @@ def timed(command: list[str], cwd: Path) -> tuple[float, str]:
     if command[0] == "train.py":  # what it built for serving, and in how many seconds
         lines = [line for line in lines if line.startswith("engine")] or lines
     return seconds, lines[-1] if lines else ""
-
-
-def wait_for_build(output_dir: Path) -> str:
-    """A background engine build that train.py left (engines/build.pid) must end before the folder goes."""
-    pid_file = output_dir / "engines" / "build.pid"
-    if not pid_file.exists():
-        return ""
-    started = time.monotonic()
-    while pid_file.exists() and time.monotonic() - started < BUILD_WAIT_S:
-        time.sleep(1)
-    waited = time.monotonic() - started
-    return (f"train.py's background engine build still ran {waited:.0f} s after the last command" if pid_file.exists()
-            else f"train.py's background engine build ended {waited:.0f} s after the last command")
 
 
 def main(args: argparse.Namespace) -> None:

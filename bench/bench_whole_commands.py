@@ -62,8 +62,8 @@ def wait_for_build(output_dir: Path) -> str:
     while pid_file.exists() and time.monotonic() - started < BUILD_WAIT_S:
         time.sleep(1)
     waited = time.monotonic() - started
-    return (f"still building {waited:.0f} s later" if pid_file.exists()
-            else f"the build ended {waited:.0f} s after predict.py")
+    return (f"the background build still ran {waited:.0f} s later" if pid_file.exists()
+            else f"the background build ended {waited:.0f} s later")
 
 
 def train_command(data_dir: Path, output: Path, epochs: int, flags: list[str]) -> list[str]:
