@@ -41,7 +41,7 @@ from cats_dogs.tied_child import tied_command, wait_until_armed
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs at most this share of its run
-# The build's parts on 2 cores (docs/speed.md, "The engine's build"): OpenVINO's and NNCF's imports, the conversion and
+# The build's parts on 2 cores (docs/speed.md, "First runs"): OpenVINO's and NNCF's imports, the conversion and
 # NNCF's graph work take about BUILD_FIXED_S; calibration and the check cost about BUILD_PHOTO_PASSES forward passes.
 BUILD_FIXED_S = 8.0
 BUILD_PHOTO_PASSES = 150
