@@ -107,6 +107,9 @@ def start_background_build(checkpoint_path: Path, data_dir: str | None, amp: boo
     with open(folder / BUILD_LOG, "w", encoding="utf-8") as log:
         process = subprocess.Popen(arguments, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    **detached)
+    if sys.platform != "win32":  # at once: the child's own os.nice(19) comes only after its imports (seconds)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(process.pid).nice(19)
     atomic_write_text(folder / BUILD_PID, json.dumps({"pid": process.pid, "checkpoint": str(checkpoint_path.resolve()),
                                                       "started": time.time(), "estimate_s": round(estimate, 1)}))
     return process.pid
