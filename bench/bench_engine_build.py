@@ -34,7 +34,6 @@ from cats_dogs.engines import (  # noqa: E402
     CALIBRATION_BATCH,
     CALIBRATION_PHOTOS,
     check_int8,
-    convert_onnx,
     export_onnx,
     openvino_engine,
     read_photos,
@@ -62,8 +61,12 @@ def quantize(fp32_model, photos: torch.Tensor, batch: int, bias_correction: bool
 
 
 def through_onnx(model: torch.nn.Module, image_size: int, folder: Path):
+    """The conversion before issue 35: torch.onnx.export's file, read by OpenVINO (as bytes: it splits paths at
+    commas)."""
+    import openvino
+
     export_onnx(model, image_size, folder / "model.onnx")
-    return convert_onnx(folder / "model.onnx")
+    return openvino.convert_model(io.BytesIO((folder / "model.onnx").read_bytes()))
 
 
 def measure(checkpoint: Path, data_dir: Path, folder: Path) -> dict[str, float]:

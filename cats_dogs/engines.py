@@ -129,14 +129,6 @@ def to_openvino(model: torch.nn.Module, image_size: int):
         return openvino.convert_model(model.eval(), example_input=example, input=[(-1, 3, image_size, image_size)])
 
 
-def convert_onnx(onnx_path: Path):
-    """An ONNX file as an OpenVINO model (export.py). Given as bytes: OpenVINO splits a path at its commas
-    (a checkpoint in `runs/lr 1e-4, bs 8/` was "no such file")."""
-    import openvino
-
-    return openvino.convert_model(io.BytesIO(onnx_path.read_bytes()))
-
-
 def save_openvino(model, xml_path: Path) -> None:
     """model.xml and model.bin written under temporary names, then renamed (the .xml last: it marks a whole pair)."""
     import openvino
