@@ -14,7 +14,6 @@ its own. Nothing is written beside the checkpoint: the models go to a temporary 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import logging
 import os
@@ -35,6 +34,7 @@ from cats_dogs.engines import (  # noqa: E402
     CALIBRATION_PHOTOS,
     check_int8,
     export_onnx,
+    nncf_int8,
     openvino_engine,
     read_photos,
     save_openvino,
@@ -48,16 +48,6 @@ def timed(parts: dict, name: str, function, *args, **kwargs):
     result = function(*args, **kwargs)
     parts[name] = time.perf_counter() - started
     return result
-
-
-def quantize(fp32_model, photos: torch.Tensor, batch: int, bias_correction: bool):
-    import nncf
-
-    batches = [photos[i:i + batch].numpy() for i in range(0, len(photos), batch)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        return nncf.quantize(fp32_model, nncf.Dataset(batches), subset_size=len(batches),
-                             advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                 disable_bias_correction=not bias_correction))
 
 
 def through_onnx(model: torch.nn.Module, image_size: int, folder: Path):
@@ -79,9 +69,9 @@ def measure(checkpoint: Path, data_dir: Path, folder: Path) -> dict[str, float]:
     timed(parts, "save the fp32 model", save_openvino, fp32_model, folder / "fp32.xml")
     calibration = timed(parts, "read the calibration photos", read_photos, data_dir / "train.csv", meta, CALIBRATION_PHOTOS)[0]
     old_calibration = timed(parts, "[read 300 calibration photos]", read_photos, data_dir / "train.csv", meta, 300)[0]
-    int8 = timed(parts, f"calibrate: {len(calibration)} photos, batches of {CALIBRATION_BATCH}", quantize, fp32_model,
+    int8 = timed(parts, f"calibrate: {len(calibration)} photos, batches of {CALIBRATION_BATCH}", nncf_int8, fp32_model,
                  calibration, CALIBRATION_BATCH, bias_correction=False)
-    timed(parts, f"[calibrate: {len(old_calibration)} photos one by one, bias correction]", quantize, fp32_model,
+    timed(parts, f"[calibrate: {len(old_calibration)} photos one by one, bias correction]", nncf_int8, fp32_model,
           old_calibration, 1, bias_correction=True)
     save_openvino(int8, folder / "int8.xml")
     engine = openvino_engine(folder / "int8.xml", None)

@@ -232,6 +232,18 @@ def served_val_right(meta: Checkpoint, data_dir: Path) -> str | None:
     return right if right and "-" not in right else None
 
 
+def nncf_int8(fp32_model, photos: torch.Tensor, batch: int = CALIBRATION_BATCH,
+              bias_correction: bool = BIAS_CORRECTION):
+    """NNCF's post-training INT8 of an OpenVINO model, calibrated on `photos` in batches of `batch`."""
+    import nncf
+
+    batches = [photos[i:i + batch].numpy() for i in range(0, len(photos), batch)]
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        return nncf.quantize(fp32_model, nncf.Dataset(batches), subset_size=len(batches),
+                             advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                 disable_bias_correction=not bias_correction))
+
+
 def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_model, data_dir: Path, xml_path: Path,
                   amp_dtype: torch.dtype | None) -> dict:
     """NNCF post-training quantization of an OpenVINO model, calibrated on CALIBRATION_PHOTOS train photos, then
@@ -246,12 +258,7 @@ def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_model, data_dir
     calibration, _ = read_photos(data_dir / "train.csv", meta, CALIBRATION_PHOTOS)
     print(f"quantizing to INT8 with NNCF: calibrating on {len(calibration)} photos of "
           f"{data_dir / 'train.csv'}, checking on {data_dir / 'val.csv'}", file=sys.stderr, flush=True)
-    batches = [calibration[i:i + CALIBRATION_BATCH].numpy() for i in range(0, len(calibration), CALIBRATION_BATCH)]
-    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
-        quantized = nncf.quantize(fp32_model, nncf.Dataset(batches), subset_size=len(batches),
-                                  advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                      disable_bias_correction=not BIAS_CORRECTION))
-    save_openvino(quantized, xml_path)
+    save_openvino(nncf_int8(fp32_model, calibration), xml_path)
     seconds["calibration"], started = time.perf_counter() - started, time.perf_counter()
     photos, labels = read_photos(data_dir / "val.csv", meta, 10**9)
     result = check_int8(model, openvino_engine(xml_path, amp_dtype), photos, labels, served_val_right(meta, data_dir))

@@ -14,8 +14,6 @@ The table and the pass counts are printed and written to OUTPUT_ROOT/int8_check.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import shutil
 import subprocess
@@ -29,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python studies/study_int8_check.py`: the package is one folder up
 
 from cats_dogs.checkpoint import load_checkpoint  # noqa: E402
-from cats_dogs.engines import judge_int8, logits_of, read_photos, right_string, to_openvino  # noqa: E402
+from cats_dogs.engines import judge_int8, logits_of, nncf_int8, read_photos, right_string, to_openvino  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,17 +57,12 @@ def train_epochs(data_dir: str, seed: int, epochs: int, root: Path) -> list[Path
 
 
 def quantized_classes(ov_model, calibration: torch.Tensor, val: torch.Tensor, variant: str) -> tuple[torch.Tensor, float]:
-    import nncf
     import openvino
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     photos, batch, bias = variant.split(":")
     picked = calibration[:: max(1, len(calibration) // int(photos))][: int(photos)]
-    batches = [picked[i:i + int(batch)].numpy() for i in range(0, len(picked), int(batch))]
-    advanced = AdvancedQuantizationParameters(disable_bias_correction=bias == "nobc")
     started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches), advanced_parameters=advanced)
+    model = nncf_int8(ov_model, picked, int(batch), bias_correction=bias == "bc")
     seconds = time.perf_counter() - started
     compiled = openvino.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return logits_of(lambda batch: torch.from_numpy(compiled(batch.numpy())[0]), val).argmax(1), seconds
