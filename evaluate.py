@@ -207,7 +207,7 @@ def main(args: argparse.Namespace) -> None:
     if args.cache != "off":  # decoded by an earlier run: no JPEG to decode again
         dataset.cache_images("disk", build=args.cache == "disk")
     wait_for_background_build(args.engine, checkpoint_path, device, len(dataset))  # train.py's, when nearly done
-    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device)
+    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device, len(dataset))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.num_workers, collate_fn=collate_readable)
     # A cached engine answers without the PyTorch model (None then); auto builds one only for a job that repays it
     model, meta, engine, engine_line = load_model_or_engine(args.engine, checkpoint_path, device, photos=len(dataset),

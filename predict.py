@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = read_checkpoint_or_exit(checkpoint_path)
     photos = ImageList([(path, -1) for path in paths], **preprocessing(checkpoint))
     workers = args.num_workers if args.num_workers is not None else min(4, max(0, (os.cpu_count() or 1) - 1))
-    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device)
+    batch_size = args.batch_size or batch_size_for(args.engine, checkpoint, checkpoint_path, device, len(paths))
     batches = start_decoding(photos, batch_size, workers, device)
     # auto builds an engine only for a job big enough to repay the build; a cached one answers whatever the size,
     # without the PyTorch model (None then)

@@ -36,7 +36,14 @@ import torch
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import load_checkpoint
 from cats_dogs.device import autocast_dtype, pick_device
-from cats_dogs.engines import SAVED_SECONDS_PER_PHOTO, engine_cached, load_engine
+from cats_dogs.engines import (
+    SAVED_SECONDS_PER_PHOTO,
+    engine_cached,
+    engine_path,
+    load_engine,
+    save_openvino,
+    to_openvino,
+)
 from cats_dogs.tied_child import tied_command, wait_until_armed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +52,9 @@ ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs a
 # NNCF's graph work take about BUILD_FIXED_S; calibration and the check cost about BUILD_PHOTO_PASSES forward passes.
 BUILD_FIXED_S = 8.0
 BUILD_PHOTO_PASSES = 150
+# OpenVINO fp32 alone (converted from PyTorch in memory, then saved): about 3 s for a ResNet50 at 256² with AVX2.
+CONVERT_FIXED_S = 1.0
+CONVERT_PHOTO_PASSES = 30
 # In <checkpoint dir>/engines/ while a background build runs: its pid, its output, and who suspended it.
 BUILD_PID, BUILD_LOG, BUILD_PAUSED_BY = "build.pid", "build.log", "build.paused-by"
 # The build goes on once the page has answered nothing for this long: a user looks at an answer for longer, and
@@ -62,10 +72,13 @@ def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool, when: 
     cpu = torch.device("cpu")
     model, meta = load_checkpoint(checkpoint_path, cpu)
     run_s = time.time() - psutil.Process().create_time()  # the whole command so far, start-up included
-    estimate = estimated_build_seconds(model, meta)
+    photo_s = forward_seconds(model, meta["image_size"])
+    estimate = BUILD_FIXED_S + BUILD_PHOTO_PASSES * photo_s
     if when == "background" or (when == "auto" and estimate > ENGINE_SHARE * run_s):
+        fp32 = convert_fp32_here(model, meta, checkpoint_path, when == "auto" and CONVERT_FIXED_S
+                                 + CONVERT_PHOTO_PASSES * photo_s <= ENGINE_SHARE * run_s)
         pid = start_background_build(checkpoint_path, data_dir, amp, estimate)
-        print(f"engine: building OpenVINO INT8 in the background at the lowest priority (pid {pid}): about "
+        print(f"engine: {fp32}building OpenVINO INT8 in the background at the lowest priority (pid {pid}): about "
               f"{estimate:.0f} s, more than {ENGINE_SHARE:.0%} of this {run_s:.0f} s run; predict.py and app.py use "
               f"it once it is ready, and wait for it when it is nearly done (--build-engine now builds it here, "
               f"--no-engine skips it; log: {checkpoint_path.parent / 'engines' / BUILD_LOG})", flush=True)
@@ -81,15 +94,27 @@ def build_after_training(checkpoint_path: Path, data_dir: str, amp: bool, when: 
     print(f"{line}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def estimated_build_seconds(model: torch.nn.Module, meta: dict) -> float:
-    """What building INT8 will take on this machine: BUILD_FIXED_S, plus BUILD_PHOTO_PASSES forward passes of one
-    photo (calibration and the check), timed here on a batch of 4 (under 0.5 s for a ResNet50 at 256² on 2 cores)."""
-    size = meta["image_size"]
+def forward_seconds(model: torch.nn.Module, size: int) -> float:
+    """One photo's forward pass on this machine, timed on a batch of 4 (under 0.5 s for a ResNet50 at 256² on 2 cores):
+    what the build's estimates (BUILD_PHOTO_PASSES, CONVERT_PHOTO_PASSES) scale with."""
     with torch.inference_mode():
         model.eval()(torch.zeros(1, 3, size, size))  # a first pass allocates: not timed
         started = time.perf_counter()
         model(torch.zeros(4, 3, size, size))
-    return BUILD_FIXED_S + (time.perf_counter() - started) / 4 * BUILD_PHOTO_PASSES
+    return (time.perf_counter() - started) / 4
+
+
+def convert_fp32_here(model: torch.nn.Module, meta: dict, checkpoint_path: Path, cheap: bool) -> str:
+    """OpenVINO fp32 converted and saved here, when `cheap`, for predict.py to answer with until INT8 is built
+    (engines.engine_ready); the background build then starts from it. Returns the words for train.py's line."""
+    if not cheap:
+        return ""
+    started = time.perf_counter()
+    try:
+        save_openvino(to_openvino(model, meta["image_size"]), engine_path(checkpoint_path, "openvino.xml"))
+    except Exception as error:  # noqa: BLE001 -- the background build converts it then
+        return f"OpenVINO fp32 not converted here ({type(error).__name__}); "
+    return f"OpenVINO fp32 converted here for predict.py meanwhile ({time.perf_counter() - started:.0f} s); "
 
 
 def start_background_build(checkpoint_path: Path, data_dir: str | None, amp: bool, estimate: float) -> int:

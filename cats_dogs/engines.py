@@ -37,6 +37,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,7 +126,8 @@ def to_openvino(model: torch.nn.Module, image_size: int):
     import openvino
 
     example = torch.zeros(1, 3, image_size, image_size)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # OpenVINO traces with torch.jit, which warns it is deprecated
         return openvino.convert_model(model.eval(), example_input=example, input=[(-1, 3, image_size, image_size)])
 
 
@@ -142,13 +144,14 @@ def save_openvino(model, xml_path: Path) -> None:
             partial.with_suffix(".bin").unlink(missing_ok=True)  # left only when saving failed
 
 
-def openvino_engine(xml_path: Path, amp_dtype: torch.dtype | None) -> Engine:
-    """The OpenVINO model compiled for this CPU; bf16 inside only where PyTorch would use it too (amp_dtype)."""
+def openvino_engine(xml_path, amp_dtype: torch.dtype | None) -> Engine:
+    """The OpenVINO model (its .xml, or converted in memory: to_openvino) compiled for this CPU; bf16 inside only
+    where PyTorch would use it too (amp_dtype)."""
     import openvino
 
     precision = "bf16" if amp_dtype == torch.bfloat16 else "f32"
-    compiled = openvino.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                                     "PERFORMANCE_HINT": "LATENCY"})
+    compiled = openvino.Core().compile_model(str(xml_path) if isinstance(xml_path, Path) else xml_path, "CPU",
+                                             {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
     request, lock = compiled.create_infer_request(), threading.Lock()  # one request: calls take turns
 
     def run(batch: torch.Tensor) -> torch.Tensor:
@@ -341,6 +344,17 @@ def too_small_to_build(photos: int | None) -> str | None:
             f"train.py builds it after training, or run once with --engine openvino to build it now)")
 
 
+def engine_ready(name: str, meta: Checkpoint, checkpoint_path: str | os.PathLike, photos: int | None,
+                 data_dir: str | os.PathLike | None = None) -> str:
+    """The engine `name` resolved for a job of `photos` on a CPU: auto is OpenVINO fp32 when INT8 is not cached, the
+    job too small to repay building it (too_small_to_build), and fp32 converted already: train.py converts it where
+    that is cheap, before INT8 is built in the background (engine_build.build_after_training)."""
+    if (name == "auto" and too_small_to_build(photos) and not engine_cached(name, meta, checkpoint_path, data_dir)
+            and engine_cached("openvino-fp32", meta, checkpoint_path)):
+        return "openvino-fp32"
+    return name
+
+
 def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, checkpoint_path: str | os.PathLike,
                 device: torch.device, amp_dtype: torch.dtype | None = None,
                 data_dir: str | os.PathLike | None = None, photos: int | None = None) -> tuple[Engine | None, str]:
@@ -352,9 +366,13 @@ def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, chec
         return None, "engine: torch"
     if device.type != "cpu":
         return None, f"engine: torch ({name} runs on the CPU here, and the device is {device})"
-    if name == "auto" and (line := too_small_to_build(photos)) and not engine_cached(name, meta, checkpoint_path,
-                                                                                      data_dir):
+    if (ready := engine_ready(name, meta, checkpoint_path, photos, data_dir)) != name:
+        name, note = ready, f" (INT8 is not built yet, and {photos} photos do not repay building it here)"
+    elif name == "auto" and (line := too_small_to_build(photos)) and not engine_cached(name, meta, checkpoint_path,
+                                                                                        data_dir):
         return None, line
+    else:
+        note = ""
     checkpoint_path, failures = Path(checkpoint_path), []
     # A copy to export and check with: the page may run Grad-CAM's hooks on the original meanwhile. Loading a cached
     # engine needs no model (load_model_or_engine gives none).
@@ -365,7 +383,7 @@ def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, chec
                 run, line = onnxruntime_engine(cached_onnx(model, meta, checkpoint_path)), "engine: onnxruntime fp32"
             else:
                 run, line = openvino_choice(model, meta, checkpoint_path, amp_dtype, candidate == "openvino", data_dir)
-            return run, line + (f" ({'; '.join(failures)})" if failures else "")
+            return run, line + note + (f" ({'; '.join(failures)})" if failures else "")
         except Exception as error:  # noqa: BLE001 -- package missing, unsupported CPU, read-only folder: PyTorch works
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             failures.append(f"{candidate} is not usable here: {type(error).__name__}: {reason}")
@@ -373,15 +391,17 @@ def load_engine(name: str, model: torch.nn.Module | None, meta: Checkpoint, chec
 
 
 def cached_engine_answers(name: str, checkpoint: Checkpoint, checkpoint_path: str | os.PathLike,
-                          device: torch.device) -> bool:
-    """Whether load_model_or_engine will find engine `name` cached, and answer with it alone."""
-    return device.type == "cpu" and name != "torch" and engine_cached(name, checkpoint, checkpoint_path)
+                          device: torch.device, photos: int | None = None) -> bool:
+    """Whether load_model_or_engine will find engine `name` (for a job of `photos`) cached, and answer with it alone."""
+    return device.type == "cpu" and name != "torch" and engine_cached(
+        engine_ready(name, checkpoint, checkpoint_path, photos), checkpoint, checkpoint_path)
 
 
-def batch_size_for(name: str, checkpoint: Checkpoint, checkpoint_path: str | os.PathLike, device: torch.device) -> int:
+def batch_size_for(name: str, checkpoint: Checkpoint, checkpoint_path: str | os.PathLike, device: torch.device,
+                   photos: int | None = None) -> int:
     """--batch-size's default in predict.py and evaluate.py: inference.default_batch_size, an engine's when engine
-    `name` is cached and will answer."""
-    return default_batch_size(device, cached_engine_answers(name, checkpoint, checkpoint_path, device))
+    `name` is cached and will answer a job of `photos`."""
+    return default_batch_size(device, cached_engine_answers(name, checkpoint, checkpoint_path, device, photos))
 
 
 def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: torch.device,
@@ -392,9 +412,9 @@ def load_model_or_engine(name: str, checkpoint_path: str | os.PathLike, device: 
     and load_engine's choice for a job of `photos`. `checkpoint`: the file's contents when the caller has read
     them already. A checkpoint that cannot be read ends the script with one line."""
     checkpoint = read_checkpoint_or_exit(checkpoint_path) if checkpoint is None else checkpoint
-    if cached_engine_answers(name, checkpoint, checkpoint_path, device):
+    if cached_engine_answers(name, checkpoint, checkpoint_path, device, photos):
         meta = checkpoint_meta(checkpoint)
-        run, line = load_engine(name, None, meta, checkpoint_path, device, amp_dtype)
+        run, line = load_engine(name, None, meta, checkpoint_path, device, amp_dtype, photos=photos)
         if run is not None:  # else it cannot load here (a package missing): PyTorch answers, as load_engine says
             return None, meta, run, line
     model, meta = load_checkpoint_or_exit(checkpoint_path, device, checkpoint)

@@ -17,7 +17,16 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from cats_dogs.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from cats_dogs.engines import engine_path, judge_int8, load_engine, read_photos, served_val_right
+from cats_dogs.engine_build import convert_fp32_here
+from cats_dogs.engines import (
+    cached_engine_answers,
+    engine_path,
+    engine_ready,
+    judge_int8,
+    load_engine,
+    read_photos,
+    served_val_right,
+)
 from cats_dogs.model import build_model
 from conftest import make_dataset, run_app, run_script
 
@@ -167,6 +176,33 @@ def test_a_checkpoint_in_a_folder_with_a_comma_gets_its_openvino_engine(separati
     model, meta = load_checkpoint(checkpoint)
     run, line = load_engine("openvino-fp32", model, meta, checkpoint, CPU)
     assert run is not None and line == "engine: openvino fp32"
+
+
+def test_openvino_fp32_converted_by_train_py_answers_a_small_job_until_int8_is_built(separating: tuple[Path, Path],
+                                                                                  tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.py converts OpenVINO fp32 where that is cheap before INT8 is built in the background: predict.py on a
+    few photos answers with it (faster than PyTorch, nothing to build), a job big enough to repay INT8 builds it.
+    Run beside the photos (./datasets), where INT8 could be built."""
+    monkeypatch.chdir(separating[1].parent)
+    checkpoint = Path(shutil.copy(separating[0], tmp_path / "best_checkpoint.pth"))
+    model, meta = load_checkpoint(checkpoint)
+    photo = str(separating[1] / "val/cat/cat.0.jpg")
+    before = run_script("predict.py", photo, "--checkpoint", str(checkpoint), cwd=separating[1].parent)
+    assert before.stderr.startswith("engine: torch (1 photos: building OpenVINO INT8 takes")  # nothing cached yet
+    assert not cached_engine_answers("auto", meta, checkpoint, CPU, photos=1)
+
+    assert convert_fp32_here(model, meta, checkpoint, cheap=False) == ""  # too dear for the run: left to the build
+    assert not engine_path(checkpoint, "openvino.xml").exists()
+    assert convert_fp32_here(model, meta, checkpoint, cheap=True).startswith("OpenVINO fp32 converted here")
+    assert engine_ready("auto", meta, checkpoint, photos=1) == "openvino-fp32"
+    assert cached_engine_answers("auto", meta, checkpoint, CPU, photos=1)
+    assert engine_ready("auto", meta, checkpoint, photos=None) == "auto"  # unknown size: INT8 is built
+    after = run_script("predict.py", photo, "--checkpoint", str(checkpoint), cwd=separating[1].parent)
+    assert after.stderr.strip() == ("engine: openvino fp32 (INT8 is not built yet, and 1 photos do not repay "
+                                    "building it here)")
+    assert after.stdout.startswith(f"{photo}\tcat ") and before.stdout.startswith(f"{photo}\tcat ")
+    assert not engine_path(checkpoint, "openvino-int8.xml").exists()
 
 
 def right_and_wrong(photos: int, only_fp32: int, only_int8: int) -> tuple[str, str]:

@@ -526,6 +526,11 @@ def test_the_serving_engine_is_built_after_the_last_epoch_here_or_in_the_backgro
     predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), "--checkpoint", str(background),
                            cwd=tmp_path)
     assert predicted.stderr.startswith("engine: openvino ") and "quantizing" not in predicted.stderr
+    # The Space's copy of the checkpoint has the same weights: export.py --space ships that engine, not a new build.
+    space = run_script("export.py", "--checkpoint", str(background), "--space", "space", cwd=tmp_path)
+    assert f"the serving engine built for {background} is the Space's: copied, not built again" in space.stdout
+    assert "quantizing" not in space.stdout and "the Space answers with openvino " in space.stdout, space.stdout
+    assert any((tmp_path / "space/checkpoint/engines").glob("best_checkpoint-*-openvino*.xml"))
 
 
 def imbalanced_dataset(root: Path) -> Path:
