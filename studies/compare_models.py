@@ -37,7 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def train(model_name: str, output_dir: Path, project: str, train_args: list[str]) -> float:
     """Run train.py for one model; returns its wall time in seconds."""
-    command = [sys.executable, str(REPO / "train.py"), *train_args, "--model", model_name,
+    # --no-engine: a serving engine built after one model would slow the next one's run, and its wall time here
+    command = [sys.executable, str(REPO / "train.py"), "--no-engine", *train_args, "--model", model_name,
                "--output-dir", str(output_dir), "--project", project, "--experiment-name", model_name]
     print(f"\n=== {model_name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()

@@ -59,8 +59,8 @@ def train_and_test(data: Path, output: Path, name: str, recipe_flags: list[str],
     interval as text)."""
     started = time.perf_counter()
     run("train.py", "--data-dir", str(data), "--output-dir", str(output), "--seed", str(seed),
-        "--project", "cats-vs-dogs-recipes", "--experiment-name", f"{name.split(' (')[0]} seed {seed}", *train_args,
-        *recipe_flags)
+        "--project", "cats-vs-dogs-recipes", "--experiment-name", f"{name.split(' (')[0]} seed {seed}",
+        "--no-engine", *train_args, *recipe_flags)  # no serving engine: its build would slow the next run
     wall_time = time.perf_counter() - started
     run("evaluate.py", "--checkpoint", str(output / f"{kept}_checkpoint.pth"), "--csv", str(data / "test.csv"),
         "--out", str(output / "test_eval"))

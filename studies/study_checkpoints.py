@@ -106,7 +106,7 @@ def start_training(data: Path, output: Path, recipe_flags: list[str], seed: int,
     command = [sys.executable, str(REPO / "train.py"), "--data-dir", str(data), "--output-dir", str(output),
                "--seed", str(seed), "--epochs", str(args.epochs), "--image-size", str(args.image_size), "--model",
                args.model, "--weights", "none", "--device", args.device, "--swanlab-mode", "disabled", "--ema",
-               "--save-candidates", *train_args, *recipe_flags]
+               "--save-candidates", "--no-engine", *train_args, *recipe_flags]  # no serving engine to build
     print(f"=== {' '.join(command[1:])}", flush=True)
     log = open(output / "train.log", "w", encoding="utf-8")  # noqa: SIM115 -- closed with the process, in train_all
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=output)

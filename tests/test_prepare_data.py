@@ -62,8 +62,8 @@ def test_kaggle_names_give_a_stratified_deterministic_split(tmp_path: Path) -> N
     train = {p.name for p, _ in read_csv_rows(tmp_path / "a/train.csv")}
     val = {p.name for p, _ in read_csv_rows(tmp_path / "a/val.csv")}
     assert not train & val and len(train | val) == 2 * per_class
-    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--data-dir", "a", "--epochs", "1", "--swanlab-mode", "disabled",
-                        cwd=tmp_path, timeout=900)
+    result = run_script("train.py", *FAST_TRAIN_FLAGS, "--model", "resnet18", "--data-dir", "a", "--epochs", "1",
+                        "--swanlab-mode", "disabled", cwd=tmp_path, timeout=900)  # the split read, not the model
     assert f"{2 * (per_class - val_per_class)} train / {2 * val_per_class} val photos" in result.stdout
 
 
