@@ -41,7 +41,7 @@ from cats_dogs.hosting import KEEP_FILES_S, PAGE_SESSIONS, QUEUE_MAX, busy_scrip
 from cats_dogs.images import IMAGE_EXTENSIONS
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.photo_files import uploaded_photos
-from cats_dogs.process import make_console_safe
+from cats_dogs.process import end_after_page_closed, make_console_safe
 from cats_dogs.translations import DOUBT_THRESHOLD, LANGUAGES, TEXTS, columns, language_of, page_translations, text
 from cats_dogs.uploads import MAX_UPLOAD_BYTES, open_upload, readable_upload_errors
 
@@ -335,9 +335,13 @@ def main(args: argparse.Namespace) -> None:
     demo.queue(default_concurrency_limit=concurrency, max_size=args.max_queue)
     # No allowed_paths: the example photos are served as Gradio's own copies, and nothing else of DATA_DIR
     # (CSVs, every photo, the photo cache, review decisions) may be fetched through the page.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES,
-                show_error=True, i18n=i18n, state_session_capacity=PAGE_SESSIONS,
-                head=busy_script(args.language, *TEXTS["busy"]))
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES,
+                    show_error=True, i18n=i18n, state_session_capacity=PAGE_SESSIONS,
+                    head=busy_script(args.language, *TEXTS["busy"]))
+    except KeyboardInterrupt:  # Ctrl-C while launch() was still checking the page it had started
+        pass
+    end_after_page_closed()  # after Ctrl-C: a photo being answered must not keep the page alive
 
 
 if __name__ == "__main__":

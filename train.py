@@ -56,6 +56,7 @@ from cats_dogs.run_folder import (
     save_checkpoints,
     save_latest,
     save_train_batch,
+    save_training_curves,
     start_swanlab,
 )
 from cats_dogs.served_epoch import right_wrong
@@ -279,11 +280,12 @@ def val_accuracies(predictions: dict[int, int], val_set: DatasetLoader, num_clas
 
 def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
                device: torch.device, unreadable: set[str], history: list[dict], paired_labels: list[int] | None) -> None:
-    """After the last epoch, on rank 0: the test split's report (with the best checkpoint), the summary, then the
-    serving engine built once (--no-engine skips it), here or in the background (--build-engine), so that the first
-    predict.py and app.py start fast."""
+    """After the last epoch, on rank 0: the curves of every epoch, the test split's report (with the best
+    checkpoint), the summary, then the serving engine built once (--no-engine skips it), here or in the background
+    (--build-engine), so that the first predict.py and app.py start fast."""
     best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
                              paired_labels)["best_epoch"]
+    save_training_curves(history, Path(settings.output_dir) / "training_curves.png")  # every epoch's, at last
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
     tracking.finish()
     print_summary(settings, history, unreadable, paired_labels)

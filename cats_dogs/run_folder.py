@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from cats_dogs.settings import TrainSettings
 from cats_dogs.tracking import Picture, swanlab
 
 SWANLAB_LOG_DIR = "swanlog"
+# training_curves.png is redrawn after an epoch only when older than this, and once at the end: drawing it took 0.47 s,
+# a 20-epoch --freeze-backbone run 9.4 s of its 96.
+CURVES_EVERY_S = 10.0
 
 
 def print_setup(settings: TrainSettings, amp_dtype: torch.dtype | None, class_names: list[str],
@@ -132,7 +136,8 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
     for name, use_ema in due.items():  # for using, not resuming: no optimizer state
         save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
-    save_training_curves(history, output_dir / "training_curves.png")
+    if not recently_written(output_dir / "training_curves.png", CURVES_EVERY_S):  # finish_run draws the last one
+        save_training_curves(history, output_dir / "training_curves.png")
     save_results_csv(history, output_dir / "results.csv")
     save_latest(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
                 **(resume_state or {}))
@@ -172,6 +177,13 @@ def swanlab_run_id(mode: str) -> str | None:
     """The id of the SwanLab experiment being logged to in the cloud, which a resumed run continues; else None."""
     get_run = getattr(swanlab, "get_run", None)  # not on tracking's stand-in
     return getattr(get_run(), "id", None) if mode == "cloud" and get_run is not None else None
+
+
+def recently_written(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:  # not written yet
+        return False
 
 
 def save_training_curves(history: list[dict[str, float]], path: Path) -> None:

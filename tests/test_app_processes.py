@@ -4,6 +4,7 @@ ends (SIGKILL, SIGTERM, Ctrl-C), no `cats_dogs.engine_build` process is left, st
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from gradio_client import handle_file
 
 from cats_dogs.tied_child import ARMED, tied_command
-from conftest import labeled_photos, make_dataset, run_app
+from conftest import free_port, labeled_photos, make_dataset, run_app
 
 
 def engine_builds(page: int) -> list[psutil.Process]:
@@ -73,3 +74,30 @@ def test_a_tied_child_whose_parent_is_already_gone_does_not_run() -> None:
     armed = subprocess.run(tied_command("platform"), cwd=repo, capture_output=True, text=True, timeout=60)
     assert armed.returncode == 0 and armed.stdout.splitlines()[0] == ARMED  # then the module's own output
     assert len(armed.stdout.splitlines()) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGINT as a terminal's Ctrl-C sends it")
+def test_ctrl_c_while_the_page_is_still_starting_ends_it_at_once_without_a_traceback(tmp_path: Path) -> None:
+    """Its server already answers while Gradio's launch() still checks it: a Ctrl-C then escaped launch(), printed a
+    traceback, and Python's exit could wait forever for Gradio's worker threads (not daemons)."""
+    from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+    from cats_dogs.model import build_model
+
+    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
+    save_checkpoint(make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"],
+                                    image_size=32, epoch=1, metrics={"val_acc": 50.0}, weights="none"),
+                    tmp_path / "checkpoint/best_checkpoint.pth")
+    port = free_port()
+    repo = Path(__file__).resolve().parents[1]
+    page = subprocess.Popen([sys.executable, str(repo / "app.py"), "--port", str(port), "--no-compile", "--engine", "auto"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and page.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+    page.send_signal(signal.SIGINT)  # the moment the port first accepts a connection
+    _, errors = page.communicate(timeout=30)
+    assert page.returncode == 0 and "Traceback" not in errors, errors[-2000:]
