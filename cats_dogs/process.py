@@ -59,10 +59,8 @@ def end_after_page_closed() -> None:
     """Called when a Gradio page's launch() has returned or been interrupted, that is after Ctrl-C or SIGINT: end now.
 
     Gradio runs page functions on AnyIO's worker threads, which are not daemons, and its server waits for open
-    connections to close. After a Ctrl-C that came while launch() was still checking the page it had started
-    (its server already answering), or while a photo was being answered, Python's exit waited for those threads
-    forever: seen, a page still there 60 s after SIGINT, its engine build suspended with it. The exit handlers
-    run first (they resume and end that build), then the process ends without waiting for the threads.
+    connections to close, so Python's own exit may wait on a photo still being answered. The exit handlers run
+    first (they resume and end the page's engine build), then the process ends without waiting for the threads.
     """
     atexit._run_exitfuncs()
     exit_without_teardown(0)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,9 +31,21 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+@pytest.fixture
+def ctrl_c_reaches_the_page() -> Iterator[None]:
+    """A shell starts a background job (`command &`) with SIGINT ignored, and every child inherits that: a page
+    started from such a test run would never see the SIGINT these tests send, as one started from a terminal does.
+    So the page is started with SIGINT at its default, as a terminal leaves it."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python handler: the child starts with the default
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and the death signal: Linux (tied_child says what others do)")
 @pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
-def test_no_engine_build_outlives_a_page_that_ends_while_the_build_is_paused(tmp_path: Path, ending: signal.Signals) -> None:
+def test_no_engine_build_outlives_a_page_that_ends_while_the_build_is_paused(tmp_path: Path, ending: signal.Signals,
+                                                                           ctrl_c_reaches_the_page: None) -> None:
     """The page is asked at once, so that its build is suspended as early as it can be (before the fix: while the
     child was still importing torch, before it had asked for its death signal), then the page is ended."""
     from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
@@ -77,9 +90,10 @@ def test_a_tied_child_whose_parent_is_already_gone_does_not_run() -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SIGINT as a terminal's Ctrl-C sends it")
-def test_ctrl_c_while_the_page_is_still_starting_ends_it_at_once_without_a_traceback(tmp_path: Path) -> None:
-    """Its server already answers while Gradio's launch() still checks it: a Ctrl-C then escaped launch(), printed a
-    traceback, and Python's exit could wait forever for Gradio's worker threads (not daemons)."""
+def test_ctrl_c_while_the_page_is_still_starting_ends_it_at_once_without_a_traceback(tmp_path: Path,
+                                                                                   ctrl_c_reaches_the_page: None) -> None:
+    """Its server already answers while Gradio's launch() still checks it: a Ctrl-C then escaped launch() and ended
+    the page with a traceback and exit status 1."""
     from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
     from cats_dogs.model import build_model
 
