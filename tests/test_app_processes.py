@@ -105,13 +105,18 @@ def test_ctrl_c_while_the_page_is_still_starting_ends_it_at_once_without_a_trace
     repo = Path(__file__).resolve().parents[1]
     page = subprocess.Popen([sys.executable, str(repo / "app.py"), "--port", str(port), "--no-compile", "--engine", "auto"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and page.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.01)
-    page.send_signal(signal.SIGINT)  # the moment the port first accepts a connection
-    _, errors = page.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and page.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        page.send_signal(signal.SIGINT)  # the moment the port first accepts a connection
+        _, errors = page.communicate(timeout=30)
+    finally:  # a page that did not end is not left behind
+        if page.poll() is None:
+            page.kill()
+            page.communicate()
     assert page.returncode == 0 and "Traceback" not in errors, errors[-2000:]
