@@ -31,6 +31,17 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+def page_folder_with_an_untrained_checkpoint(folder: Path) -> None:
+    """datasets/ and checkpoint/best_checkpoint.pth (a resnet18 at 32 px, untrained: its engine build costs the same)."""
+    from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+    from cats_dogs.model import build_model
+
+    make_dataset(folder / "datasets", per_class_train=4, per_class_val=2)
+    save_checkpoint(make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"],
+                                    image_size=32, epoch=1, metrics={"val_acc": 50.0}, weights="none"),
+                    folder / "checkpoint/best_checkpoint.pth")
+
+
 @pytest.fixture
 def ctrl_c_reaches_the_page() -> Iterator[None]:
     """A shell starts a background job (`command &`) with SIGINT ignored, and every child inherits that: a page
@@ -48,13 +59,7 @@ def test_no_engine_build_outlives_a_page_that_ends_while_the_build_is_paused(tmp
                                                                            ctrl_c_reaches_the_page: None) -> None:
     """The page is asked at once, so that its build is suspended as early as it can be (before the fix: while the
     child was still importing torch, before it had asked for its death signal), then the page is ended."""
-    from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
-    from cats_dogs.model import build_model
-
-    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    checkpoint = make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"], image_size=32,
-                                 epoch=1, metrics={"val_acc": 50.0}, weights="none")
-    save_checkpoint(checkpoint, tmp_path / "checkpoint/best_checkpoint.pth")  # untrained: the build costs the same
+    page_folder_with_an_untrained_checkpoint(tmp_path)
     photo = labeled_photos(tmp_path / "datasets")[0][0]
     with run_app("--engine", "auto", cwd=tmp_path, timeout=300) as (client, page):
         deadline = time.monotonic() + 60
@@ -94,13 +99,7 @@ def test_ctrl_c_while_the_page_is_still_starting_ends_it_at_once_without_a_trace
                                                                                    ctrl_c_reaches_the_page: None) -> None:
     """Its server already answers while Gradio's launch() still checks it: a Ctrl-C then escaped launch() and ended
     the page with a traceback and exit status 1."""
-    from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
-    from cats_dogs.model import build_model
-
-    make_dataset(tmp_path / "datasets", per_class_train=4, per_class_val=2)
-    save_checkpoint(make_checkpoint(build_model("resnet18", 2), arch="resnet18", class_names=["cat", "dog"],
-                                    image_size=32, epoch=1, metrics={"val_acc": 50.0}, weights="none"),
-                    tmp_path / "checkpoint/best_checkpoint.pth")
+    page_folder_with_an_untrained_checkpoint(tmp_path)
     port = free_port()
     repo = Path(__file__).resolve().parents[1]
     page = subprocess.Popen([sys.executable, str(repo / "app.py"), "--port", str(port), "--no-compile", "--engine", "auto"],
