@@ -68,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also publish a temporary public link through Gradio")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed precision (default: where the device computes it natively)")
+                        help="mixed precision (default: where the device computes it faster than fp32)")
     parser.add_argument("--threshold", type=float, default=DOUBT_THRESHOLD,
                         help="the page's initial 'not sure' threshold on the top probability (adjustable on the page)")
     parser.add_argument("--heatmap", action=argparse.BooleanOptionalAction, default=True,

@@ -47,7 +47,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped photo")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help=f"{ENGINE_HELP}; cached beside the checkpoint")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                        help="bf16 where the device computes it natively (--no-amp: fp32 everywhere)")
+                        help="bf16 where the device computes it faster than fp32 (--no-amp: fp32 everywhere)")
     return parser
 
 

@@ -152,7 +152,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"(default {DEFAULTS['lr_decay_per_stage']:g}: one rate)")
     speed = parser.add_argument_group("speed (defaults: the fastest safe choice for the device found)")
     speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="mixed precision: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16")
+                       help="mixed precision: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs where it is faster")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC memory layout, faster convolutions on CPU and CUDA")
     speed.add_argument("--cache", nargs="?", const="memory", default="auto", choices=CACHE_MODES,

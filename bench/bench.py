@@ -44,7 +44,7 @@ from bench_training import TutorialDataset, training_throughput  # noqa: E402
 from bench_whole_commands import whole_command_report  # noqa: E402
 from cats_dogs.checkpoint import make_checkpoint, read_checkpoint  # noqa: E402
 from cats_dogs.csv_rows import read_csv_rows  # noqa: E402
-from cats_dogs.device import autocast_dtype, has_native_bf16_cpu, pick_device  # noqa: E402
+from cats_dogs.device import autocast_dtype, bf16_beats_fp32_cpu, has_native_bf16_cpu, pick_device  # noqa: E402
 from cats_dogs.images import open_image  # noqa: E402
 from cats_dogs.inference import compile_by_default, make_batch_predict  # noqa: E402
 from cats_dogs.model import build_model  # noqa: E402
@@ -171,7 +171,8 @@ def main(args: argparse.Namespace) -> None:
     samples = read_csv_rows(data_dir / "train.csv")
     photos = [path for path, _ in read_csv_rows(data_dir / "val.csv")][: args.photos]
     print(f"## bench.py on {device} ({cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"native bf16: {has_native_bf16_cpu()}{', bf16 forced off' if args.no_bf16 else ''})\n")
+          f"native bf16: {has_native_bf16_cpu()}, bf16 faster than fp32: {bf16_beats_fp32_cpu()}"
+          f"{', bf16 forced off' if args.no_bf16 else ''})\n")
 
     if args.first_run:
         whole_command_report(data_dir, Path(args.first_run), args.first_run_photos, args.train_epochs, args.rounds,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench_first_run import REGIMES, load_average, run, tutorial_seconds
-from cats_dogs.device import has_native_bf16_cpu
+from cats_dogs.device import bf16_beats_fp32_cpu, has_native_bf16_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_WAIT_S = 300  # a background engine build left by train.py is waited for at most this long
@@ -36,6 +36,11 @@ def available_regimes(asked: list[str] | None) -> tuple[list[str], list[str]]:
         names.remove("native bf16")
         notes.append("The native bf16 regime could not be measured on this CPU: it has no native bf16 "
                      "(AVX512-BF16 or AMX).")
+    elif "native bf16" in names and not bf16_beats_fp32_cpu():
+        names.remove("native bf16")
+        notes.append("This CPU has native bf16 (AVX512-BF16), but bf16 was measured slower than fp32 here "
+                     "(device.bf16_beats_fp32_cpu), so train.py, predict.py and the page use fp32 by default: "
+                     "their defaults are the \"bf16 off\" regime, and a native bf16 regime cannot be measured.")
     try:
         avx512 = "avx512f" in Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:

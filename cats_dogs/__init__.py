@@ -24,7 +24,7 @@ The model and its files
 
 Training (train.py)
     settings        the command line resolved once into frozen TrainSettings: nothing writes to it afterwards
-    device          cuda, mps or cpu; bf16 only where the CPU has it natively
+    device          cuda, mps or cpu; bf16 only where it is measured faster than fp32
     process         the console's encoding, glibc's memory keeping
     random_state    seeding, the generators' states for a checkpoint, putting them back after a look ahead
     recipe          optimizer, learning-rate schedule, EMA, the rule that picks the best epoch

@@ -102,7 +102,7 @@ def make_batch_predict(model: torch.nn.Module, meta: Checkpoint, device: torch.d
     """Photos in, an (N, classes) tensor of probabilities out.
 
     The transform is built once here, not per call; the model is a folded, NHWC copy in
-    bf16/fp16 where the device computes it natively (see prepare_for_inference).
+    bf16/fp16 where the device computes it faster than fp32 (see prepare_for_inference).
     `engine` builds another engine (engines.load_engine; None: it cannot load): once built, it answers
     every photo. Else, with compile_model, single photos go to a torch.compile'd copy once it is ready.
     Either is prepared in a background thread, so the page answers (uncompiled) from the first second;

@@ -23,6 +23,7 @@ from cats_dogs import distributed, tensorboard_log, tracking
 from cats_dogs.atomic import atomic_write_text
 from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
 from cats_dogs.class_balance import applied_method, class_counts, class_weights, data_warnings
+from cats_dogs.device import bf16_beats_fp32_cpu, has_native_bf16_cpu
 from cats_dogs.photo_batches import ImageList
 from cats_dogs.photo_grid import photo_grid
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_device
@@ -45,7 +46,10 @@ def print_setup(settings: TrainSettings, amp_dtype: torch.dtype | None, class_na
     size = settings.image_size
     print(f"device: {settings.device}  |  {len(train_set)} train / {len(val_set)} val photos at {size}×{size}"
           f"  |  classes: {', '.join(class_names)}")
-    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
+    precision = f"mixed precision {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "fp32"
+    if not amp_dtype and settings.device == "cpu" and has_native_bf16_cpu() and not bf16_beats_fp32_cpu():
+        precision += " (this CPU's bf16 was measured slower)"  # AVX512-BF16 without AMX, say: the user may wonder
+    print(f"speed: {precision}"
           f"{', channels_last' if settings.channels_last else ''}{cached}"
           f"{', backbone frozen (head only)' if settings.freeze_backbone else ''}, {settings.num_workers} data workers")
     print_balance(settings, class_names, train_set, len(val_set))

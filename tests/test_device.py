@@ -20,13 +20,34 @@ def test_pick_device_auto_and_explicit() -> None:
             pick_device("cuda")
 
 
-def test_mixed_precision_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mixed_precision_only_where_bf16_is_measured_faster_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from cats_dogs import device
 
-    expected = torch.bfloat16 if device.has_native_bf16_cpu() else None
+    expected = torch.bfloat16 if device.bf16_beats_fp32_cpu() else None
     assert autocast_dtype(torch.device("cpu")) == expected
-    monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: False)
-    assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(device, "bf16_beats_fp32_cpu", lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None  # slower bf16 (emulated, or AVX512-BF16 without AMX): fp32
+    monkeypatch.setattr(device, "bf16_beats_fp32_cpu", lambda: True)
+    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_the_bf16_probe_times_only_native_bf16_and_leaves_a_seeded_run_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cats_dogs import device
+
+    probe = device.bf16_beats_fp32_cpu
+    try:
+        probe.cache_clear()
+        monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: False)
+        assert probe() is False  # no bf16 in hardware: nothing timed
+        probe.cache_clear()
+        monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: True)  # timed, whatever this CPU is
+        torch.manual_seed(3)
+        expected = torch.rand(3)
+        torch.manual_seed(3)
+        assert probe() in (True, False)
+        assert torch.equal(torch.rand(3), expected)  # the probe's random tensors did not move the seeded numbers
+    finally:
+        probe.cache_clear()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")

@@ -103,7 +103,7 @@ def test_int8_falls_back_on_a_broken_calibration_and_the_cache_follows_the_check
     first = run_script("predict.py", photo, "--checkpoint", str(checkpoint), "--engine", "openvino", cwd=tmp_path)
     # 4 photos of 8 lost: not beyond the uncertainty of 8 photos (McNemar p = 0.125), but another model: refused
     reason = "INT8 not used: agreement 50.0% < 95% on 8 val photos"
-    # bf16 inside where the CPU computes it natively, as PyTorch does there
+    # bf16 inside where the CPU computes it faster than fp32, as PyTorch does there
     assert re.search(rf"engine: openvino (fp32|bf16) \({re.escape(reason)}", first.stderr), first.stderr
     assert "calibrating on 1 photos" in first.stderr
     assert first.stdout.startswith(f"{photo}\tdog")  # answered by OpenVINO fp32, right
