@@ -30,7 +30,6 @@ import torch
 from cats_dogs.checkpoint import checkpoint_transform, find_checkpoint, load_checkpoint_or_exit
 from cats_dogs.engines import (
     Engine,
-    export_onnx,
     find_data_dir,
     onnxruntime_engine,
     openvino_engine,
@@ -40,6 +39,7 @@ from cats_dogs.engines import (
 )
 from cats_dogs.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.model import count_parameters_and_flops
+from cats_dogs.onnx_export import export_onnx
 from cats_dogs.phone_export import NCNN_TOLERANCE, check_ncnn_parity, export_ncnn, ncnn_engine, parity_photos
 from cats_dogs.process import make_console_safe
 from cats_dogs.space import folder_size_mb, write_space

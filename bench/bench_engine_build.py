@@ -33,7 +33,6 @@ from cats_dogs.engines import (  # noqa: E402
     CALIBRATION_BATCH,
     CALIBRATION_PHOTOS,
     check_int8,
-    export_onnx,
     nncf_int8,
     openvino_engine,
     read_photos,
@@ -41,6 +40,7 @@ from cats_dogs.engines import (  # noqa: E402
     served_val_right,
     to_openvino,
 )
+from cats_dogs.onnx_export import export_onnx  # noqa: E402
 
 
 def timed(parts: dict, name: str, function, *args, **kwargs):

@@ -44,6 +44,7 @@ Training (train.py)
 Serving (app.py, desktop.py, predict.py, evaluate.py, export.py, review.py)
     inference       fast copies of a model for answering photos, flip TTA
     engines         onnxruntime and OpenVINO (INT8 when it passes its check), cached beside the checkpoint
+    onnx_export     the model as an ONNX file (TorchScript's exporter, torch.export's where that fails)
     engine_build    where the engine is built: after training, in a low-priority process for the page
     explain         the page's Grad-CAM heat map, and the ImageNet check that a photo shows a cat or dog at all
     answers         what an answer is, for the page and the window: verdict, table row, CSV, the engine prepared

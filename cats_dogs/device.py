@@ -41,6 +41,15 @@ def has_native_bf16_cpu() -> bool:
     return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def bottleneck_block(channels: int, width: int) -> torch.nn.Module:
+    """torchvision's ResNet50 Bottleneck without its residual addition, built here: predict.py with a cached engine
+    never imports torchvision (a second of start-up)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+
+
 @functools.cache
 def bf16_beats_fp32_cpu() -> bool:
     """Whether bf16 autocast is faster than fp32 on this CPU, timed once per process (about 0.3 s).
@@ -54,9 +63,7 @@ def bf16_beats_fp32_cpu() -> bool:
         return False
     generator_state = torch.random.get_rng_state()  # the probe must not move a seeded run's random numbers
     try:
-        from torchvision.models.resnet import Bottleneck
-
-        block = Bottleneck(256, 64).to(memory_format=torch.channels_last)
+        block = bottleneck_block(256, 64).to(memory_format=torch.channels_last)
         x = torch.randn(8, 256, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
     finally:
         torch.random.set_rng_state(generator_state)

@@ -52,7 +52,8 @@ from cats_dogs.checkpoint import (
     read_checkpoint_or_exit,
 )
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
-from cats_dogs.inference import default_batch_size
+from cats_dogs.inference import default_batch_size, prepare_for_inference
+from cats_dogs.onnx_export import export_onnx
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
@@ -90,12 +91,14 @@ def file_digest(path: str, mtime_ns: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
-    """The model as ONNX: input `images` N×3×S×S (any N), output `logits`. Written to a temporary name, then renamed."""
-    example = torch.zeros(1, 3, image_size, image_size)
-    with atomic_path(path, keep_suffix=True) as partial:
-        torch.onnx.export(model.eval(), (example,), str(partial), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
+def fp32_logits(model: torch.nn.Module, photos: torch.Tensor) -> torch.Tensor:
+    """PyTorch's fp32 answers as checks compare against, on the CPU: BatchNorm folded, channels-last, 4 photos a
+    pass (prepare_for_inference): 12.9 s against 24.9 s for the plain model in batches of 16 (160 photos,
+    ResNet50 at 256², 2 cores of an AVX-512 Xeon, fp32), the same top class on every photo, within 2e-5."""
+    fast = prepare_for_inference(model, torch.device("cpu"))
+    channels_last = photos.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return logits_of(fast, channels_last, default_batch_size(torch.device("cpu")))
 
 
 def cached_onnx(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: Path) -> Path:
@@ -219,7 +222,7 @@ def check_int8(model: torch.nn.Module, int8: Engine, photos: torch.Tensor, label
     train.py measured them on these photos already (served_val_right), else computed here."""
     if fp32_right is None or len(fp32_right) != len(labels):
         with torch.inference_mode():
-            fp32_right = right_string(logits_of(model.eval(), photos).argmax(1), labels)
+            fp32_right = right_string(fp32_logits(model, photos).argmax(1), labels)
     return judge_int8(fp32_right, right_string(logits_of(int8, photos).argmax(1), labels))
 
 

@@ -21,8 +21,9 @@ import torch
 
 from cats_dogs.checkpoint import Checkpoint, checkpoint_transform
 from cats_dogs.csv_rows import CsvError, read_csv_rows
-from cats_dogs.engines import Engine, export_onnx
+from cats_dogs.engines import Engine
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
+from cats_dogs.onnx_export import export_onnx
 
 # fp16 weights move probabilities by ~3e-4 on a ResNet (measured: resnet18, resnet50); 1e-2 leaves room for real photos.
 NCNN_TOLERANCE = 1e-2

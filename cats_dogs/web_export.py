@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from cats_dogs.checkpoint import Checkpoint
-from cats_dogs.engines import export_onnx, judge_int8, logits_of, onnxruntime_engine, read_photos, right_string
+from cats_dogs.engines import fp32_logits, judge_int8, logits_of, onnxruntime_engine, read_photos, right_string
+from cats_dogs.onnx_export import export_onnx
 from cats_dogs.web_runtime import ORT_WEB_VERSION, runtime_files
 
 PAGE_DIR = Path(__file__).with_name("web")
@@ -132,8 +133,7 @@ def check_web_model(model: torch.nn.Module, meta: Checkpoint, model_path: Path, 
     """The exported model (run by ONNX Runtime in Python, the same kernels as the page's) against PyTorch on
     the val photos: top-class agreement, both accuracies and the largest probability difference."""
     photos, labels = read_photos(data_dir / "val.csv", meta, WEB_CHECK_PHOTOS)
-    with torch.inference_mode():  # each model over the photos once: the agreement and the difference from the same
-        expected = torch.softmax(logits_of(model.eval(), photos), dim=1)
+    expected = torch.softmax(fp32_logits(model, photos), dim=1)  # each model over the photos once: both figures
     got = torch.softmax(logits_of(onnxruntime_engine(model_path), photos), dim=1)
     result = judge_int8(right_string(expected.argmax(1), labels), right_string(got.argmax(1), labels))
     result["max_difference"] = (got - expected).abs().max().item()

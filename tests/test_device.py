@@ -48,6 +48,11 @@ def test_the_bf16_probe_times_only_native_bf16_and_leaves_a_seeded_run_alone(mon
         assert torch.equal(torch.rand(3), expected)  # the probe's random tensors did not move the seeded numbers
     finally:
         probe.cache_clear()
+    # predict.py with a cached engine never imports torchvision (a second of start-up): nor may the probe
+    script = ("import sys; from cats_dogs import device; device.has_native_bf16_cpu = lambda: True; "
+              "device.bf16_beats_fp32_cpu(); print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
