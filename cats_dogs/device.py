@@ -63,8 +63,9 @@ def bf16_beats_fp32_cpu() -> bool:
         return False
     generator_state = torch.random.get_rng_state()  # the probe must not move a seeded run's random numbers
     try:
-        block = bottleneck_block(256, 64).to(memory_format=torch.channels_last)
-        x = torch.randn(8, 256, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+        with torch.inference_mode(False):  # normal tensors, whatever mode the caller is in
+            block = bottleneck_block(256, 64).to(memory_format=torch.channels_last)
+            x = torch.randn(8, 256, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
     finally:
         torch.random.set_rng_state(generator_state)
 
@@ -76,9 +77,10 @@ def bf16_beats_fp32_cpu() -> bool:
         return time.perf_counter() - started
 
     timings: dict[torch.dtype | None, list[float]] = {None: [], torch.bfloat16: []}
-    for _ in range(4):  # interleaved, the first of each a warm-up
-        for dtype in timings:
-            timings[dtype].append(seconds(dtype))
+    with torch.inference_mode(False), torch.enable_grad():  # asked from inside review.py's inference_mode, say
+        for _ in range(4):  # interleaved, the first of each a warm-up
+            for dtype in timings:
+                timings[dtype].append(seconds(dtype))
     return min(timings[torch.bfloat16][1:]) <= BF16_MARGIN * min(timings[None][1:])
 
 

@@ -25,7 +25,7 @@ def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(model.eval(), (example,), str(partial), input_names=["images"],
                                   output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                                  dynamo=False)
+                                  opset_version=18, dynamo=False)  # 18: as torch.export writes it
             initializers_without_identities(Path(partial))
             return
         except Exception:  # noqa: BLE001 -- the slower exporter below writes the same model

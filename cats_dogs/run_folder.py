@@ -46,12 +46,12 @@ def print_setup(settings: TrainSettings, amp_dtype: torch.dtype | None, class_na
     size = settings.image_size
     print(f"device: {settings.device}  |  {len(train_set)} train / {len(val_set)} val photos at {size}×{size}"
           f"  |  classes: {', '.join(class_names)}")
-    precision = f"mixed precision {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "fp32"
-    if not amp_dtype and settings.device == "cpu" and has_native_bf16_cpu() and not bf16_beats_fp32_cpu():
-        precision += " (this CPU's bf16 was measured slower)"  # AVX512-BF16 without AMX, say: the user may wonder
-    print(f"speed: {precision}"
+    print(f"speed: {'mixed precision ' + str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
           f"{', channels_last' if settings.channels_last else ''}{cached}"
           f"{', backbone frozen (head only)' if settings.freeze_backbone else ''}, {settings.num_workers} data workers")
+    if not amp_dtype and settings.device == "cpu" and has_native_bf16_cpu() and not bf16_beats_fp32_cpu():
+        print("note: this CPU has bf16 instructions, but bf16 was measured slower than fp32 here (AVX512-BF16 without "
+              "AMX, say), so it trains in fp32; --amp forces bf16")
     print_balance(settings, class_names, train_set, len(val_set))
     if distributed.is_distributed():
         world_size, batch_size = distributed.get_world_size(), settings.batch_size

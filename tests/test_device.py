@@ -44,7 +44,8 @@ def test_the_bf16_probe_times_only_native_bf16_and_leaves_a_seeded_run_alone(mon
         torch.manual_seed(3)
         expected = torch.rand(3)
         torch.manual_seed(3)
-        assert probe() in (True, False)
+        with torch.inference_mode():  # as review.py asks, inside its ranking: the probe still runs its backward
+            assert probe() in (True, False)
         assert torch.equal(torch.rand(3), expected)  # the probe's random tensors did not move the seeded numbers
     finally:
         probe.cache_clear()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pytest
 import torch
 
 from cats_dogs.checkpoint import load_checkpoint
@@ -60,3 +61,37 @@ def test_openvino_export_fp32_parity_and_int8_refused_on_a_broken_calibration(tm
     assert refused.returncode != 0 and "the INT8 model is not good enough: agreement 50.0% < 95%" in refused.stderr
     assert not (tmp_path / "out/int8.xml").exists() and not (tmp_path / "out/int8.bin").exists()
     assert json.loads((tmp_path / "out/int8.json").read_text(encoding="utf-8"))["decision"] == "fp32"
+
+
+def test_onnx_export_falls_back_to_torch_export_and_keeps_every_weight_an_initializer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TorchScript's exporter (fast) stores equal tensors once behind Identity nodes, which ONNX Runtime's quantizer
+    refuses; where that exporter fails, torch.export's (slow) writes the same model."""
+    import onnx
+    import torchvision
+
+    from cats_dogs.onnx_export import export_onnx
+
+    model = torchvision.models.resnet18(num_classes=2).eval()  # a new model: its zeroed biases are all equal
+    batch = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    export_onnx(model, 32, tmp_path / "fast.onnx")
+    real_export = torch.onnx.export
+
+    def without_torchscript(*args, **kwargs):
+        if kwargs.get("dynamo") is False:
+            raise RuntimeError("TorchScript's exporter is gone")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", without_torchscript)
+    export_onnx(model, 32, tmp_path / "fallback.onnx")
+    for name in ("fast.onnx", "fallback.onnx"):
+        graph = onnx.load(str(tmp_path / name)).graph
+        initializers = {tensor.name for tensor in graph.initializer}
+        assert not [node for node in graph.node if node.op_type == "Identity" and node.input[0] in initializers]
+        assert all(node.input[1] in initializers for node in graph.node if node.op_type == "Conv"), name
+        session = onnxruntime.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        assert np.abs(session.run(["logits"], {"images": batch.numpy()})[0] - expected).max() < 1e-4, name
+    assert onnx.load(str(tmp_path / "fast.onnx")).opset_import[0].version == 18
+    assert not list(tmp_path.glob("*.tmp*")), "a temporary file was left behind"
