@@ -52,7 +52,7 @@ def bottleneck_block(channels: int, width: int) -> torch.nn.Module:
 
 @functools.cache
 def bf16_beats_fp32_cpu() -> bool:
-    """Whether bf16 autocast is faster than fp32 on this CPU, timed once per process (about 0.3 s).
+    """Whether bf16 autocast is faster than fp32 on this CPU, timed once per process (about 0.4 s).
 
     The flags are not enough. On Zen 4 (AVX512-BF16) a ResNet50 training step ran 2.65x the tutorial's
     fp32 one; on an Emerald Rapids VM that shows AVX512-BF16 but not AMX, oneDNN's avx512_core_bf16 kernels
