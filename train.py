@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader
 from cats_dogs import distributed, tracking
 from cats_dogs.augmentation import AUGMENT_CHOICES
 from cats_dogs.checkpoint import read_checkpoint
+from cats_dogs.checkpoint_writes import wait_for_writes
 from cats_dogs.class_balance import BALANCE_CHOICES, class_counts, sample_weights
 from cats_dogs.engine_build import ENGINE_SHARE, build_after_training
 from cats_dogs.epochs import evaluate, train_one_epoch
-from cats_dogs.frozen_backbone import feature_loaders
+from cats_dogs.frozen_backbone import INT8_FEATURES_MIN_PHOTOS, Int8Backbone, feature_loaders, served_from_backbone
 from cats_dogs.intervals import accuracy_metrics, describe_metrics
 from cats_dogs.loaders import EpochSampler, loader_options, make_loaders
 from cats_dogs.lr_finder import find_lr, learning_rate, log_lr_find
@@ -160,7 +161,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "in later epochs and runs (auto: memory when it fits in 3 GB, else disk)")
     speed.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="the same as --cache off")
     speed.add_argument("--freeze-backbone", action="store_true",
-                       help="train only the new head on features computed once: seconds per epoch on a CPU (no augmentation)")
+                       help="train only the new head on features computed once: seconds per epoch on a CPU (no augmentation); "
+                            f"from {INT8_FEATURES_MIN_PHOTOS} train photos on a CPU, with the engine: their features "
+                            "from an INT8 backbone, which then serves with the head")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
     speed.add_argument("--sync-bn", action="store_true",
                        help="under torchrun on GPUs: BatchNorm statistics over every GPU's photos (for small per-GPU batches)")
@@ -170,7 +173,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument("--build-engine", default="auto", choices=["auto", "now", "background"],
                        help=f"auto: here after the last epoch where that costs at most {ENGINE_SHARE * 100:.0f}%% of "
                             "the run, else in a low-priority background process that predict.py and app.py wait for "
-                            "when it is nearly done")
+                            "when it is nearly done; background: also no INT8 features with --freeze-backbone")
     return parser
 
 
@@ -237,11 +240,13 @@ def prepare_loaders(settings: TrainSettings, model: nn.Module, train_set: Datase
             val_set.cache_images(settings.cache, progress=distributed.is_main_process())
     if distributed.is_main_process():
         save_train_batch(train_loader, class_names, Path(settings.output_dir) / "train_batch.jpg")
+    int8_backbone = None  # --freeze-backbone's, where the serving engine is built here from it
     if settings.freeze_backbone:  # the train set was made without augmentation: the features of the photos as they are
-        train_loader, val_loader, problems = feature_loaders(model, train_set, val_loader, options, device, amp_dtype,
-                                                             settings.channels_last, generator)
+        train_loader, val_loader, problems, int8_backbone = feature_loaders(
+            model, train_set, val_loader, options, device, amp_dtype, settings.channels_last, generator,
+            int8=settings.engine and settings.build_engine != "background")
         report_unreadable(problems, unreadable)
-    return train_loader, val_loader, train_sampler, gallery, unreadable
+    return train_loader, val_loader, train_sampler, gallery, unreadable, int8_backbone
 
 
 def validate(model: nn.Module, ema: AveragedModel | None, loader: DataLoader, criterion: nn.Module,
@@ -279,10 +284,15 @@ def val_accuracies(predictions: dict[int, int], val_set: DatasetLoader, num_clas
 
 
 def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str], criterion: nn.Module,
-               device: torch.device, unreadable: set[str], history: list[dict], paired_labels: list[int] | None) -> None:
+               device: torch.device, unreadable: set[str], history: list[dict], paired_labels: list[int] | None,
+               int8_backbone: Int8Backbone | None = None) -> None:
     """After the last epoch, on rank 0: the curves of every epoch, the test split's report (with the best
-    checkpoint), the summary, then the serving engine built once (--no-engine skips it), here or in the background
-    (--build-engine), so that the first predict.py and app.py start fast."""
+    checkpoint), the summary, then the serving engine built once (--no-engine skips it), so that the first
+    predict.py and app.py start fast: from --freeze-backbone's INT8 backbone with the head, else here or in the
+    background (--build-engine)."""
+    # best_checkpoint.pth on disk before the test split and the engine read it (a full disk's one line raised here);
+    # latest_checkpoint.pth is still being written meanwhile
+    wait_for_writes(Path(settings.output_dir) / "best_checkpoint.pth")
     best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
                              paired_labels)["best_epoch"]
     save_training_curves(history, Path(settings.output_dir) / "training_curves.png")  # every epoch's, at last
@@ -290,8 +300,10 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
     tracking.finish()
     print_summary(settings, history, unreadable, paired_labels)
     if settings.engine:
-        build_after_training(Path(settings.output_dir) / "best_checkpoint.pth", settings.data_dir, settings.amp,
-                             settings.build_engine)
+        best_path = Path(settings.output_dir) / "best_checkpoint.pth"
+        if int8_backbone is None or not served_from_backbone(int8_backbone, best_path, settings.data_dir):
+            build_after_training(best_path, settings.data_dir, settings.amp, settings.build_engine)
+    wait_for_writes()  # latest_checkpoint.pth too
 
 
 def main(args: argparse.Namespace) -> None:
@@ -309,7 +321,7 @@ def main(args: argparse.Namespace) -> None:
     model, optimizer, ema, scaler = setup_model(settings, len(class_names), device, amp_dtype, resume_from)
     criterion, loss = val_and_train_losses(settings, train_set, len(class_names), device)
     paired_labels = [label for _, label in val_set.samples] if settings.imbalanced else None  # paired: by class
-    train_loader, val_loader, train_sampler, gallery, unreadable = prepare_loaders(
+    train_loader, val_loader, train_sampler, gallery, unreadable, int8_backbone = prepare_loaders(
         settings, model, train_set, val_set, class_names, device, amp_dtype, generator)
     start_epoch, history, global_step, mid_epoch = resume_point(
         resume_from, Path(settings.output_dir) / "latest_checkpoint.pth", len(train_loader))
@@ -358,7 +370,7 @@ def main(args: argparse.Namespace) -> None:
 
     unreadable = distributed.gather_set(unreadable)  # every process's, for rank 0's list below
     if distributed.is_main_process():  # rank 0 alone reports on the test split, with the best checkpoint it wrote
-        finish_run(model, settings, class_names, criterion, device, unreadable, history, paired_labels)
+        finish_run(model, settings, class_names, criterion, device, unreadable, history, paired_labels, int8_backbone)
 
 
 if __name__ == "__main__":

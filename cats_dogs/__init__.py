@@ -33,10 +33,11 @@ Training (train.py)
     intervals       every accuracy's 95% interval (Wilson; balanced accuracy's by MOVER), McNemar's paired test
     served_epoch    --best-rule paired, and the summary's served-epoch-against-the-last line
     epochs          train_one_epoch and evaluate
-    frozen_backbone --freeze-backbone: features computed once, the head trained on them
+    frozen_backbone --freeze-backbone: features computed once (INT8 from 300 photos), the head trained on them
     lr_finder       --lr-find and --lr auto: fastai's learning-rate range test
     distributed     torchrun: several processes, one model
     run_folder      what a run leaves behind: checkpoints, args.json, results.csv, curves, train_batch.jpg
+    checkpoint_writes train.py's checkpoints written by a thread while the next epoch trains
     tracking        one log call feeding SwanLab (or a stand-in where it is not installed) and TensorBoard
     tensorboard_log --tensorboard: the event files, one folder per run, purged on --resume
     photo_grid      photos with a caption under each, in one picture (train_batch.jpg, TensorBoard's gallery)

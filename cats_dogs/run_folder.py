@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from cats_dogs import distributed, tensorboard_log, tracking
 from cats_dogs.atomic import atomic_write_text
-from cats_dogs.checkpoint import make_checkpoint, save_checkpoint
+from cats_dogs.checkpoint import Checkpoint, make_checkpoint
+from cats_dogs.checkpoint_writes import write_later
 from cats_dogs.class_balance import applied_method, class_counts, class_weights, data_warnings
 from cats_dogs.device import bf16_beats_fp32_cpu, has_native_bf16_cpu
 from cats_dogs.photo_batches import ImageList
@@ -128,9 +129,10 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
                      mid_epoch_saves=None) -> None:
     """latest_checkpoint.pth every epoch, best_checkpoint.pth when --best-rule picks this epoch, and the curves.
     paired_labels: the val classes in val order on imbalanced classes (--best-rule paired weighs photos by class).
-    resume_state: save_latest's; mid_epoch_saves (resume.MidEpochSaves) learns that one was just written.
+    resume_state: latest_checkpoint's; mid_epoch_saves (resume.MidEpochSaves) learns that one was just written.
     latest_checkpoint.pth is written last: a run killed before it redoes the epoch
-    and writes the same files again, so that no epoch is missing or twice in results.csv."""
+    and writes the same files again, so that no epoch is missing or twice in results.csv. The checkpoints are written
+    by a thread while the next epoch trains (checkpoint_writes.write_later)."""
     rule, window = settings.best_rule, settings.best_window
     fields = checkpoint_fields(settings, config, class_names, history, ema, paired_labels)
     output_dir = Path(settings.output_dir)
@@ -138,13 +140,15 @@ def save_checkpoints(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
                           paired_labels)
     checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}) if due else None
     ema_checkpoint = make_checkpoint(ema.module, **{**fields, "ema_weights": True}) if any(due.values()) else None
-    for name, use_ema in due.items():  # for using, not resuming: no optimizer state
-        save_checkpoint(ema_checkpoint if use_ema else checkpoint, output_dir / name, training_state=False)
-    if not recently_written(output_dir / "training_curves.png", CURVES_EVERY_S):  # finish_run draws the last one
+    # for using, not resuming: no optimizer state
+    files = [(ema_checkpoint if use_ema else checkpoint, output_dir / name, False) for name, use_ema in due.items()]
+    last_epoch = history[-1]["epoch"] >= settings.epochs  # finish_run draws the curves then
+    if not last_epoch and curves_due(output_dir / "training_curves.png", history):
         save_training_curves(history, output_dir / "training_curves.png")
     save_results_csv(history, output_dir / "results.csv")
-    save_latest(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
-                **(resume_state or {}))
+    latest = latest_checkpoint(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
+                               **(resume_state or {}))
+    write_later([*files, (latest, output_dir / "latest_checkpoint.pth", True)])
     if mid_epoch_saves is not None:
         mid_epoch_saves.saved()
 
@@ -162,19 +166,28 @@ def checkpoint_fields(settings: TrainSettings, config: dict, class_names: list[s
 
 def save_latest(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
                 config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
-                paired_labels: list[int] | None = None, global_step: int = 0, mid_epoch: dict | None = None,
-                scaler: torch.amp.GradScaler | None = None, generator: torch.Generator | None = None) -> None:
-    """latest_checkpoint.pth, everything --resume needs to go on exactly: the weights, the optimizer, scheduler,
-    EMA and gradient scaler, the history, `global_step`, the generators' states, and `mid_epoch` (train_one_epoch's
-    position, when written inside an epoch: resume.MidEpochSaves)."""
+                paired_labels: list[int] | None = None, **resume_state: Any) -> None:
+    """latest_checkpoint.pth alone (resume.MidEpochSaves, inside an epoch), handed to the writing thread."""
+    latest = latest_checkpoint(model, optimizer, scheduler, settings, config, class_names, history, ema, paired_labels,
+                               **resume_state)
+    write_later([(latest, Path(settings.output_dir) / "latest_checkpoint.pth", True)])
+
+
+def latest_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: TrainSettings,
+                      config: dict, class_names: list[str], history: list[dict], ema: AveragedModel | None,
+                      paired_labels: list[int] | None = None, global_step: int = 0, mid_epoch: dict | None = None,
+                      scaler: torch.amp.GradScaler | None = None,
+                      generator: torch.Generator | None = None) -> Checkpoint:
+    """latest_checkpoint.pth's content, everything --resume needs to go on exactly: the weights, the optimizer,
+    scheduler, EMA and gradient scaler, the history, `global_step`, the generators' states, and `mid_epoch`
+    (train_one_epoch's position, when written inside an epoch: resume.MidEpochSaves)."""
     fields = checkpoint_fields(settings, config, class_names, history, ema, paired_labels)
-    checkpoint = make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
-                                 scheduler_state=scheduler.state_dict() if scheduler else None,
-                                 ema_state=ema_state(ema) if ema else None, global_step=global_step,
-                                 mid_epoch=mid_epoch, random_state=random_states(generator),
-                                 scaler_state=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-                                 swanlab_run_id=swanlab_run_id(settings.swanlab_mode))
-    save_checkpoint(checkpoint, Path(settings.output_dir) / "latest_checkpoint.pth")
+    return make_checkpoint(model, **{**fields, "ema_weights": False}, optimizer_state=optimizer.state_dict(),
+                           scheduler_state=scheduler.state_dict() if scheduler else None,
+                           ema_state=ema_state(ema) if ema else None, global_step=global_step,
+                           mid_epoch=mid_epoch, random_state=random_states(generator),
+                           scaler_state=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+                           swanlab_run_id=swanlab_run_id(settings.swanlab_mode))
 
 
 def swanlab_run_id(mode: str) -> str | None:
@@ -183,11 +196,13 @@ def swanlab_run_id(mode: str) -> str | None:
     return getattr(get_run(), "id", None) if mode == "cloud" and get_run is not None else None
 
 
-def recently_written(path: Path, seconds: float) -> bool:
+def curves_due(path: Path, history: list[dict]) -> bool:
+    """After an epoch: training_curves.png is redrawn when older than CURVES_EVERY_S, or drawn first once the epochs
+    so far took that long (not after a --freeze-backbone run's first epoch of a tenth of a second)."""
     try:
-        return time.time() - path.stat().st_mtime < seconds
-    except OSError:  # not written yet
-        return False
+        return time.time() - path.stat().st_mtime >= CURVES_EVERY_S
+    except OSError:  # not drawn yet
+        return sum(entry.get("epoch_time_s", 0.0) for entry in history) >= CURVES_EVERY_S
 
 
 def save_training_curves(history: list[dict[str, float]], path: Path) -> None:

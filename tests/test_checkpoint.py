@@ -146,3 +146,42 @@ def test_a_truncated_checkpoint_gives_one_line_naming_it_in_every_script(tmp_pat
         assert re.match(r"cannot (load|read) cut.pth: .*not a readable PyTorch checkpoint", last_line), (script, last_line)
     with pytest.raises(SystemExit, match="cannot read .*cut.pth: .*not a readable PyTorch checkpoint"):
         read_checkpoint_or_exit(tmp_path / "cut.pth")  # what the studies read their runs' checkpoints with
+
+
+def test_checkpoints_written_later_are_copies_in_order_the_newest_once_and_a_failure_raised(tmp_path: Path,
+                                                                                             monkeypatch) -> None:
+    from cats_dogs import checkpoint_writes
+
+    written, writing, first_write_may_end = [], threading.Event(), threading.Event()
+
+    def slow_save(checkpoint: Checkpoint, path: Path, training_state: bool = True) -> None:
+        writing.set()
+        first_write_may_end.wait(timeout=30)  # the files below are handed over while the first is being written
+        written.append((path.name, float(checkpoint["model_state"]["w"]), "optimizer_state" in checkpoint))
+        if path.name == "broken.pth":
+            raise SystemExit("cannot write broken.pth into the folder: the disk is full")
+
+    monkeypatch.setattr(checkpoint_writes, "save_checkpoint", slow_save)
+    weights = torch.zeros(1)
+
+    def state(value: float) -> Checkpoint:
+        weights.fill_(value)  # the same tensor each time, changed in place as training does
+        return Checkpoint(model_state={"w": weights}, optimizer_state={"m": weights})
+
+    best, latest = tmp_path / "best.pth", tmp_path / "latest.pth"
+    checkpoint_writes.write_later([(state(1), best, False), (state(1), latest, True)])  # epoch 1
+    assert writing.wait(timeout=30)
+    checkpoint_writes.write_later([(state(2), latest, True)])  # epoch 2: best unchanged
+    checkpoint_writes.write_later([(state(3), best, False), (state(3), latest, True)])  # epoch 3: a new best
+    weights.fill_(4)  # training goes on
+    first_write_may_end.set()
+    checkpoint_writes.wait_for_writes()
+    # epoch 1's best (being written), then epoch 3's best before epoch 3's latest; epoch 1's and 2's latest never
+    assert written == [("best.pth", 1.0, False), ("best.pth", 3.0, False), ("latest.pth", 3.0, True)]
+
+    written.clear()
+    checkpoint_writes.write_later([(state(5), tmp_path / "broken.pth", False), (state(5), latest, True)])
+    with pytest.raises(SystemExit, match="cannot write broken.pth"):
+        checkpoint_writes.wait_for_writes()
+    assert written == [("broken.pth", 5.0, False)]  # nothing after the failed file
+    checkpoint_writes.wait_for_writes()  # raised once

@@ -233,3 +233,33 @@ def test_the_check_takes_fp32s_answers_from_train_pys_last_evaluation_of_those_p
     assert served_val_right(meta, tmp_path / "other") is None  # other photos: the check computes fp32's itself
     assert served_val_right({**meta, "history": [{"epoch": 2, "val_right": "1-01"}]}, tmp_path) is None  # unreadable
     assert served_val_right({k: v for k, v in meta.items() if k != "history"}, tmp_path) is None  # an older file
+
+
+def test_freeze_backbone_on_300_photos_trains_on_int8_features_and_serves_that_backbone_with_its_head(
+        tmp_path: Path) -> None:
+    from cats_dogs.checkpoint import read_checkpoint
+    from cats_dogs.engines import fp32_logits, logits_of, openvino_engine, right_string
+
+    make_dataset(tmp_path / "datasets", per_class_train=150, per_class_val=10)  # INT8_FEATURES_MIN_PHOTOS
+    trained = run_script("train.py", "--weights", "none", "--model", "resnet18", "--image-size", "64",
+                         "--freeze-backbone", "--lr", "3e-2", "--epochs", "3", "--batch-size", "16", "--num-workers", "0",
+                         "--swanlab-mode", "disabled", cwd=tmp_path)
+    assert "features: the train photos through the backbone in INT8 (NNCF, calibrated on 64 of them" in trained.stdout
+    [line] = [line for line in trained.stdout.splitlines() if line.startswith("engine:")]
+    assert "the INT8 backbone the features came from with the trained head" in line and "background" not in line
+    best = tmp_path / "checkpoint/best_checkpoint.pth"
+    meta = read_checkpoint(best)
+    report = json.loads(engine_path(best, "openvino-int8.json").read_text(encoding="utf-8"))
+    assert report["from_int8_backbone"] and report["calibration_photos"] == 64 and report["val_photos"] == 20
+    model, _ = load_checkpoint(best)
+    photos, labels = read_photos(tmp_path / "datasets/val.csv", meta, 10**9)
+    # The val accuracy train.py reports is the checkpoint's own in PyTorch (fp32 features), not INT8's.
+    served_epoch = next(entry for entry in meta["history"] if entry["epoch"] == meta["epoch"])
+    assert right_string(fp32_logits(model, photos).argmax(1), labels) == served_epoch["val_right"]
+    # The engine saved is the INT8 backbone with the head: it answers as its check says INT8 did.
+    answers = logits_of(openvino_engine(engine_path(best, "openvino-int8.xml"), None), photos).argmax(1)
+    assert 100 * right_string(answers, labels).count("1") / len(labels) == report["int8_accuracy"]
+    if report["decision"] != "int8":
+        assert engine_path(best, "openvino.xml").is_file()  # what answers instead, no conversion left to do
+    predicted = run_script("predict.py", "datasets/val", cwd=tmp_path)
+    assert "engine: openvino" in predicted.stderr and "quantizing" not in predicted.stderr  # built nothing
