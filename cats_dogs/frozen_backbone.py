@@ -65,9 +65,8 @@ def feature_loaders(model: nn.Module, train_set: ImageList, val_loader: DataLoad
     can make one and there are INT8_FEATURES_MIN_PHOTOS train photos. Returns the train and val loaders of
     features, the photos that could not be read, and the INT8 backbone used (None: none)."""
     head, model.fc = model.fc, nn.Identity()
-    fp32_model = backbone_model(model.eval(), train_set.image_size, device)
+    fp32_model, fp32 = backbone_model(model.eval(), train_set.image_size, device, amp_dtype)
     model.fc = head
-    fp32 = openvino_engine(fp32_model, amp_dtype) if fp32_model is not None else None
     int8 = int8 and fp32_model is not None and len(train_set) >= INT8_FEATURES_MIN_PHOTOS
     quantized = int8_backbone(fp32_model, train_set, options) if int8 else None
     int8_engine = openvino_engine(quantized[0], None) if quantized else None
@@ -121,17 +120,20 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device,
     return TensorDataset(torch.cat(features), torch.cat(labels), torch.cat(indices)), unreadable
 
 
-def backbone_model(backbone: nn.Module, image_size: int, device: torch.device):
-    """The backbone converted to OpenVINO in memory (about 2 s for a ResNet50), which computes the features about
-    1.8× as fast as PyTorch on a CPU (docs/speed.md, "--freeze-backbone"), the same within 1e-6 of their size; None
-    where it cannot (a GPU, OpenVINO missing or failing): PyTorch computes them then, as its one line says."""
+def backbone_model(backbone: nn.Module, image_size: int, device: torch.device,
+                   amp_dtype: torch.dtype | None) -> tuple[Any, Engine | None]:
+    """The backbone converted to OpenVINO in memory (about 2 s for a ResNet50) and compiled, which computes the
+    features about 1.8× as fast as PyTorch on a CPU (docs/speed.md, "--freeze-backbone"), the same within 1e-6 of
+    their size; (None, None) where it cannot (a GPU, OpenVINO missing or failing): PyTorch computes them then, as
+    its one line says."""
     if device.type != "cpu":
-        return None
+        return None, None
     try:
-        return to_openvino(backbone, image_size)
+        converted = to_openvino(backbone, image_size)
+        return converted, openvino_engine(converted, amp_dtype)
     except Exception as error:  # noqa: BLE001 -- PyTorch computes the same features, slower
         print(f"features computed with PyTorch (OpenVINO could not convert the backbone: {type(error).__name__})")
-        return None
+        return None, None
 
 
 def int8_backbone(fp32_model, train_set: ImageList, options: dict) -> tuple[Any, int, float] | None:

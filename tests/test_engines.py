@@ -263,3 +263,31 @@ def test_freeze_backbone_on_300_photos_trains_on_int8_features_and_serves_that_b
         assert engine_path(best, "openvino.xml").is_file()  # what answers instead, no conversion left to do
     predicted = run_script("predict.py", "datasets/val", cwd=tmp_path)
     assert "engine: openvino" in predicted.stderr and "quantizing" not in predicted.stderr  # built nothing
+
+
+def test_features_fall_back_to_pytorch_with_one_line_when_openvino_cannot_compile_the_backbone(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    from torch.utils.data import DataLoader
+
+    from cats_dogs import frozen_backbone
+    from cats_dogs.loaders import loader_options
+    from load_datasets import DatasetLoader
+
+    data = make_dataset(tmp_path / "datasets", per_class_train=3, per_class_val=2)
+    train_set = DatasetLoader(data / "train.csv", 32, train=True, augment="none")
+    val_set = DatasetLoader(data / "val.csv", 32)
+    options = loader_options(4, 0, torch.device("cpu"))
+    model = build_model("resnet18", 2)
+    arguments = (train_set, DataLoader(val_set, **options), options, torch.device("cpu"), None, False,
+                 torch.Generator().manual_seed(0))
+    with_openvino = frozen_backbone.feature_loaders(model, *arguments)
+
+    def cannot_compile(*_):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(frozen_backbone, "openvino_engine", cannot_compile)
+    with_pytorch = frozen_backbone.feature_loaders(model, *arguments, int8=True)
+    assert "features computed with PyTorch (OpenVINO could not convert the backbone: RuntimeError)" in capsys.readouterr().out
+    assert with_pytorch[3] is None  # no INT8 backbone either
+    for ours, theirs in zip(with_openvino[:2], with_pytorch[:2], strict=True):
+        assert torch.allclose(ours.dataset.tensors[0], theirs.dataset.tensors[0], atol=1e-4)
