@@ -96,11 +96,15 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, training_st
     for using, not resuming.
     """
     if not training_state:
-        checkpoint = Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
+        checkpoint = without_training_state(checkpoint)
     # A unique temporary name: two writers of one path never collide. A full disk stops the run with one line, the
     # previous file at `path` unchanged.
     with exit_when_cannot_write(path, tensor_bytes(checkpoint), FREE_SPACE_THEN), atomic_file(path) as file:
         torch.save(checkpoint, file)
+
+
+def without_training_state(checkpoint: Checkpoint) -> Checkpoint:
+    return Checkpoint(**{k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS})
 
 
 def tensor_bytes(value: Any) -> int:
