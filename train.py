@@ -290,7 +290,7 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
     checkpoint), the summary, then the serving engine built once (--no-engine skips it), so that the first
     predict.py and app.py start fast: from --freeze-backbone's INT8 backbone with the head, else here or in the
     background (--build-engine)."""
-    # best_checkpoint.pth on disk before the test split and the engine read it (a full disk's one line raised here);
+    # best_checkpoint.pth on disk before the test split reads it (a full disk's one line raised here);
     # latest_checkpoint.pth is still being written meanwhile
     wait_for_writes(Path(settings.output_dir) / "best_checkpoint.pth")
     best_epoch = best_fields(history, settings.best_rule, settings.best_window, settings.ema, settings.score_key,
@@ -299,11 +299,11 @@ def finish_run(model: nn.Module, settings: TrainSettings, class_names: list[str]
     report_test_split(model, settings, class_names, criterion, device, unreadable, best_epoch)
     tracking.finish()
     print_summary(settings, history, unreadable, paired_labels)
+    wait_for_writes()  # latest_checkpoint.pth too: a run killed during the engine build resumes as finished
     if settings.engine:
         best_path = Path(settings.output_dir) / "best_checkpoint.pth"
         if int8_backbone is None or not served_from_backbone(int8_backbone, best_path, settings.data_dir):
             build_after_training(best_path, settings.data_dir, settings.amp, settings.build_engine)
-    wait_for_writes()  # latest_checkpoint.pth too
 
 
 def main(args: argparse.Namespace) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from cats_dogs.atomic import atomic_write_bytes
+from cats_dogs.user_cache import CACHE_ENV, cache_dir
 
 # Pinned: 1.31.1 runs the opset that torch.onnx.export writes (18) and ONNX Runtime's ConvInteger for --web-quantize int8.
 ORT_WEB_VERSION = "1.31.1"
@@ -30,17 +30,9 @@ RUNTIME_FILES = {
     "ort-wasm-simd-threaded.mjs": "30ed0b5cd1182ede931fea448afb567d4dc705ec957af09f108a2be5f770dac3",
     "ort-wasm-simd-threaded.wasm": "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
 }
-CACHE_ENV = "CATS_DOGS_CACHE"
 DOWNLOAD_TIMEOUT_S = 60
 HOW_TO_PROVIDE = (f"download {ORT_WEB_URL} on a machine that can reach it (or run `npm pack onnxruntime-web@{ORT_WEB_VERSION}`) "
                   f"and pass --web-runtime path/to/onnxruntime-web-{ORT_WEB_VERSION}.tgz")
-
-
-def cache_dir() -> Path:
-    """$CATS_DOGS_CACHE, else $XDG_CACHE_HOME/cats_dogs, else ~/.cache/cats_dogs."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cats_dogs"
 
 
 def integrity_of(data: bytes) -> str:

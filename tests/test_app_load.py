@@ -25,9 +25,10 @@ def test_300_requests_are_all_answered_without_growing_memory_and_a_burst_past_t
     result = json.loads((tmp_path / "load.json").read_text(encoding="utf-8"))
     # 2 clients: at most 1 request computed and 1 waiting, within --max-queue 2
     assert result["outcomes"] == {"ok": 300}  # no error, no timeout, no 500: each one answered
-    # Each request is a new session and new files: what Gradio keeps of them is bounded (hosting.PAGE_SESSIONS), so
-    # the page holds about the same after 300 requests as after 100 (a heat map kept per request would be ~0.8 MB).
+    # Each request is a new session and new files. Gradio keeps up to hosting.PAGE_SESSIONS (500) sessions, so the
+    # page still grows here, slowly (31-33 MB from 100 to 300 requests, measured twice), then holds: docs/app.md. A
+    # heat map kept per request (~0.8 MB) would add some 160 MB over these 200 requests.
     memory = result["memory_mb"]
-    assert memory["300"] - memory["100"] < 25, memory
+    assert memory["300"] - memory["100"] < 70, memory
     burst = result["burst"]["outcomes"]  # 30 at once, 1 computed and 2 waiting: the others refused at once
     assert set(burst) <= {"ok", "busy"} and burst.get("busy", 0) >= 1 and burst.get("ok", 0) >= 1, burst

@@ -1,9 +1,13 @@
-"""cats_dogs/device.py and process.py: the device, bf16 only where native, glibc keeping freed memory."""
+"""cats_dogs/device.py and process.py: the device, bf16 only where native and measured faster (the verdict kept for
+later commands), glibc keeping freed memory."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,29 +35,62 @@ def test_mixed_precision_only_where_bf16_is_measured_faster_on_the_cpu(monkeypat
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
 
 
-def test_the_bf16_probe_times_only_native_bf16_and_leaves_a_seeded_run_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bf16_probe_times_only_native_bf16_and_leaves_a_seeded_run_alone(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path: Path) -> None:
     from cats_dogs import device
 
+    monkeypatch.setenv("CATS_DOGS_CACHE", str(tmp_path / "cache"))  # nothing kept from an earlier run: timed here
     probe = device.bf16_beats_fp32_cpu
     try:
         probe.cache_clear()
         monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: False)
-        assert probe() is False  # no bf16 in hardware: nothing timed
+        assert probe() is False  # no bf16 in hardware: nothing timed, nothing kept
+        assert not (tmp_path / "cache").exists()
         probe.cache_clear()
         monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: True)  # timed, whatever this CPU is
         torch.manual_seed(3)
         expected = torch.rand(3)
         torch.manual_seed(3)
         with torch.inference_mode():  # as review.py asks, inside its ranking: the probe still runs its backward
-            assert probe() in (True, False)
+            answer = probe()
+        assert answer in (True, False)
         assert torch.equal(torch.rand(3), expected)  # the probe's random tensors did not move the seeded numbers
     finally:
         probe.cache_clear()
     # predict.py with a cached engine never imports torchvision (a second of start-up): nor may the probe
     script = ("import sys; from cats_dogs import device; device.has_native_bf16_cpu = lambda: True; "
               "device.bf16_beats_fp32_cpu(); print('torchvision' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CATS_DOGS_CACHE": str(tmp_path / "fresh")})
     assert done.stdout.strip() == "False", done.stderr
+    assert (tmp_path / "fresh" / device.PROBE_FILE).is_file()
+
+
+def test_the_bf16_verdict_is_kept_for_later_commands_and_timed_again_on_another_cpu_setting(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cats_dogs import device
+
+    monkeypatch.setenv("CATS_DOGS_CACHE", str(tmp_path))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(device, "has_native_bf16_cpu", lambda: True)
+    timed = []
+    monkeypatch.setattr(device, "time_bf16_against_fp32", lambda: timed.append(1) or len(timed) == 1)
+    probe = device.bf16_beats_fp32_cpu
+    try:
+        probe.cache_clear()
+        assert probe() is True and len(timed) == 1
+        probe.cache_clear()  # a later command: the kept answer, not timed again
+        assert probe() is True and len(timed) == 1
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN held to AVX2 (bench.py's laptop regime)
+        probe.cache_clear()
+        assert probe() is False and len(timed) == 2  # another verdict, timed for this setting and kept beside
+        kept = json.loads((tmp_path / device.PROBE_FILE).read_text(encoding="utf-8"))
+        assert sorted(kept.values()) == [False, True]
+        (tmp_path / device.PROBE_FILE).write_text("{half a fi", encoding="utf-8")  # a damaged file: timed again
+        probe.cache_clear()
+        assert probe() is False and len(timed) == 3
+    finally:
+        probe.cache_clear()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
