@@ -32,7 +32,7 @@ from cats_dogs.random_state import random_states, same_random_state
 from cats_dogs.recipe import best_fields, checkpoints_due, ema_state
 from cats_dogs.served_epoch import PER_PHOTO_KEYS, against_last_epoch
 from cats_dogs.settings import TrainSettings
-from cats_dogs.tracking import Picture, swanlab
+from cats_dogs.tracking import Picture
 
 SWANLAB_LOG_DIR = "swanlog"
 # training_curves.png is redrawn after an epoch only when older than this, and once at the end: drawing it took 0.47 s,
@@ -92,11 +92,11 @@ def start_swanlab(settings: TrainSettings, lr: float, lr_found: dict | None, cla
               "world_size": distributed.get_world_size()}
     swanlab_mode = "online" if settings.swanlab_mode == "cloud" else settings.swanlab_mode
     # The other processes log nothing: their swanlab.log calls do nothing.
-    swanlab.init(project=settings.project, name=settings.experiment_name,
-                 mode=swanlab_mode if distributed.is_main_process() else "disabled",
-                 log_dir=SWANLAB_LOG_DIR, config=config,
-                 description=f"Fine-tune {settings.model} on {settings.data_dir} ({', '.join(class_names)}).",
-                 **(continuation or {}))  # resume.swanlab_continuation: the resumed run's experiment
+    tracking.open_swanlab(mode=swanlab_mode if distributed.is_main_process() else "disabled",
+                          project=settings.project, name=settings.experiment_name, log_dir=SWANLAB_LOG_DIR,
+                          config=config,
+                          description=f"Fine-tune {settings.model} on {settings.data_dir} ({', '.join(class_names)}).",
+                          **(continuation or {}))  # resume.swanlab_continuation: the resumed run's experiment
     if swanlab_mode == "local":
         print(f"SwanLab dashboard: run `swanlab watch {SWANLAB_LOG_DIR}` in another terminal")
     if distributed.is_main_process():
@@ -192,7 +192,7 @@ def latest_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, schedu
 
 def swanlab_run_id(mode: str) -> str | None:
     """The id of the SwanLab experiment being logged to in the cloud, which a resumed run continues; else None."""
-    get_run = getattr(swanlab, "get_run", None)  # not on tracking's stand-in
+    get_run = getattr(tracking.swanlab, "get_run", None)  # not on tracking's stand-in
     return getattr(get_run(), "id", None) if mode == "cloud" and get_run is not None else None
 
 

@@ -1,8 +1,9 @@
 """Where a run's numbers and pictures go: SwanLab, and TensorBoard's event files with --tensorboard
 (cats_dogs.tensorboard_log). Training logs through `log`, which feeds both from one dict under the same names.
 
-SwanLab, or a stand-in that logs nowhere where it is not installed (a bare GPU server with --swanlab-mode disabled):
-`from cats_dogs.tracking import swanlab` for its init and finish (run_folder.start_swanlab, tracking.finish)."""
+SwanLab is imported only by open_swanlab for a mode that keeps logs (importing it takes 0.8 s); until then, and for
+--swanlab-mode disabled or where it is not installed (a bare GPU server), `tracking.swanlab` is a stand-in that logs
+nowhere."""
 
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ from PIL import Image
 from cats_dogs import tensorboard_log
 from cats_dogs.photo_grid import photo_grid
 
-try:
-    import swanlab
-except ModuleNotFoundError:  # a bare GPU server: --swanlab-mode disabled trains without SwanLab, logging nowhere
-    swanlab = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
-                              "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
-                              Image=lambda *_, **__: None)
+STAND_IN = SimpleNamespace(init=lambda mode, **_: mode == "disabled" or sys.exit("SwanLab is not installed: pip install "
+                           "swanlab, or pass --swanlab-mode disabled"), log=lambda *_, **__: None, finish=lambda: None,
+                           Image=lambda *_, **__: None)
+swanlab = STAND_IN
+
+
+def open_swanlab(mode: str, **init_args) -> None:
+    """swanlab.init(mode=mode, ...): SwanLab itself for local, offline and online runs, the stand-in for disabled."""
+    global swanlab
+    if mode != "disabled":
+        try:
+            import swanlab as installed
+        except ModuleNotFoundError:  # the stand-in's init says what to do
+            installed = STAND_IN
+        swanlab = installed
+    swanlab.init(mode=mode, **init_args)
 
 
 @dataclass(frozen=True)
