@@ -35,16 +35,22 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 
+@functools.cache
+def cpu_info() -> str:
+    """/proc/cpuinfo's text, read once; empty where there is none (Windows, macOS)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return ""
+
+
 def has_native_bf16_cpu() -> bool:
     """True where the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).
 
     Elsewhere bf16 is emulated and slower than fp32, so it must be detected, not assumed.
     Only Linux reports the flags; other systems stay on fp32 on the CPU.
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
+    flags = cpu_info()
     return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
@@ -84,8 +90,8 @@ def bf16_beats_fp32_cpu() -> bool:
 
 def probe_key() -> str:
     """What the bf16 verdict depends on besides the code: the CPU's model and flags, PyTorch, and the ISA limits."""
-    info = Path("/proc/cpuinfo").read_text(errors="ignore").split("\n\n")[0]
-    wanted = [line for line in info.splitlines() if line.split(":")[0].strip() in ("model name", "flags")]
+    first_core = cpu_info().split("\n\n")[0]
+    wanted = [line for line in first_core.splitlines() if line.split(":")[0].strip() in ("model name", "flags")]
     limits = [f"{name}={os.environ.get(name, '')}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
     text = "\n".join([*wanted, torch.__version__, *limits, str(BF16_MARGIN)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
