@@ -4,7 +4,6 @@ augmented photo by photo into one block, broken files left out with their reason
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +19,7 @@ from cats_dogs.augmentation import AUGMENT_CHOICES, augment_into, draw_augmentat
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.photo_cache import DiskCache, build_cache, cache_key, open_cache, writable_folder
 from cats_dogs.preprocessing import IMAGENET_MEAN, IMAGENET_STD, resize_photo
+from cats_dogs.user_cache import cache_home
 
 GALLERY_SIZE = 30  # val photos shown in SwanLab with "pred / true" captions
 CACHE_BUDGET_BYTES = 3 * 1024**3  # decoded photos kept in memory up to this size (--cache auto)
@@ -89,7 +89,7 @@ class ImageList(Dataset):
 
     def cache_folder(self) -> tuple[Path, str]:
         """Where this list's disk cache goes, and its name: beside the photos' CSV (see ImageList)."""
-        return writable_folder(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-cats-dogs"), \
+        return writable_folder(cache_home() / "resnet-cats-dogs"), \
             "photos"
 
     def cache_images(self, mode: str = "memory", progress: bool = True, build: bool = True) -> None:

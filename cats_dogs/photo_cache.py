@@ -39,6 +39,7 @@ from tqdm import tqdm
 from cats_dogs.atomic import atomic_path, atomic_write_text, writer_pid
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, explain_unreadable, open_image
 from cats_dogs.preprocessing import RESIZE_METHOD, resize_photo
+from cats_dogs.user_cache import cache_home
 
 CACHE_FOLDER = ".cache"  # inside the data folder, beside the CSVs
 CHUNK = 64  # photos per task given to a worker process
@@ -67,7 +68,7 @@ def writable_folder(preferred: Path) -> Path:
         probe.unlink()
         return preferred
     except OSError:
-        fallback = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-cats-dogs" / "photos"
+        fallback = cache_home() / "resnet-cats-dogs" / "photos"
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback
 
