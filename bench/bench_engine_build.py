@@ -3,10 +3,10 @@
     python bench/bench_engine_build.py --checkpoint checkpoint/best_checkpoint.pth --data-dir datasets
 
 Times, on this machine, each part of what engines.load_engine("auto") does for a checkpoint with no engine cached,
-the way it does it now and the way it did before (in brackets): reading the checkpoint and importing OpenVINO and
-NNCF; the conversion to OpenVINO (from the PyTorch model in memory [through a torch.onnx.export file]); NNCF's
-calibration (CALIBRATION_PHOTOS photos in batches of CALIBRATION_BATCH, bias correction as BIAS_CORRECTION [300
-photos one at a time, fast bias correction]); the check on the val photos (INT8 alone, fp32's answers taken from
+the way it does it now and the way it did before (in brackets): reading the checkpoint and importing OpenVINO; the
+conversion to OpenVINO (from the PyTorch model in memory [through a torch.onnx.export file]); the INT8 calibration
+(CALIBRATION_PHOTOS photos in batches of CALIBRATION_BATCH by int8.minmax_int8 [the same photos by NNCF, without bias
+correction, as in the first half of issue 35]); the check on the val photos (INT8 alone, fp32's answers taken from
 train.py's last evaluation [fp32 PyTorch run again]); then the whole build as train.py starts it, in a process of
 its own. Nothing is written beside the checkpoint: the models go to a temporary folder.
 """
@@ -30,16 +30,15 @@ sys.path.insert(0, str(REPO))
 
 from cats_dogs.checkpoint import load_checkpoint  # noqa: E402
 from cats_dogs.engines import (  # noqa: E402
-    CALIBRATION_BATCH,
     CALIBRATION_PHOTOS,
     check_int8,
-    nncf_int8,
     openvino_engine,
     read_photos,
     save_openvino,
     served_val_right,
     to_openvino,
 )
+from cats_dogs.int8 import CALIBRATION_BATCH, minmax_int8, nncf_int8  # noqa: E402
 from cats_dogs.onnx_export import export_onnx  # noqa: E402
 
 
@@ -62,17 +61,17 @@ def through_onnx(model: torch.nn.Module, image_size: int, folder: Path):
 def measure(checkpoint: Path, data_dir: Path, folder: Path) -> dict[str, float]:
     parts: dict[str, float] = {}
     model, meta = timed(parts, "read the checkpoint", load_checkpoint, checkpoint, torch.device("cpu"))
-    timed(parts, "import OpenVINO and NNCF", lambda: (__import__("openvino"), __import__("nncf")))
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    timed(parts, "import OpenVINO", __import__, "openvino")
     fp32_model = timed(parts, "convert: from PyTorch in memory", to_openvino, model, meta["image_size"])
     timed(parts, "[convert: torch.onnx.export, then its file]", through_onnx, model, meta["image_size"], folder)
     timed(parts, "save the fp32 model", save_openvino, fp32_model, folder / "fp32.xml")
     calibration = timed(parts, "read the calibration photos", read_photos, data_dir / "train.csv", meta, CALIBRATION_PHOTOS)[0]
-    old_calibration = timed(parts, "[read 300 calibration photos]", read_photos, data_dir / "train.csv", meta, 300)[0]
-    int8 = timed(parts, f"calibrate: {len(calibration)} photos, batches of {CALIBRATION_BATCH}", nncf_int8, fp32_model,
-                 calibration, CALIBRATION_BATCH, bias_correction=False)
-    timed(parts, f"[calibrate: {len(old_calibration)} photos one by one, bias correction]", nncf_int8, fp32_model,
-          old_calibration, 1, bias_correction=True)
+    int8 = timed(parts, f"calibrate: {len(calibration)} photos, batches of {CALIBRATION_BATCH} (int8.py)", minmax_int8,
+                 fp32_model, calibration, CALIBRATION_BATCH)
+    timed(parts, "[import NNCF]", __import__, "nncf")
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    timed(parts, "[calibrate: the same photos by NNCF, no bias correction]", nncf_int8, fp32_model, calibration,
+          CALIBRATION_BATCH, bias_correction=False)
     save_openvino(int8, folder / "int8.xml")
     engine = openvino_engine(folder / "int8.xml", None)
     photos, labels = timed(parts, "read the val photos", read_photos, data_dir / "val.csv", meta, 10**9)

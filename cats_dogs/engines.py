@@ -1,4 +1,4 @@
-"""Inference engines: a trained model answered by PyTorch, onnxruntime or OpenVINO (INT8 through NNCF).
+"""Inference engines: a trained model answered by PyTorch, onnxruntime or OpenVINO (fp32, or INT8: int8.py).
 
     run, line = load_engine("auto", model, meta, checkpoint_path, device)
     print(line)                       # engine: openvino int8 (agreement 100% on 70 val photos)
@@ -26,13 +26,10 @@ PyTorch with one printed line.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import hashlib
-import io
 import json
-import logging
 import os
 import sys
 import threading
@@ -53,23 +50,21 @@ from cats_dogs.checkpoint import (
 )
 from cats_dogs.images import UNREADABLE_IMAGE_ERRORS, open_image
 from cats_dogs.inference import default_batch_size, prepare_for_inference
+from cats_dogs.int8 import minmax_int8
 from cats_dogs.onnx_export import export_onnx
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
                "openvino tries INT8 too, openvino-fp32 does not. An engine that cannot load falls back to torch")
-# NNCF's calibration, against its defaults (300 photos one at a time, fast bias correction): 9.9 s against 41.1 s for
-# a ResNet50 at 256² with AVX2 (bench/bench_engine_build.py); the same verdict on the models tried (docs/speed.md,
-# "First runs"; studies/study_int8_check.py measures it over seeds and epochs).
+# Calibration photos: 64 gave the verdicts of NNCF's default 300 on the models tried (docs/speed.md, "First runs";
+# studies/study_int8_check.py measures it over seeds and epochs), in a fraction of the time.
 CALIBRATION_PHOTOS = 64
-CALIBRATION_BATCH = 8
-BIAS_CORRECTION = False
 MAX_DISAGREEMENT = 0.05  # share of val photos where INT8's top class may differ from fp32's (right or wrong)
 # What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
-# (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores of an AMD EPYC (docs/speed.md, "First runs"): the
-# build (conversion, calibration on 64 photos, the check on 70) took 18–23 s with AVX2 only (60 s before issue
-# 35); INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
-BUILD_SECONDS = 20
+# (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores (docs/speed.md, "First runs"): the build (conversion,
+# calibration on 64 photos, the check on 70) takes 10–14 s in one process (18–23 s with NNCF, 60 s before issue 35);
+# INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
+BUILD_SECONDS = 12
 SAVED_SECONDS_PER_PHOTO = 0.025
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
@@ -241,33 +236,17 @@ def served_val_right(meta: Checkpoint, data_dir: Path) -> str | None:
     return right if right and "-" not in right else None
 
 
-def nncf_int8(fp32_model, photos: torch.Tensor, batch: int = CALIBRATION_BATCH,
-              bias_correction: bool = BIAS_CORRECTION):
-    """NNCF's post-training INT8 of an OpenVINO model, calibrated on `photos` in batches of `batch`."""
-    import nncf
-
-    batches = [photos[i:i + batch].numpy() for i in range(0, len(photos), batch)]
-    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
-        return nncf.quantize(fp32_model, nncf.Dataset(batches), subset_size=len(batches),
-                             advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                 disable_bias_correction=not bias_correction))
-
-
 def quantize_int8(model: torch.nn.Module, meta: Checkpoint, fp32_model, data_dir: Path, xml_path: Path,
                   amp_dtype: torch.dtype | None) -> dict:
-    """NNCF post-training quantization of an OpenVINO model, calibrated on CALIBRATION_PHOTOS train photos, then
-    checked on the val photos, which it was not tuned on. The INT8 model and the check's results (a .json beside it,
-    with the seconds each part took) are kept even when INT8 is refused, so that the check is not redone at every
-    start."""
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" is no news on a CPU
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)
+    """Post-training INT8 of an OpenVINO model (int8.minmax_int8: NNCF's MinMax layout in a third of NNCF's time),
+    calibrated on CALIBRATION_PHOTOS train photos, then checked on the val photos, which it was not tuned on. The
+    INT8 model and the check's results (a .json beside it, with the seconds each part took) are kept even when INT8
+    is refused, so that the check is not redone at every start."""
     seconds, started = {}, time.perf_counter()
     calibration, _ = read_photos(data_dir / "train.csv", meta, CALIBRATION_PHOTOS)
-    print(f"quantizing to INT8 with NNCF: calibrating on {len(calibration)} photos of "
+    print(f"quantizing to INT8: calibrating on {len(calibration)} photos of "
           f"{data_dir / 'train.csv'}, checking on {data_dir / 'val.csv'}", file=sys.stderr, flush=True)
-    save_openvino(nncf_int8(fp32_model, calibration), xml_path)
+    save_openvino(minmax_int8(fp32_model, calibration), xml_path)
     seconds["calibration"], started = time.perf_counter() - started, time.perf_counter()
     photos, labels = read_photos(data_dir / "val.csv", meta, 10**9)
     result = check_int8(model, openvino_engine(xml_path, amp_dtype), photos, labels, served_val_right(meta, data_dir))
@@ -306,7 +285,7 @@ def openvino_choice(model: torch.nn.Module, meta: Checkpoint, checkpoint_path: P
 
             fp32_model = fp32_model or openvino.Core().read_model(str(fp32_xml))
             result = quantize_int8(model, meta, fp32_model, found, int8_xml, amp_dtype)
-        except Exception as error:  # noqa: BLE001 -- NNCF missing, a broken CSV, …: fp32 OpenVINO still works
+        except Exception as error:  # noqa: BLE001 -- a model it cannot quantize, a broken CSV, …: fp32 OpenVINO still works
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             result = {"decision": "fp32", "reason": f"it could not be built: {type(error).__name__}: {reason}"}
     elif result is None:

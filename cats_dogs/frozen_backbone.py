@@ -2,7 +2,7 @@
 in milliseconds an epoch. The feature batches are shaped like photo_batches.collate_readable's.
 
 On a CPU, OpenVINO computes the features. Where train.py builds the serving engine (the default) and there are at
-least INT8_FEATURES_MIN_PHOTOS train photos, their features come from the backbone quantized to INT8 (NNCF,
+least INT8_FEATURES_MIN_PHOTOS train photos, their features come from the backbone quantized to INT8 (int8.py,
 calibrated on CALIBRATION_PHOTOS of them), about 4× as fast a photo, and the serving engine is then that INT8
 backbone with the trained head on top (engine_from_backbone), made in a second instead of by a process of its own
 after training. The val photos' features come from the fp32 backbone, as PyTorch's would: the val accuracy train.py
@@ -29,18 +29,19 @@ from cats_dogs.engines import (
     Engine,
     engine_path,
     judge_int8,
-    nncf_int8,
     openvino_engine,
     right_string,
     save_openvino,
     to_openvino,
 )
+from cats_dogs.int8 import minmax_int8
 from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import to_device
 
-# NNCF's calibration of a ResNet50 backbone at 256² took 12–14 s on 2 cores of an AVX-512 Xeon, and INT8 saves about
-# 40 ms a photo against fp32 there (50 ms with AVX2 only, against about 10 s): it repays itself from about 300 photos.
-INT8_FEATURES_MIN_PHOTOS = 300
+# The calibration of a ResNet50 backbone at 256² takes about 5 s on 2 cores of an AVX-512 Xeon (7 s with AVX2 only;
+# 12–14 s while NNCF made it), and INT8 saves about 40 ms a photo against fp32 there (50 ms with AVX2 only): it
+# repays itself from about 150 photos.
+INT8_FEATURES_MIN_PHOTOS = 150
 
 
 class Int8Backbone(NamedTuple):
@@ -61,7 +62,7 @@ def feature_loaders(model: nn.Module, train_set: ImageList, val_loader: DataLoad
                     ) -> tuple[DataLoader, DataLoader, list[str], Int8Backbone | None]:
     """--freeze-backbone: the backbone never changes, so its features are computed once and the head trains
     on them. `train_set`: made with augment "none", the features of the photos as they are; `options`: the
-    loaders' (loaders.loader_options); `int8`: the train features from an INT8 backbone where OpenVINO and NNCF
+    loaders' (loaders.loader_options); `int8`: the train features from an INT8 backbone where OpenVINO
     can make one and there are INT8_FEATURES_MIN_PHOTOS train photos. Returns the train and val loaders of
     features, the photos that could not be read, and the INT8 backbone used (None: none)."""
     head, model.fc = model.fc, nn.Identity()
@@ -137,21 +138,21 @@ def backbone_model(backbone: nn.Module, image_size: int, device: torch.device,
 
 
 def int8_backbone(fp32_model, train_set: ImageList, options: dict) -> tuple[Any, int, float] | None:
-    """The backbone quantized to INT8 by NNCF, calibrated on CALIBRATION_PHOTOS train photos spread over the set (as
+    """The backbone quantized to INT8 (int8.minmax_int8), calibrated on CALIBRATION_PHOTOS train photos spread over the set (as
     engines.quantize_int8 does for a whole model), the photos it took and its seconds; None, with one line, where
-    NNCF cannot (fp32 features then, and the engine built after training as without --freeze-backbone)."""
+    it cannot (fp32 features then, and the engine built after training as without --freeze-backbone)."""
     started = time.perf_counter()
     spread = list(range(len(train_set)))[:: max(1, len(train_set) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
     try:
         batches = DataLoader(Subset(train_set, spread), **{**options, "shuffle": False})
         photos = torch.cat([to_device(images, torch.device("cpu"), channels_last=False)
                             for images, labels, _, _ in batches if len(labels)])
-        model = nncf_int8(fp32_model, photos)
+        model = minmax_int8(fp32_model, photos)
     except Exception as error:  # noqa: BLE001 -- the fp32 features are the same, slower
-        print(f"features computed in fp32 (NNCF could not make an INT8 backbone: {type(error).__name__})")
+        print(f"features computed in fp32 (no INT8 backbone could be made: {type(error).__name__})")
         return None
     seconds = time.perf_counter() - started
-    print(f"features: the train photos through the backbone in INT8 (NNCF, calibrated on {len(photos)} of them in "
+    print(f"features: the train photos through the backbone in INT8 (calibrated on {len(photos)} of them in "
           f"{seconds:.0f} s), the val photos in fp32 as PyTorch, and in INT8 for the served engine's check", flush=True)
     return model, len(photos), seconds
 

@@ -4,8 +4,9 @@
 
 For each seed, train.py (--weights none --no-engine) runs epoch after epoch through --resume (a resumed run gives
 the same bits as an unstopped one), and each epoch's weights are kept. Each is converted to OpenVINO and quantized
-by NNCF as engines.py does, with each calibration setting of --variants (PHOTOS:BATCH:bc with fast bias correction,
-PHOTOS:BATCH:nobc without; BATCH photos per calibration sample), then judged on the val photos by both rules:
+as engines.py does (PHOTOS:BATCH:minmax, int8.minmax_int8) or by NNCF (PHOTOS:BATCH:bc with fast bias correction,
+PHOTOS:BATCH:nobc without), each setting of --variants (BATCH photos per calibration sample),
+then judged on the val photos by both rules:
 - before: agreement with fp32 on at least 99% of the val photos and val accuracy within 0.5 points;
 - now (engines.judge_int8): not worse than fp32 beyond the val set's uncertainty, agreement at least 95%.
 The table and the pass counts are printed and written to OUTPUT_ROOT/int8_check.md.
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python studies/study_int8_check.py`: the package is one folder up
 
 from cats_dogs.checkpoint import load_checkpoint  # noqa: E402
-from cats_dogs.engines import judge_int8, logits_of, nncf_int8, read_photos, right_string, to_openvino  # noqa: E402
+from cats_dogs.engines import judge_int8, logits_of, read_photos, right_string, to_openvino  # noqa: E402
+from cats_dogs.int8 import minmax_int8, nncf_int8  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=3, help="the weights after each epoch up to this one are judged")
-    parser.add_argument("--variants", nargs="+", default=["300:1:bc", "64:1:bc", "64:8:nobc", "32:8:nobc"])
+    parser.add_argument("--variants", nargs="+", default=["300:1:bc", "64:8:nobc", "64:8:minmax"])
     parser.add_argument("--output-root", default="checkpoint/int8_study")
     return parser
 
@@ -62,7 +64,8 @@ def quantized_classes(ov_model, calibration: torch.Tensor, val: torch.Tensor, va
     photos, batch, bias = variant.split(":")
     picked = calibration[:: max(1, len(calibration) // int(photos))][: int(photos)]
     started = time.perf_counter()
-    model = nncf_int8(ov_model, picked, int(batch), bias_correction=bias == "bc")
+    model = (minmax_int8(ov_model, picked, int(batch)) if bias == "minmax"
+             else nncf_int8(ov_model, picked, int(batch), bias_correction=bias == "bc"))
     seconds = time.perf_counter() - started
     compiled = openvino.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return logits_of(lambda batch: torch.from_numpy(compiled(batch.numpy())[0]), val).argmax(1), seconds
