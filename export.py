@@ -3,7 +3,7 @@
     python export.py --onnx model.onnx                      # checkpoint/best_checkpoint.pth
     python export.py --checkpoint my.pth --onnx my.onnx --image datasets/val/cat/cat.1.jpg
     python export.py --openvino model.xml                   # model.xml + model.bin, fp32
-    python export.py --openvino model-int8.xml --int8       # INT8 by NNCF, calibrated on datasets/train.csv
+    python export.py --openvino model-int8.xml --int8       # INT8 (int8.py), calibrated on datasets/train.csv
     python export.py --info                                 # parameters and FLOPs only
     python export.py --ncnn phone/                          # for a phone app (ncnn); pip install -r requirements-export.txt
     python export.py --space my-space/                      # a Hugging Face Space folder (docs/share.md)
@@ -55,8 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", default=None, help="where to write the .onnx file")
     parser.add_argument("--openvino", default=None, help="where to write the OpenVINO model (.xml, with its .bin beside it)")
     parser.add_argument("--int8", action="store_true",
-                        help="with --openvino: INT8 post-training quantization (NNCF) calibrated on DATA_DIR/train.csv "
-                             "and checked on DATA_DIR/val.csv")
+                        help="with --openvino: INT8 post-training quantization (NNCF's MinMax layout, cats_dogs/int8.py) "
+                             "calibrated on DATA_DIR/train.csv and checked on DATA_DIR/val.csv")
     parser.add_argument("--ncnn", default=None,
                         help="folder for the phone model: model.ncnn.param/.bin (ncnn, through pnnx) and model.json "
                              "(preprocessing and class names); needs requirements-export.txt")

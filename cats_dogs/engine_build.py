@@ -48,12 +48,14 @@ from cats_dogs.tied_child import tied_command, wait_until_armed
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_SHARE = 0.05  # train.py builds the engine itself only where that costs at most this share of its run
-# The build's parts on 2 cores (docs/speed.md, "First runs"): reading the checkpoint, the conversion, compiling and
-# saving take about BUILD_FIXED_S; the calibration pass (64 photos in fp32) and the check (the val photos in INT8)
-# cost about BUILD_PHOTO_PASSES forward passes of PyTorch's fp32 model (13.7 s in all for a ResNet50 at 256² with
-# AVX2 only, 10.2 s with AVX-512; 8 s and 150 passes while NNCF calibrated).
-BUILD_FIXED_S = 4.0
-BUILD_PHOTO_PASSES = 90
+# The build in train.py, on 2 cores (docs/speed.md, "A quantizer of its own"): about 10.5 s for a ResNet50 at 256²
+# with AVX2 only and 7.5 s with AVX-512, where a forward pass of PyTorch's fp32 model takes 112 and 80 ms a photo:
+# BUILD_FIXED_S plus BUILD_PHOTO_PASSES such passes (the conversion, the calibration's fp32 pass over 32 photos and
+# the check's INT8 pass over the val photos all grow with the model). While NNCF calibrated: 8 s and 150 passes.
+BUILD_FIXED_S = 1.0
+BUILD_PHOTO_PASSES = 85
+# A background build first starts Python and imports PyTorch and OpenVINO again, which train.py had done.
+BACKGROUND_START_S = 4.0
 # OpenVINO fp32 alone (converted from PyTorch in memory, then saved): about 3 s for a ResNet50 at 256² with AVX2.
 CONVERT_FIXED_S = 1.0
 CONVERT_PHOTO_PASSES = 30
@@ -138,14 +140,16 @@ def start_background_build(checkpoint_path: Path, data_dir: str | None, amp: boo
         with contextlib.suppress(psutil.Error):
             psutil.Process(process.pid).nice(19)
     atomic_write_text(folder / BUILD_PID, json.dumps({"pid": process.pid, "checkpoint": str(checkpoint_path.resolve()),
-                                                      "started": time.time(), "estimate_s": round(estimate, 1)}))
+                                                      "started": time.time(),
+                                                      "estimate_s": round(BACKGROUND_START_S + estimate, 1)}))
     return process.pid
 
 
 def background_build(checkpoint_path: str | os.PathLike) -> tuple[psutil.Process, float] | None:
     """The background build running for this checkpoint (start_background_build), and about how many seconds it has
     left; None when there is none (finished, killed, or for another checkpoint). One left suspended by a command
-    that was killed outright (pause_until_exit) is resumed here."""
+    that was killed outright (pause_until_exit) is resumed here. Its progress is its seconds since it started, or its
+    CPU seconds where fewer: a build that was suspended, or starved by other work, has not done what its age says."""
     engines = Path(checkpoint_path).parent / "engines"
     try:
         found = json.loads((engines / BUILD_PID).read_text(encoding="utf-8"))
@@ -154,9 +158,11 @@ def background_build(checkpoint_path: str | os.PathLike) -> tuple[psutil.Process
             return None
         if process.status() == psutil.STATUS_STOPPED and not pauser_alive(engines / BUILD_PAUSED_BY):
             process.resume()
+        cpu = process.cpu_times()
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
-    return process, max(0.0, found["started"] + found["estimate_s"] - time.time())
+    progress = min(time.time() - found["started"], cpu.user + cpu.system)
+    return process, max(0.0, found["estimate_s"] - progress)
 
 
 def pauser_alive(marker: Path) -> bool:

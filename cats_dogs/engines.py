@@ -56,13 +56,13 @@ from cats_dogs.onnx_export import export_onnx
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "openvino-fp32")
 ENGINE_HELP = ("auto: PyTorch on a GPU; on a CPU OpenVINO INT8 when it passes its accuracy check, else OpenVINO fp32. "
                "openvino tries INT8 too, openvino-fp32 does not. An engine that cannot load falls back to torch")
-# Calibration photos: 64 gave the verdicts of NNCF's default 300 on the models tried (docs/speed.md, "First runs";
-# studies/study_int8_check.py measures it over seeds and epochs), in a fraction of the time.
-CALIBRATION_PHOTOS = 64
+# Calibration photos: 64 gave the verdicts of NNCF's default 300, and 32 those of 64, on the 9 models of
+# studies/study_int8_check.py (docs/speed.md, "First runs"); 32 take half the calibration's fp32 pass.
+CALIBRATION_PHOTOS = 32
 MAX_DISAGREEMENT = 0.05  # share of val photos where INT8's top class may differ from fp32's (right or wrong)
 # What building OpenVINO INT8 costs and what it saves, for --engine auto on a job with no engine cached yet
 # (predict.py, evaluate.py), for ResNet50 at 256² on 2 cores (docs/speed.md, "First runs"): the build (conversion,
-# calibration on 64 photos, the check on 70) takes 10–14 s in one process (18–23 s with NNCF, 60 s before issue 35);
+# calibration on 32 photos, the check on 70) takes 8–11 s in one process (18–23 s with NNCF, 60 s before issue 35);
 # INT8 saves about 25 ms a photo against PyTorch with native bf16, 50 ms with AVX2 only.
 BUILD_SECONDS = 12
 SAVED_SECONDS_PER_PHOTO = 0.025

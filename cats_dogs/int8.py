@@ -4,9 +4,9 @@
 
 NNCF (CALIBRATION_BATCH photos a batch, no bias correction) took 15–21 s for a ResNet50 at 256² on 2 cores, about 7 s
 of it fixed (matching its patterns, compiling its statistics model), whatever the photos: more than 5% of a short
-train.py run, which then had to leave INT8 to a background process. This module writes the same layout in about
-4 s (AVX-512) to 7 s (AVX2) for 64 photos, most of it one fp32 pass over them (docs/speed.md, "A quantizer of its
-own"):
+train.py run, which then had to leave INT8 to a background process. This module writes the same layout in 2.5 s
+(AVX-512) to 3.6 s (AVX2) for 32 photos (4.9 and 6.8 s for 64), most of it one fp32 pass over them
+(docs/speed.md, "A quantizer of its own"):
 - FakeQuantize (256 levels) on each activation that a convolution, a matmul or the global average pool reads (found
   through max pooling and reshapes, which commute with it), and on both inputs of each residual addition: NNCF's
   71 places in a ResNet50;

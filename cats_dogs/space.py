@@ -42,7 +42,7 @@ SPACE_PACKAGES = ("torch", "torchvision", "gradio", "pillow", "matplotlib", "cap
                   "psutil")
 # Imported by the Space's files, left out of its requirements on purpose: each has a fallback there.
 OPTIONAL_IMPORTS = {
-    "nncf": "INT8 calibration needs the train photos, which a Space lacks: export.py --space builds INT8 and ships it",
+    "nncf": "only int8.nncf_int8 imports it, the reference the benchmarks compare against; never called on a Space",
     "onnxruntime": "an engine tried only when OpenVINO cannot load; PyTorch answers then",
 }
 # A CPU Space gets PyTorch's CPU wheels (about 2 GB installed, PyTorch's figure) instead of PyPI's CUDA build (this
@@ -133,7 +133,7 @@ def model_card(meta: Checkpoint, engine_line: str, report: dict | None, gpu: boo
     if gpu:
         engine = "PyTorch on the Space's GPU"
     elif report is not None and report["decision"] == "int8":
-        engine = (f"OpenVINO INT8 (NNCF, calibrated on {report['calibration_photos']} train photos; the same top "
+        engine = (f"OpenVINO INT8 (calibrated on {report['calibration_photos']} train photos; the same top "
                   f"class as fp32 PyTorch on {report['agreement']:.1%} of the val photos), shipped in checkpoint/engines/")
         accuracy, photos = report["int8_accuracy"], report["val_photos"]
     elif "engine: openvino" in engine_line:

@@ -1,4 +1,4 @@
-"""engines.py: onnxruntime and OpenVINO (fp32, INT8 by NNCF) answer like PyTorch, are cached beside the
+"""engines.py: onnxruntime and OpenVINO (fp32, INT8 by int8.py) answer like PyTorch, are cached beside the
 checkpoint, refuse a bad INT8 model, and fall back to PyTorch with one line when they cannot load."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 from cats_dogs.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from cats_dogs.engine_build import convert_fp32_here
 from cats_dogs.engines import (
+    CALIBRATION_PHOTOS,
     cached_engine_answers,
     engine_path,
     engine_ready,
@@ -244,13 +245,14 @@ def test_freeze_backbone_on_150_photos_trains_on_int8_features_and_serves_that_b
     trained = run_script("train.py", "--weights", "none", "--model", "resnet18", "--image-size", "64",
                          "--freeze-backbone", "--lr", "3e-2", "--epochs", "3", "--batch-size", "16", "--num-workers", "0",
                          "--swanlab-mode", "disabled", cwd=tmp_path)
-    assert "features: the train photos through the backbone in INT8 (calibrated on 64 of them" in trained.stdout
+    calibrated = f"features: the train photos through the backbone in INT8 (calibrated on {CALIBRATION_PHOTOS} of them"
+    assert calibrated in trained.stdout
     [line] = [line for line in trained.stdout.splitlines() if line.startswith("engine:")]
     assert "the INT8 backbone the features came from with the trained head" in line and "background" not in line
     best = tmp_path / "checkpoint/best_checkpoint.pth"
     meta = read_checkpoint(best)
     report = json.loads(engine_path(best, "openvino-int8.json").read_text(encoding="utf-8"))
-    assert report["from_int8_backbone"] and report["calibration_photos"] == 64 and report["val_photos"] == 20
+    assert report["from_int8_backbone"] and report["calibration_photos"] == CALIBRATION_PHOTOS and report["val_photos"] == 20
     model, _ = load_checkpoint(best)
     photos, labels = read_photos(tmp_path / "datasets/val.csv", meta, 10**9)
     # The val accuracy train.py reports is the checkpoint's own in PyTorch (fp32 features), not INT8's.

@@ -503,8 +503,8 @@ def test_the_serving_engine_is_built_after_the_last_epoch_here_or_in_the_backgro
         assert f"log: {Path(run) / 'engines/build.log'}" in line
         builds[run] = psutil.Process(int(re.search(r"\(pid (\d+)\)", line)[1]))
         builds[run].suspend()  # held until the next command, as a predict.py killed outright would leave it
-        if run == "background":  # resumed by predict.py, suspended again while predict.py answers without it (its
-            # estimate, at least BUILD_FIXED_S, is not over yet), and resumed as predict.py ends
+        if run == "background":  # resumed by predict.py, suspended again while predict.py answers without it (held
+            # at once, it has done almost none of its work), and resumed as predict.py ends
             predicted = run_script("predict.py", str(tmp_path / "datasets/val/cat/cat.0.jpg"), "--checkpoint",
                                    str(tmp_path / run / "best_checkpoint.pth"), cwd=tmp_path)
             assert f"(pid {builds[run].pid}, about " in predicted.stderr
