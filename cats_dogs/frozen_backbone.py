@@ -38,9 +38,9 @@ from cats_dogs.int8 import minmax_int8
 from cats_dogs.photo_batches import ImageList
 from cats_dogs.preprocessing import to_device
 
-# The calibration of a ResNet50 backbone at 256² takes about 5 s on 2 cores of an AVX-512 Xeon (7 s with AVX2 only;
-# 12–14 s while NNCF made it), and INT8 saves about 40 ms a photo against fp32 there (50 ms with AVX2 only): it
-# repays itself from about 150 photos.
+# The calibration of a ResNet50 backbone at 256² takes about 2.5 s on 2 cores of an AVX-512 Xeon (3.6 s with AVX2
+# only; 12–14 s while NNCF made it), and INT8 saves about 40 ms a photo against fp32 there (50 ms with AVX2 only),
+# but the val photos then go through both backbones: it repays itself from about 150 train photos.
 INT8_FEATURES_MIN_PHOTOS = 150
 
 
